@@ -1,0 +1,697 @@
+/* Open Inference Protocol (v2) JSON: the `json` codec and the `kserve-v2` backend adapter.
+ *
+ * Both components map between the v2 JSON tensor form
+ *     {"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [...flat or nested...]}
+ * and the canonical tensors of the ABI. Parsing uses jansson; encoding writes JSON text directly into a
+ * growable buffer because building a jansson tree for large tensors costs several times more. */
+#include "mlp_v2.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Set once by mlp_plugin_init; the same table for every instance. */
+static const mlp_host_api *g_host;
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors: formatted, then copied by the host.
+ * ------------------------------------------------------------------------------------------- */
+__attribute__((format(printf, 3, 4)))
+static mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
+    if (g_host) g_host->set_error(call, msg, (size_t)n);
+    return status;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Datatypes.
+ * ------------------------------------------------------------------------------------------- */
+static const char *const k_dt_names[] = {
+    [MLP_DT_BOOL] = "BOOL",   [MLP_DT_UINT8] = "UINT8", [MLP_DT_UINT16] = "UINT16",
+    [MLP_DT_UINT32] = "UINT32", [MLP_DT_UINT64] = "UINT64", [MLP_DT_INT8] = "INT8",
+    [MLP_DT_INT16] = "INT16", [MLP_DT_INT32] = "INT32", [MLP_DT_INT64] = "INT64",
+    [MLP_DT_FP16] = "FP16",   [MLP_DT_FP32] = "FP32",   [MLP_DT_FP64] = "FP64",
+    [MLP_DT_BYTES] = "BYTES",
+};
+
+static uint32_t dt_from_name(const char *s) {
+    if (!s) return MLP_DT_INVALID;
+    for (uint32_t i = MLP_DT_BOOL; i <= MLP_DT_BYTES; i++)
+        if (strcmp(k_dt_names[i], s) == 0) return i;
+    return MLP_DT_INVALID;
+}
+
+/* Element size in bytes; 0 for BYTES (variable). */
+static size_t dt_size(uint32_t dt) {
+    switch (dt) {
+    case MLP_DT_BOOL: case MLP_DT_UINT8: case MLP_DT_INT8: return 1;
+    case MLP_DT_UINT16: case MLP_DT_INT16: case MLP_DT_FP16: return 2;
+    case MLP_DT_UINT32: case MLP_DT_INT32: case MLP_DT_FP32: return 4;
+    case MLP_DT_UINT64: case MLP_DT_INT64: case MLP_DT_FP64: return 8;
+    default: return 0;
+    }
+}
+
+/* IEEE 754 binary16 <-> binary32, round to nearest even. */
+static uint16_t half_from_float(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    int32_t exp = (int32_t)((x >> 23) & 0xffu);
+    uint32_t mant = x & 0x7fffffu;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
+    int32_t e = exp - 127 + 15;
+    if (e >= 0x1f) return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) {
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t h = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1);
+        uint32_t halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)e << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
+static float float_from_half(uint16_t h) {
+    uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
+    uint32_t exp = ((uint32_t)h >> 10) & 0x1fu;
+    uint32_t mant = (uint32_t)h & 0x3ffu;
+    uint32_t x;
+    if (exp == 0) {
+        if (mant == 0) {
+            x = sign;
+        } else {
+            int32_t e = -1;
+            do { e++; mant <<= 1; } while ((mant & 0x400u) == 0);
+            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 0x1f) {
+        x = sign | 0x7f800000u | (mant << 13);
+    } else {
+        x = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * JSON -> tensors.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Counts the leaves of a (possibly nested) data array and, for BYTES, their encoded size. */
+static bool count_leaves(const json_t *v, uint32_t dt, size_t *count, size_t *bytes, int depth) {
+    if (depth > 64) return false;
+    if (json_is_array(v)) {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
+            if (!count_leaves(e, dt, count, bytes, depth + 1)) return false;
+        }
+        return true;
+    }
+    (*count)++;
+    if (dt == MLP_DT_BYTES) {
+        if (!json_is_string(v)) return false;
+        *bytes += 4 + json_string_length(v);
+    }
+    return true;
+}
+
+typedef struct leaf_writer {
+    uint32_t dt;
+    uint8_t *out;
+    size_t index;
+    const char *tensor;
+    mlp_call *call;
+    mlp_status err_status;
+} leaf_writer;
+
+static mlp_status write_leaf(leaf_writer *w, const json_t *v) {
+    size_t es = dt_size(w->dt);
+    uint8_t *p = w->out;
+    switch (w->dt) {
+    case MLP_DT_BOOL:
+        if (!json_is_boolean(v))
+            return fail(w->call, w->err_status, "input '%s': element %zu is not a boolean (BOOL)",
+                        w->tensor, w->index);
+        p[0] = json_is_true(v) ? 1 : 0;
+        break;
+    case MLP_DT_FP16: case MLP_DT_FP32: case MLP_DT_FP64: {
+        if (!json_is_number(v))
+            return fail(w->call, w->err_status, "input '%s': element %zu is not a number (%s)",
+                        w->tensor, w->index, k_dt_names[w->dt]);
+        double d = json_number_value(v);
+        if (w->dt == MLP_DT_FP64) {
+            memcpy(p, &d, 8);
+        } else if (w->dt == MLP_DT_FP32) {
+            float f = (float)d;
+            memcpy(p, &f, 4);
+        } else {
+            uint16_t h = half_from_float((float)d);
+            memcpy(p, &h, 2);
+        }
+        break;
+    }
+    case MLP_DT_BYTES: {
+        size_t n = json_string_length(v);
+        uint32_t len = (uint32_t)n;
+        memcpy(p, &len, 4);
+        memcpy(p + 4, json_string_value(v), n);
+        w->out += 4 + n;
+        w->index++;
+        return MLP_OK;
+    }
+    default: {
+        /* Integers: exact values in range only. */
+        if (!json_is_integer(v))
+            return fail(w->call, w->err_status, "input '%s': element %zu is not an integer (%s)",
+                        w->tensor, w->index, k_dt_names[w->dt]);
+        json_int_t i = json_integer_value(v);
+        long long lo = 0, hi = 0;
+        bool is_unsigned = false;
+        switch (w->dt) {
+        case MLP_DT_UINT8: lo = 0; hi = UINT8_MAX; is_unsigned = true; break;
+        case MLP_DT_UINT16: lo = 0; hi = UINT16_MAX; is_unsigned = true; break;
+        case MLP_DT_UINT32: lo = 0; hi = UINT32_MAX; is_unsigned = true; break;
+        case MLP_DT_UINT64: lo = 0; hi = INT64_MAX; is_unsigned = true; break;
+        case MLP_DT_INT8: lo = INT8_MIN; hi = INT8_MAX; break;
+        case MLP_DT_INT16: lo = INT16_MIN; hi = INT16_MAX; break;
+        case MLP_DT_INT32: lo = INT32_MIN; hi = INT32_MAX; break;
+        default: lo = INT64_MIN; hi = INT64_MAX; break;
+        }
+        if (i < lo || i > hi)
+            return fail(w->call, w->err_status, "input '%s': element %zu = %lld is out of range for %s",
+                        w->tensor, w->index, (long long)i, k_dt_names[w->dt]);
+        (void)is_unsigned;
+        /* Little-endian hosts only (x86_64, aarch64): the low bytes of the value are the element. */
+        int64_t v64 = (int64_t)i;
+        memcpy(p, &v64, es);
+        break;
+    }
+    }
+    w->out += es;
+    w->index++;
+    return MLP_OK;
+}
+
+static mlp_status write_leaves(leaf_writer *w, const json_t *v) {
+    if (json_is_array(v)) {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
+            mlp_status s = write_leaves(w, e);
+            if (s != MLP_OK) return s;
+        }
+        return MLP_OK;
+    }
+    return write_leaf(w, v);
+}
+
+/* Decodes a v2 "inputs" or "outputs" array into host tensors. `what` names it in messages. */
+static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const char *key,
+                                      const char *what, mlp_status err_status) {
+    if (!json_is_array(arr) || json_array_size(arr) == 0)
+        return fail(call, err_status, "'%s' must be a non-empty array", key);
+    size_t idx;
+    const json_t *t;
+    json_array_foreach(arr, idx, t) {
+        if (!json_is_object(t)) return fail(call, err_status, "%s[%zu] is not an object", key, idx);
+        const json_t *jname = json_object_get(t, "name");
+        const json_t *jdt = json_object_get(t, "datatype");
+        const json_t *jshape = json_object_get(t, "shape");
+        const json_t *jdata = json_object_get(t, "data");
+        if (!json_is_string(jname))
+            return fail(call, err_status, "%s[%zu]: 'name' must be a string", key, idx);
+        const char *name = json_string_value(jname);
+        if (!json_is_string(jdt))
+            return fail(call, err_status, "%s '%s': 'datatype' must be a string", what, name);
+        uint32_t dt = dt_from_name(json_string_value(jdt));
+        if (dt == MLP_DT_INVALID)
+            return fail(call, err_status, "%s '%s': unknown datatype '%s' (expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES)",
+                        what, name, json_string_value(jdt));
+        if (!json_is_array(jshape) || json_array_size(jshape) == 0 || json_array_size(jshape) > 16)
+            return fail(call, err_status, "%s '%s': 'shape' must be an array of 1 to 16 dimensions",
+                        what, name);
+        int64_t shape[16];
+        uint32_t rank = (uint32_t)json_array_size(jshape);
+        size_t expected = 1;
+        for (uint32_t d = 0; d < rank; d++) {
+            const json_t *jd = json_array_get(jshape, d);
+            if (!json_is_integer(jd) || json_integer_value(jd) < 0)
+                return fail(call, err_status, "%s '%s': shape[%u] must be a non-negative integer",
+                            what, name, d);
+            shape[d] = (int64_t)json_integer_value(jd);
+            if (shape[d] > 0 && expected > SIZE_MAX / 16 / (size_t)shape[d])
+                return fail(call, err_status, "%s '%s': shape is too large", what, name);
+            expected *= (size_t)shape[d];
+        }
+        if (jdata == NULL)
+            return fail(call, err_status, "%s '%s': 'data' is missing", what, name);
+        size_t count = 0, bytes = 0;
+        if (!count_leaves(jdata, dt, &count, &bytes, 0)) {
+            if (dt == MLP_DT_BYTES)
+                return fail(call, err_status, "%s '%s': BYTES data must be strings", what, name);
+            return fail(call, err_status, "%s '%s': 'data' is nested too deeply", what, name);
+        }
+        if (count != expected)
+            return fail(call, err_status, "%s '%s': shape has %zu elements but data has %zu",
+                        what, name, expected, count);
+        if (dt != MLP_DT_BYTES) bytes = count * dt_size(dt);
+        mlp_tensor_desc desc = {
+            .struct_size = sizeof desc, .datatype = dt,
+            .name = {(const uint8_t *)name, json_string_length(jname)},
+            .shape = shape, .rank = rank, .byte_size = bytes,
+        };
+        uint8_t *out = g_host->add_tensor(call, &desc);
+        if (!out) return fail(call, MLP_ERR_NOMEM, "%s '%s': the host refused %zu bytes", what, name, bytes);
+        leaf_writer w = {.dt = dt, .out = out, .index = 0, .tensor = name, .call = call,
+                         .err_status = err_status};
+        mlp_status s = write_leaves(&w, jdata);
+        if (s != MLP_OK) return s;
+    }
+    return MLP_OK;
+}
+
+static mlp_status pass_parameters(mlp_call *call, const json_t *params, const char *what,
+                                  mlp_status err_status) {
+    if (params == NULL) return MLP_OK;
+    if (!json_is_object(params)) return fail(call, err_status, "%s 'parameters' must be an object", what);
+    char *text = json_dumps(params, JSON_COMPACT);
+    if (!text) return fail(call, MLP_ERR_NOMEM, "out of memory");
+    mlp_status s = g_host->set_parameters_json(call, (mlp_bytes){(const uint8_t *)text, strlen(text)});
+    free(text);
+    return s;
+}
+
+static json_t *parse_body(mlp_call *call, mlp_bytes body, const char *what, mlp_status err_status,
+                          mlp_status *status) {
+    json_error_t err;
+    json_t *root = json_loadb((const char *)body.ptr, body.len, 0, &err);
+    if (!root) {
+        *status = fail(call, err_status, "%s is not valid JSON: %s (line %d, column %d)", what,
+                       err.text, err.line, err.column);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        *status = fail(call, err_status, "%s must be a JSON object", what);
+        return NULL;
+    }
+    *status = MLP_OK;
+    return root;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors -> JSON text.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct text_buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} text_buf;
+
+static void tb_reserve(text_buf *b, size_t extra) {
+    if (b->oom || b->len + extra <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) { b->oom = true; return; }
+    b->p = p;
+    b->cap = cap;
+}
+
+static void tb_put(text_buf *b, const char *s, size_t n) {
+    tb_reserve(b, n);
+    if (b->oom) return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void tb_str(text_buf *b, const char *s) { tb_put(b, s, strlen(s)); }
+
+__attribute__((format(printf, 2, 3)))
+static void tb_fmt(text_buf *b, const char *fmt, ...) {
+    tb_reserve(b, 64);
+    if (b->oom) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) { b->oom = true; return; }
+    if ((size_t)n >= b->cap - b->len) {
+        tb_reserve(b, (size_t)n + 1);
+        if (b->oom) return;
+        va_start(ap, fmt);
+        vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
+}
+
+/* A JSON string literal of arbitrary bytes: control characters, quote and backslash escaped. */
+static void tb_json_string(text_buf *b, const uint8_t *s, size_t n) {
+    tb_reserve(b, n + 2);
+    tb_put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        tb_put(b, (const char *)s + run, i - run);
+        run = i + 1;
+        char esc[8];
+        switch (c) {
+        case '"': tb_put(b, "\\\"", 2); break;
+        case '\\': tb_put(b, "\\\\", 2); break;
+        case '\n': tb_put(b, "\\n", 2); break;
+        case '\r': tb_put(b, "\\r", 2); break;
+        case '\t': tb_put(b, "\\t", 2); break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            tb_put(b, esc, 6);
+        }
+    }
+    tb_put(b, (const char *)s + run, n - run);
+    tb_put(b, "\"", 1);
+}
+
+static void tb_double(text_buf *b, double d, bool single) {
+    if (!isfinite(d)) { tb_str(b, "null"); return; }
+    if (d == floor(d) && fabs(d) < 1e15) { tb_fmt(b, "%.1f", d); return; }
+    tb_fmt(b, single ? "%.9g" : "%.17g", d);
+}
+
+/* Writes {"name":...,"datatype":...,"shape":[...],"data":[...]} (and parameters when present). */
+static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t) {
+    if (t->datatype < MLP_DT_BOOL || t->datatype > MLP_DT_BYTES)
+        return fail(call, MLP_ERR_INTERNAL, "tensor with invalid datatype %u", t->datatype);
+    tb_str(b, "{\"name\":");
+    tb_json_string(b, t->name.ptr, t->name.len);
+    tb_fmt(b, ",\"datatype\":\"%s\",\"shape\":[", k_dt_names[t->datatype]);
+    size_t count = 1;
+    for (uint32_t d = 0; d < t->rank; d++) {
+        tb_fmt(b, d ? ",%lld" : "%lld", (long long)t->shape[d]);
+        count *= (size_t)t->shape[d];
+    }
+    tb_str(b, "]");
+    if (t->parameters_json.len) {
+        tb_str(b, ",\"parameters\":");
+        tb_put(b, (const char *)t->parameters_json.ptr, t->parameters_json.len);
+    }
+    tb_str(b, ",\"data\":[");
+    const uint8_t *p = t->data.ptr;
+    const uint8_t *end = p + t->data.len;
+    size_t es = dt_size(t->datatype);
+    if (es && count * es != t->data.len)
+        return fail(call, MLP_ERR_INTERNAL, "tensor '%.*s' has %zu bytes for %zu elements",
+                    (int)t->name.len, (const char *)t->name.ptr, t->data.len, count);
+    for (size_t i = 0; i < count; i++) {
+        if (i) tb_put(b, ",", 1);
+        switch (t->datatype) {
+        case MLP_DT_BOOL: tb_str(b, p[0] ? "true" : "false"); break;
+        case MLP_DT_UINT8: tb_fmt(b, "%u", (unsigned)p[0]); break;
+        case MLP_DT_INT8: tb_fmt(b, "%d", (int)(int8_t)p[0]); break;
+        case MLP_DT_UINT16: { uint16_t v; memcpy(&v, p, 2); tb_fmt(b, "%u", (unsigned)v); break; }
+        case MLP_DT_INT16: { int16_t v; memcpy(&v, p, 2); tb_fmt(b, "%d", (int)v); break; }
+        case MLP_DT_UINT32: { uint32_t v; memcpy(&v, p, 4); tb_fmt(b, "%u", v); break; }
+        case MLP_DT_INT32: { int32_t v; memcpy(&v, p, 4); tb_fmt(b, "%d", v); break; }
+        case MLP_DT_UINT64: { uint64_t v; memcpy(&v, p, 8); tb_fmt(b, "%llu", (unsigned long long)v); break; }
+        case MLP_DT_INT64: { int64_t v; memcpy(&v, p, 8); tb_fmt(b, "%lld", (long long)v); break; }
+        case MLP_DT_FP16: { uint16_t v; memcpy(&v, p, 2); tb_double(b, float_from_half(v), true); break; }
+        case MLP_DT_FP32: { float v; memcpy(&v, p, 4); tb_double(b, v, true); break; }
+        case MLP_DT_FP64: { double v; memcpy(&v, p, 8); tb_double(b, v, false); break; }
+        case MLP_DT_BYTES: {
+            uint32_t n;
+            if (end - p < 4) return fail(call, MLP_ERR_INTERNAL, "truncated BYTES tensor");
+            memcpy(&n, p, 4);
+            if ((size_t)(end - p - 4) < n) return fail(call, MLP_ERR_INTERNAL, "truncated BYTES element");
+            tb_json_string(b, p + 4, n);
+            p += 4 + n;
+            continue;
+        }
+        }
+        p += es;
+    }
+    tb_str(b, "]}");
+    return MLP_OK;
+}
+
+static mlp_status flush(mlp_call *call, text_buf *b, const char *content_type) {
+    mlp_status s = MLP_OK;
+    if (b->oom) s = fail(call, MLP_ERR_NOMEM, "out of memory while encoding JSON");
+    if (s == MLP_OK && content_type) {
+        static const char ct[] = "content-type";
+        s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)ct, sizeof ct - 1},
+                               (mlp_bytes){(const uint8_t *)content_type, strlen(content_type)});
+    }
+    if (s == MLP_OK) s = g_host->write(call, b->p, b->len);
+    free(b->p);
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The `json` codec (clients speak v2 JSON).
+ * ------------------------------------------------------------------------------------------- */
+static mlp_status stateless_create(mlp_call *call, mlp_bytes config, void **out) {
+    (void)call; (void)config;
+    *out = NULL;
+    return MLP_OK;
+}
+
+static void stateless_destroy(void *instance) { (void)instance; }
+
+static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request_message *msg) {
+    (void)instance;
+    mlp_status status;
+    json_t *root = parse_body(call, msg->body, "request body", MLP_ERR_INVALID_INPUT, &status);
+    if (!root) return status;
+
+    const json_t *id = json_object_get(root, "id");
+    if (id) {
+        if (!json_is_string(id)) {
+            status = fail(call, MLP_ERR_INVALID_INPUT, "'id' must be a string");
+            goto done;
+        }
+        status = g_host->set_id(call, (mlp_bytes){(const uint8_t *)json_string_value(id), json_string_length(id)});
+        if (status != MLP_OK) goto done;
+    }
+    const json_t *params = json_object_get(root, "parameters");
+    status = pass_parameters(call, params, "request", MLP_ERR_INVALID_INPUT);
+    if (status != MLP_OK) goto done;
+    if (params) {
+        /* Triton's names for per-request controls. */
+        const json_t *prio = json_object_get(params, "priority");
+        if (prio) {
+            if (!json_is_integer(prio)) { status = fail(call, MLP_ERR_INVALID_INPUT, "parameters.priority must be an integer"); goto done; }
+            g_host->set_request_int(call, MLP_REQ_PRIORITY, json_integer_value(prio));
+        }
+        const json_t *timeout = json_object_get(params, "timeout");
+        if (timeout) {
+            if (!json_is_integer(timeout) || json_integer_value(timeout) < 0) {
+                status = fail(call, MLP_ERR_INVALID_INPUT, "parameters.timeout must be a non-negative integer (microseconds)");
+                goto done;
+            }
+            g_host->set_request_int(call, MLP_REQ_TIMEOUT_US, json_integer_value(timeout));
+        }
+    }
+    const json_t *outputs = json_object_get(root, "outputs");
+    if (outputs) {
+        if (!json_is_array(outputs)) { status = fail(call, MLP_ERR_INVALID_INPUT, "'outputs' must be an array"); goto done; }
+        size_t i;
+        const json_t *o;
+        json_array_foreach(outputs, i, o) {
+            const json_t *n = json_object_get(o, "name");
+            if (!json_is_string(n)) { status = fail(call, MLP_ERR_INVALID_INPUT, "outputs[%zu].name must be a string", i); goto done; }
+            status = g_host->add_requested_output(call, (mlp_bytes){(const uint8_t *)json_string_value(n), json_string_length(n)});
+            if (status != MLP_OK) goto done;
+        }
+    }
+    status = decode_tensor_array(call, json_object_get(root, "inputs"), "inputs", "input", MLP_ERR_INVALID_INPUT);
+done:
+    json_decref(root);
+    return status;
+}
+
+static mlp_status codec_encode(void *instance, mlp_call *call, const mlp_response_view *r) {
+    (void)instance;
+    text_buf b = {0};
+    tb_str(&b, "{\"model_name\":");
+    tb_json_string(&b, r->model_name.ptr, r->model_name.len);
+    if (r->model_version.len) {
+        tb_str(&b, ",\"model_version\":");
+        tb_json_string(&b, r->model_version.ptr, r->model_version.len);
+    }
+    if (r->id.len) {
+        tb_str(&b, ",\"id\":");
+        tb_json_string(&b, r->id.ptr, r->id.len);
+    }
+    if (r->parameters_json.len) {
+        tb_str(&b, ",\"parameters\":");
+        tb_put(&b, (const char *)r->parameters_json.ptr, r->parameters_json.len);
+    }
+    tb_str(&b, ",\"outputs\":[");
+    for (uint32_t i = 0; i < r->output_count; i++) {
+        if (i) tb_put(&b, ",", 1);
+        mlp_status s = encode_tensor(call, &b, mlp_tensor_at(r->outputs, r->tensor_stride, i));
+        if (s != MLP_OK) { free(b.p); return s; }
+    }
+    tb_str(&b, "]}");
+    return flush(call, &b, "application/json");
+}
+
+/* "" is a request without a content type; curl -d sends application/x-www-form-urlencoded, and v2
+ * servers (Triton, MLServer) read such bodies as JSON, so clients that work against them work here. */
+static const char *const k_json_types[] = {"application/json", "", "application/x-www-form-urlencoded", NULL};
+
+static const mlp_codec_vtable k_json_codec = {
+    .struct_size = sizeof(mlp_codec_vtable),
+    .content_types = k_json_types,
+    .create = stateless_create,
+    .destroy = stateless_destroy,
+    .decode_request = codec_decode,
+    .encode_response = codec_encode,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * The `kserve-v2` backend (POST /v2/models/{m}[/versions/{v}]/infer).
+ * ------------------------------------------------------------------------------------------- */
+static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch_view *batch) {
+    (void)instance;
+    text_buf path = {0};
+    tb_str(&path, "/v2/models/");
+    tb_put(&path, (const char *)batch->model_name.ptr, batch->model_name.len);
+    if (batch->model_version.len) {
+        tb_str(&path, "/versions/");
+        tb_put(&path, (const char *)batch->model_version.ptr, batch->model_version.len);
+    }
+    tb_str(&path, "/infer");
+    mlp_status s = path.oom ? MLP_ERR_NOMEM
+                            : g_host->set_path(call, (mlp_bytes){(const uint8_t *)path.p, path.len});
+    free(path.p);
+    if (s != MLP_OK) return fail(call, s, "could not set the upstream path");
+
+    text_buf b = {0};
+    tb_str(&b, "{\"inputs\":[");
+    for (uint32_t i = 0; i < batch->input_count; i++) {
+        if (i) tb_put(&b, ",", 1);
+        s = encode_tensor(call, &b, mlp_tensor_at(batch->inputs, batch->tensor_stride, i));
+        if (s != MLP_OK) { free(b.p); return s; }
+    }
+    tb_str(&b, "]");
+    if (batch->requested_output_count) {
+        tb_str(&b, ",\"outputs\":[");
+        for (uint32_t i = 0; i < batch->requested_output_count; i++) {
+            tb_str(&b, i ? ",{\"name\":" : "{\"name\":");
+            tb_json_string(&b, batch->requested_outputs[i].ptr, batch->requested_outputs[i].len);
+            tb_str(&b, "}");
+        }
+        tb_str(&b, "]");
+    }
+    tb_str(&b, "}");
+    return flush(call, &b, "application/json");
+}
+
+static mlp_status backend_decode(void *instance, mlp_call *call, const mlp_upstream_reply *reply) {
+    (void)instance;
+    if (reply->http_status != 200) {
+        /* v2 servers answer errors as {"error": "..."}; show the server's words when there are some. */
+        json_t *root = json_loadb((const char *)reply->body.ptr, reply->body.len, 0, NULL);
+        const json_t *e = root ? json_object_get(root, "error") : NULL;
+        mlp_status s;
+        if (json_is_string(e))
+            s = fail(call, MLP_ERR_UPSTREAM, "model server answered %u: %s", reply->http_status, json_string_value(e));
+        else
+            s = fail(call, MLP_ERR_UPSTREAM, "model server answered %u: %.200s", reply->http_status,
+                     reply->body.len ? (const char *)reply->body.ptr : "(empty body)");
+        json_decref(root);
+        return s;
+    }
+    mlp_status status;
+    json_t *root = parse_body(call, reply->body, "model server reply", MLP_ERR_UPSTREAM, &status);
+    if (!root) return status;
+    status = pass_parameters(call, json_object_get(root, "parameters"), "reply", MLP_ERR_UPSTREAM);
+    if (status == MLP_OK)
+        status = decode_tensor_array(call, json_object_get(root, "outputs"), "outputs", "output", MLP_ERR_UPSTREAM);
+    json_decref(root);
+    return status;
+}
+
+static const mlp_backend_vtable k_kserve_v2 = {
+    .struct_size = sizeof(mlp_backend_vtable),
+    .create = stateless_create,
+    .destroy = stateless_destroy,
+    .encode_request = backend_encode,
+    .decode_response = backend_decode,
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * Registration.
+ * ------------------------------------------------------------------------------------------- */
+static const mlp_component k_codec_component = {
+    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_CODEC, .name = "json",
+    .description = "Open Inference Protocol (v2) JSON requests and responses", .vtable = &k_json_codec,
+};
+static const mlp_component k_backend_component = {
+    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_BACKEND, .name = "kserve-v2",
+    .description = "KServe/Open Inference Protocol v2 JSON (Triton, MLServer, KServe)", .vtable = &k_kserve_v2,
+};
+static const mlp_component *const k_components[] = {&k_codec_component, &k_backend_component};
+
+MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
+    mlp_status s = mlp_plugin_begin(host, out, "v2");
+    if (s != MLP_OK) return s;
+    g_host = host;
+    out->components = k_components;
+    out->component_count = 2;
+    return MLP_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Fuzz entry: a host that hands out scratch memory and discards everything.
+ * ------------------------------------------------------------------------------------------- */
+static uint8_t *fuzz_scratch;
+static size_t fuzz_scratch_len;
+
+static void fuzz_log(mlp_call *c, int l, const char *m, size_t n) { (void)c; (void)l; (void)m; (void)n; }
+static void fuzz_error(mlp_call *c, const char *m, size_t n) { (void)c; (void)m; (void)n; }
+static uint8_t *fuzz_add_tensor(mlp_call *c, const mlp_tensor_desc *d) {
+    (void)c;
+    if (d->byte_size > (64u << 20)) return NULL;
+    if (d->byte_size > fuzz_scratch_len) {
+        uint8_t *p = realloc(fuzz_scratch, d->byte_size ? d->byte_size : 1);
+        if (!p) return NULL;
+        fuzz_scratch = p;
+        fuzz_scratch_len = d->byte_size;
+    }
+    return fuzz_scratch ? fuzz_scratch : (uint8_t *)&fuzz_scratch_len;
+}
+static mlp_status fuzz_bytes(mlp_call *c, mlp_bytes b) { (void)c; (void)b; return MLP_OK; }
+static mlp_status fuzz_int(mlp_call *c, int k, int64_t v) { (void)c; (void)k; (void)v; return MLP_OK; }
+
+int mlp_v2_fuzz_decode_request(const uint8_t *data, size_t size) {
+    static const mlp_host_api host = {
+        .struct_size = sizeof host, .abi_major = MLP_ABI_MAJOR, .abi_minor = MLP_ABI_MINOR,
+        .log = fuzz_log, .set_error = fuzz_error, .add_tensor = fuzz_add_tensor,
+        .set_id = fuzz_bytes, .set_request_int = fuzz_int, .add_requested_output = fuzz_bytes,
+        .set_parameters_json = fuzz_bytes,
+    };
+    if (!g_host) g_host = &host;
+    mlp_request_message msg = {.struct_size = sizeof msg, .body = {data, size}};
+    return (int)codec_decode(NULL, NULL, &msg);
+}

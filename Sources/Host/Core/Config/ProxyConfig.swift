@@ -1,0 +1,211 @@
+import Foundation
+import Yams
+
+/// A configuration mistake, reported at start-up with the file, the key and the reason.
+public struct ConfigError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var description: String { "\(host):\(port)" }
+}
+
+public struct ModelConfig: Sendable {
+    public var name: String
+    public var backend: String
+    public var upstream: ListenAddress
+    public var upstreamModel: String
+    public var upstreamVersion: String
+    public var upstreamTimeoutMillis: Int64
+    public var codecs: [String]
+    public var policy: String
+    /// Policy parameters as JSON text, with slo_ms, max_batch_items and max_inflight_batches added.
+    public var policyParamsJSON: String
+    public var limits: QueueLimits
+}
+
+public struct SimulatedServerConfig: Sendable {
+    public var listen: ListenAddress
+    public var replicas: Int
+    /// Upstream latency in milliseconds by batch items; interpolated linearly between points.
+    public var latencyMillis: [(items: Int, ms: Double)]
+    public var noise: Double
+    public var seed: UInt64
+}
+
+public struct ProxyConfig: Sendable {
+    public var listen: ListenAddress
+    public var maxBodyBytes: Int
+    public var pluginPaths: [String]
+    public var plugins: [String]
+    public var drainTimeoutMillis: Int64
+    public var simulatedServers: [SimulatedServerConfig]
+    public var models: [ModelConfig]
+}
+
+/// Reads a YAML mapping strictly: every key must be known and every value of the right kind.
+private struct Node {
+    let file: String
+    let path: String
+    let value: Any
+
+    func fail(_ reason: String) -> ConfigError { ConfigError(message: "\(file): \(path.isEmpty ? "top level" : path): \(reason)") }
+
+    func mapping(known: [String]) throws -> [String: Node] {
+        guard let dict = value as? [String: Any] else { throw fail("expected a mapping") }
+        var out: [String: Node] = [:]
+        for (k, v) in dict {
+            guard known.contains(k) else {
+                throw ConfigError(message: "\(file): \(path.isEmpty ? "" : path + ".")\(k): unknown key (known here: \(known.joined(separator: ", ")))")
+            }
+            out[k] = Node(file: file, path: path.isEmpty ? k : "\(path).\(k)", value: v)
+        }
+        return out
+    }
+
+    func string() throws -> String {
+        if let s = value as? String { return s }
+        throw fail("expected a string")
+    }
+
+    func int(min: Int = Int.min, max: Int = Int.max) throws -> Int {
+        guard let i = value as? Int else { throw fail("expected an integer") }
+        guard i >= min && i <= max else { throw fail("\(i) is outside [\(min), \(max)]") }
+        return i
+    }
+
+    func double(min: Double) throws -> Double {
+        let d: Double
+        if let i = value as? Int { d = Double(i) } else if let x = value as? Double { d = x } else { throw fail("expected a number") }
+        guard d >= min, d.isFinite else { throw fail("\(d) must be at least \(min)") }
+        return d
+    }
+
+    func list() throws -> [Node] {
+        guard let a = value as? [Any] else { throw fail("expected a list") }
+        return a.enumerated().map { Node(file: file, path: "\(path)[\($0.offset)]", value: $0.element) }
+    }
+
+    func address() throws -> ListenAddress {
+        let s = try string()
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), port >= 0, port < 65536 else {
+            throw fail("'\(s)' is not host:port")
+        }
+        return ListenAddress(host: String(s[..<colon]), port: port)
+    }
+
+    func url() throws -> ListenAddress {
+        var s = try string()
+        guard s.hasPrefix("http://") else { throw fail("'\(s)' must start with http:// (TLS upstreams are not supported yet)") }
+        s.removeFirst("http://".count)
+        if s.hasSuffix("/") { s.removeLast() }
+        guard !s.contains("/") else { throw fail("'\(s)' must be http://host:port without a path") }
+        return try Node(file: file, path: path, value: s).address()
+    }
+}
+
+extension ProxyConfig {
+    public static func load(file: String) throws -> ProxyConfig {
+        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+            throw ConfigError(message: "\(file): cannot read the file")
+        }
+        return try parse(yaml: text, file: file)
+    }
+
+    public static func parse(yaml: String, file: String = "<config>") throws -> ProxyConfig {
+        let root: Any?
+        do { root = try Yams.load(yaml: yaml) } catch { throw ConfigError(message: "\(file): not valid YAML: \(error)") }
+        let top = try Node(file: file, path: "", value: root ?? [String: Any]()).mapping(known: [
+            "listen", "max_body_bytes", "plugin_paths", "plugins", "drain_timeout_ms", "simulated_servers", "models",
+        ])
+        var config = ProxyConfig(
+            listen: try top["listen"]?.address() ?? ListenAddress(host: "127.0.0.1", port: 8080),
+            maxBodyBytes: try top["max_body_bytes"]?.int(min: 1024) ?? 64 << 20,
+            pluginPaths: try top["plugin_paths"]?.list().map { try $0.string() } ?? [],
+            plugins: try top["plugins"]?.list().map { try $0.string() } ?? [],
+            drainTimeoutMillis: Int64(try top["drain_timeout_ms"]?.int(min: 0) ?? 30_000),
+            simulatedServers: [], models: [])
+        for node in try top["simulated_servers"]?.list() ?? [] {
+            config.simulatedServers.append(try parseSimulated(node))
+        }
+        guard let models = top["models"] else { throw ConfigError(message: "\(file): models: at least one model is required") }
+        for node in try models.list() {
+            let m = try parseModel(node)
+            if config.models.contains(where: { $0.name == m.name }) { throw node.fail("model '\(m.name)' is defined twice") }
+            config.models.append(m)
+        }
+        if config.models.isEmpty { throw models.fail("at least one model is required") }
+        return config
+    }
+
+    private static func parseSimulated(_ node: Node) throws -> SimulatedServerConfig {
+        let m = try node.mapping(known: ["listen", "replicas", "latency_ms", "noise", "seed"])
+        guard let listen = m["listen"] else { throw node.fail("'listen' is required") }
+        var points: [(Int, Double)] = []
+        if let lat = m["latency_ms"] {
+            guard let dict = lat.value as? [AnyHashable: Any] else { throw lat.fail("expected a mapping of batch items to milliseconds") }
+            for (k, v) in dict {
+                guard let items = (k as? Int) ?? Int("\(k)"), items >= 1 else { throw lat.fail("key '\(k)' must be a batch size >= 1") }
+                points.append((items, try Node(file: lat.file, path: "\(lat.path).\(items)", value: v).double(min: 0)))
+            }
+        }
+        if points.isEmpty { points = [(1, 5.0), (100, 10.0)] }
+        points.sort { $0.0 < $1.0 }
+        return SimulatedServerConfig(
+            listen: try listen.address(),
+            replicas: try m["replicas"]?.int(min: 1, max: 1024) ?? 1,
+            latencyMillis: points.map { (items: $0.0, ms: $0.1) },
+            noise: try m["noise"]?.double(min: 0) ?? 0,
+            seed: UInt64(try m["seed"]?.int(min: 0) ?? 1))
+    }
+
+    private static func parseModel(_ node: Node) throws -> ModelConfig {
+        let m = try node.mapping(known: [
+            "name", "backend", "upstream", "upstream_model", "upstream_version", "upstream_timeout_ms", "codecs",
+            "policy", "policy_params", "slo_ms", "max_batch_items", "max_queued_items", "max_inflight_batches",
+            "late_requests",
+        ])
+        guard let nameNode = m["name"] else { throw node.fail("'name' is required") }
+        let name = try nameNode.string()
+        guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw nameNode.fail("'\(name)' must be letters, digits, '-', '_' or '.'")
+        }
+        guard let upstream = m["upstream"] else { throw node.fail("'upstream' (http://host:port of the model server) is required") }
+        let slo = try m["slo_ms"]?.double(min: 0.001) ?? 1000
+        let maxItems = try m["max_batch_items"]?.int(min: 1, max: 65536) ?? 32
+        let inflight = try m["max_inflight_batches"]?.int(min: 1, max: 4096) ?? 1
+        let maxQueued = try m["max_queued_items"]?.int(min: 1) ?? max(4096, maxItems * 16)
+        let late = try m["late_requests"]?.string() ?? "dispatch"
+        guard late == "dispatch" || late == "reject" else { throw m["late_requests"]!.fail("must be 'dispatch' or 'reject'") }
+        var params: [String: Any] = [:]
+        if let p = m["policy_params"] {
+            guard let dict = p.value as? [String: Any] else { throw p.fail("expected a mapping") }
+            params = dict
+        }
+        params["slo_ms"] = slo
+        params["max_batch_items"] = maxItems
+        params["max_inflight_batches"] = inflight
+        guard JSONSerialization.isValidJSONObject(params),
+              let json = try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys]) else {
+            throw (m["policy_params"] ?? node).fail("values must be numbers, strings, booleans, lists or mappings")
+        }
+        let codecs = try m["codecs"]?.list().map { try $0.string() } ?? ["json"]
+        if codecs.isEmpty { throw m["codecs"]!.fail("at least one codec is required") }
+        return ModelConfig(
+            name: name,
+            backend: try m["backend"]?.string() ?? "kserve-v2",
+            upstream: try upstream.url(),
+            upstreamModel: try m["upstream_model"]?.string() ?? name,
+            upstreamVersion: try m["upstream_version"]?.string() ?? "",
+            upstreamTimeoutMillis: Int64(try m["upstream_timeout_ms"]?.int(min: 1) ?? 30_000),
+            codecs: codecs,
+            policy: try m["policy"]?.string() ?? "adaptive-sla",
+            policyParamsJSON: String(decoding: json, as: UTF8.self),
+            limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
+                                sloNanos: Int64(slo * 1e6), rejectLate: late == "reject"))
+    }
+}

@@ -1,0 +1,148 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// One HTTP request with its whole body, handed to a route on the connection's event loop.
+public struct IncomingRequest: Sendable {
+    public let method: HTTPMethod
+    public let uri: String
+    public let headers: HTTPHeaders
+    public let body: ByteBuffer
+    public let eventLoop: any EventLoop
+    public let allocator: ByteBufferAllocator
+
+    /// The path without the query string.
+    public var path: Substring { uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "" }
+}
+
+public struct OutgoingResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: ByteBuffer
+
+    public init(status: Int, headers: [(String, String)] = [], body: ByteBuffer) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    /// `{"error": message}` with the given status, the form v2 servers use for errors.
+    public static func error(_ status: Int, _ message: String) -> OutgoingResponse {
+        json(status, "{\"error\":\(jsonString(message))}")
+    }
+
+    public static func json(_ status: Int, _ text: String) -> OutgoingResponse {
+        OutgoingResponse(status: status, headers: [("content-type", "application/json")], body: ByteBuffer(string: text))
+    }
+}
+
+/// A JSON string literal for `s`.
+public func jsonString(_ s: String) -> String {
+    var out = "\""
+    out.reserveCapacity(s.utf8.count + 2)
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where u.value < 0x20:
+            let hex = String(u.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(u)
+        }
+    }
+    return out + "\""
+}
+
+public typealias HTTPRoute = @Sendable (IncomingRequest) -> EventLoopFuture<OutgoingResponse>
+
+/// The HTTP/1.1 server the proxy and the simulated model server share: keep-alive, pipelining (one
+/// request at a time per connection, in order), a body size limit, and a route that answers with a
+/// future.
+public enum HTTPServer {
+    public static func bind(group: EventLoopGroup, address: ListenAddress, maxBodyBytes: Int,
+                            route: @escaping HTTPRoute) throws -> Channel {
+        try ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(RequestHandler(maxBodyBytes: maxBodyBytes, route: route))
+                }
+            }
+            .bind(host: address.host, port: address.port).wait()
+    }
+}
+
+private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let maxBodyBytes: Int
+    private let route: HTTPRoute
+    private var head: HTTPRequestHead?
+    private var body: ByteBuffer?
+    private var tooLarge = false
+
+    init(maxBodyBytes: Int, route: @escaping HTTPRoute) {
+        self.maxBodyBytes = maxBodyBytes
+        self.route = route
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            tooLarge = (h.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > maxBodyBytes
+            body = tooLarge ? nil : context.channel.allocator.buffer(capacity: h.headers.first(name: "content-length").flatMap(Int.init) ?? 0)
+        case .body(var chunk):
+            guard !tooLarge else { return }
+            if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodyBytes {
+                tooLarge = true
+                body = nil
+            } else {
+                body?.writeBuffer(&chunk)
+            }
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            if tooLarge {
+                write(context: context, head: head, .error(413, "the request body is larger than max_body_bytes (\(maxBodyBytes) bytes)"), forceClose: true)
+                return
+            }
+            let request = IncomingRequest(method: head.method, uri: head.uri, headers: head.headers,
+                                          body: body ?? ByteBuffer(), eventLoop: context.eventLoop,
+                                          allocator: context.channel.allocator)
+            body = nil
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            route(request).hop(to: context.eventLoop).whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .success(let response): handler.write(context: context, head: head, response, forceClose: false)
+                case .failure(let error): handler.write(context: context, head: head, .error(500, "internal error: \(error)"), forceClose: false)
+                }
+            }
+        }
+    }
+
+    private func write(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: OutgoingResponse, forceClose: Bool) {
+        let keepAlive = head.isKeepAlive && !forceClose
+        var headers = HTTPHeaders()
+        for (k, v) in response.headers { headers.add(name: k, value: v) }
+        headers.replaceOrAdd(name: "content-length", value: String(response.body.readableBytes))
+        if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
+        let responseHead = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
+        if response.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil) }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+public struct UpstreamResponse: Sendable {
+    public let status: Int
+    public let headers: HTTPHeaders
+    public let body: ByteBuffer
+}
+
+/// Keep-alive HTTP/1.1 connections to one model server, one request per connection at a time.
+/// Confined to one event loop (the model's): every method must be called on `loop`, and the
+/// connections live on it too, so nothing here needs a lock.
+public final class UpstreamPool: @unchecked Sendable {
+    public let loop: EventLoop
+    public let address: ListenAddress
+    private let timeout: TimeAmount
+    private var idle: [UpstreamConnection] = []
+
+    public init(loop: EventLoop, address: ListenAddress, timeoutMillis: Int64) {
+        self.loop = loop
+        self.address = address
+        self.timeout = .milliseconds(timeoutMillis)
+    }
+
+    /// Sends one request and completes with the whole response, or fails on connect errors, a
+    /// closed connection or the timeout.
+    public func send(path: String, headers: [(String, String)], body: ByteBuffer) -> EventLoopFuture<UpstreamResponse> {
+        loop.preconditionInEventLoop()
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
+        head.headers.add(name: "host", value: address.description)
+        for (k, v) in headers { head.headers.add(name: k, value: v) }
+        head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
+        let requestHead = head
+        return checkout().flatMap { conn in
+            let promise = self.loop.makePromise(of: UpstreamResponse.self)
+            conn.start(promise)
+            let timer = self.loop.scheduleTask(in: self.timeout) {
+                conn.fail(UpstreamError.timeout(self.timeout.nanoseconds / 1_000_000))
+            }
+            conn.channel.write(HTTPClientRequestPart.head(requestHead), promise: nil)
+            conn.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+            conn.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            return promise.futureResult.always { result in
+                timer.cancel()
+                if case .success(let r) = result, conn.channel.isActive,
+                   r.headers.first(name: "connection")?.lowercased() != "close" {
+                    self.idle.append(conn)
+                } else {
+                    conn.channel.close(promise: nil)
+                }
+            }
+        }
+    }
+
+    private func checkout() -> EventLoopFuture<UpstreamConnection> {
+        while let conn = idle.popLast() {
+            if conn.channel.isActive { return loop.makeSucceededFuture(conn) }
+        }
+        let address = self.address
+        return ClientBootstrap(group: loop)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connectTimeout(.seconds(5))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                    try channel.pipeline.syncOperations.addHandler(UpstreamConnectionHandler())
+                }
+            }
+            .connect(host: address.host, port: address.port)
+            .flatMapErrorThrowing { error in throw UpstreamError.connect(address.description, "\(error)") }
+            .flatMapThrowing { channel in
+                let handler = try channel.pipeline.syncOperations.handler(type: UpstreamConnectionHandler.self)
+                return UpstreamConnection(channel: channel, handler: handler)
+            }
+    }
+
+    /// Closes idle connections (at shutdown).
+    public func close() {
+        for c in idle { c.channel.close(promise: nil) }
+        idle.removeAll()
+    }
+}
+
+public enum UpstreamError: Error, CustomStringConvertible {
+    case connect(String, String)
+    case timeout(Int64)
+    case closed
+
+    public var description: String {
+        switch self {
+        case .connect(let a, let e): return "cannot connect to the model server at \(a): \(e)"
+        case .timeout(let ms): return "the model server did not answer within \(ms) ms (upstream_timeout_ms)"
+        case .closed: return "the model server closed the connection before answering"
+        }
+    }
+
+    /// The status a client sees for this failure.
+    public var httpStatus: Int {
+        if case .timeout = self { return 504 }
+        return 502
+    }
+}
+
+/// A connection and its handler. Only touched on the pool's event loop, where both live.
+struct UpstreamConnection: @unchecked Sendable {
+    let channel: Channel
+    let handler: UpstreamConnectionHandler
+
+    func start(_ promise: EventLoopPromise<UpstreamResponse>) { handler.start(promise) }
+    func fail(_ error: Error) {
+        handler.fail(error)
+        channel.close(promise: nil)
+    }
+}
+
+final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    private var pending: EventLoopPromise<UpstreamResponse>?
+    private var head: HTTPResponseHead?
+    private var body = ByteBuffer()
+
+    func start(_ promise: EventLoopPromise<UpstreamResponse>) {
+        pending = promise
+        head = nil
+        body.clear()
+    }
+
+    func fail(_ error: Error) {
+        let p = pending
+        pending = nil
+        p?.fail(error)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+        case .body(var chunk):
+            body.writeBuffer(&chunk)
+        case .end:
+            guard let head, let p = pending else { return }
+            pending = nil
+            p.succeed(UpstreamResponse(status: Int(head.status.code), headers: head.headers, body: body))
+            body = ByteBuffer()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        fail(UpstreamError.closed)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        fail(UpstreamError.connect("upstream", "\(error)"))
+        context.close(promise: nil)
+    }
+}

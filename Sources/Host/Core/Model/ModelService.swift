@@ -1,0 +1,166 @@
+import Logging
+import NIOCore
+import PluginAPI
+
+/// What one client gets back from its model: its share of the batch's outputs, or an error.
+public struct InferResult: Sendable {
+    public var outputs: [Tensor]
+    public var parametersJSON: [UInt8]?
+    public var batchItems: Int
+    public var batchRequests: Int
+    public var queueNanos: Int64
+    public var upstreamNanos: Int64
+}
+
+public typealias InferReply = Result<InferResult, RequestError>
+
+/// A request waiting in a model's queue.
+struct PendingInfer: Sendable {
+    let request: DecodedRequest
+    let promise: EventLoopPromise<InferReply>
+}
+
+@inline(__always) func monotonicNanos() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
+
+/// One model: its queue and policy, its backend adapter and upstream pool. Everything mutable is
+/// confined to `loop`; `submit` may be called from any thread and hops there.
+public final class ModelService: @unchecked Sendable {
+    public let config: ModelConfig
+    public let loop: EventLoop
+    public let codecs: [CodecInstance]
+    let backend: BackendInstance
+    let queue: ModelQueue<PendingInfer>
+    let pool: UpstreamPool
+    private var wakeTask: Scheduled<Void>?
+    private var wakeAt: Int64 = .max
+    private let logger: Logger
+
+    init(config: ModelConfig, loop: EventLoop, codecs: [CodecInstance], backend: BackendInstance, policy: BatchingPolicy) {
+        self.config = config
+        self.loop = loop
+        self.codecs = codecs
+        self.backend = backend
+        self.queue = ModelQueue(limits: config.limits, policy: policy)
+        self.pool = UpstreamPool(loop: loop, address: config.upstream, timeoutMillis: config.upstreamTimeoutMillis)
+        var logger = Logger(label: "mlproxy.model")
+        logger[metadataKey: "model"] = "\(config.name)"
+        self.logger = logger
+        let log = logger
+        queue.onPolicyError = { e in log.error("policy failed, sending queued requests without it: \(e.message)") }
+    }
+
+    /// The codec that takes this content type, if any.
+    public func codec(for contentType: String?) -> CodecInstance? {
+        codecs.first { $0.accepts(contentType: contentType) }
+    }
+
+    /// Queues a decoded, validated request; the promise is completed exactly once.
+    func submit(_ request: DecodedRequest, items: Int, arrival: Int64, promise: EventLoopPromise<InferReply>) {
+        let key = BatchAssembler.batchKey(of: request.inputs)
+        loop.execute {
+            if let error = self.queue.admit(items: items, arrival: arrival, timeoutMicros: request.timeoutMicros,
+                                            priority: request.priority, batchKey: key,
+                                            payload: PendingInfer(request: request, promise: promise)) {
+                promise.succeed(.failure(error))
+                return
+            }
+            self.pump()
+        }
+    }
+
+    /// Queued requests and batches in flight; read on the loop.
+    func load() -> EventLoopFuture<(queued: Int, inflight: Int)> {
+        loop.submit { (self.queue.count, self.queue.inflight) }
+    }
+
+    private func pump() {
+        var woke = false
+        for effect in queue.pump(now: monotonicNanos()) {
+            switch effect {
+            case .dispatch(let entries): dispatch(entries)
+            case .reject(let entries, let error): for e in entries { e.payload.promise.succeed(.failure(error)) }
+            case .wake(let at): woke = true; schedule(at: at)
+            }
+        }
+        if !woke, let t = wakeTask {
+            t.cancel()
+            wakeTask = nil
+            wakeAt = .max
+        }
+    }
+
+    private func schedule(at: Int64) {
+        if wakeTask != nil && wakeAt == at { return }
+        wakeTask?.cancel()
+        wakeAt = at
+        wakeTask = loop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(at, 0)))) { [self] in
+            wakeTask = nil
+            wakeAt = .max
+            pump()
+        }
+    }
+
+    private func dispatch(_ entries: [QueueEntry<PendingInfer>]) {
+        let dispatched = monotonicNanos()
+        let items = entries.reduce(0) { $0 + $1.items }
+        let requests = entries.map(\.payload.request)
+        let inputs = BatchAssembler.merge(requests.map(\.inputs))
+        // Ask upstream for the union of requested outputs, or all when anyone wants all.
+        var wanted: [String] = []
+        if !requests.contains(where: { $0.requestedOutputs.isEmpty }) {
+            for r in requests { for n in r.requestedOutputs where !wanted.contains(n) { wanted.append(n) } }
+        }
+        let encoded = backend.encode(inputs: inputs, items: items, model: config.upstreamModel,
+                                     version: config.upstreamVersion, requestedOutputs: wanted,
+                                     allocator: ByteBufferAllocator())
+        switch encoded {
+        case .failure(let error):
+            finish(entries, reply: .failure(RequestError(status: 500, message: error.message)), items: items,
+                   dispatched: dispatched, ok: false)
+        case .success(let message):
+            pool.send(path: message.path ?? "/", headers: message.headers, body: message.body).whenComplete { result in
+                let finished = monotonicNanos()
+                switch result {
+                case .failure(let error):
+                    let status = (error as? UpstreamError)?.httpStatus ?? 502
+                    self.finish(entries, reply: .failure(RequestError(status: status, message: "\(error)")), items: items,
+                                dispatched: dispatched, ok: false)
+                case .success(let response):
+                    let decoded = self.backend.decode(status: response.status, body: response.body,
+                                                      contentType: response.headers.first(name: "content-type"),
+                                                      model: self.config.upstreamModel, items: items)
+                    let split = decoded.mapError { RequestError(status: $0.status == 500 ? 500 : 502, message: $0.message) }
+                        .flatMap { out in
+                            BatchAssembler.split(out.outputs, itemCounts: entries.map(\.items)).map { ($0, out.parametersJSON) }
+                        }
+                    switch split {
+                    case .failure(let error):
+                        self.finish(entries, reply: .failure(error), items: items, dispatched: dispatched, ok: false, finished: finished)
+                    case .success(let (parts, params)):
+                        let upstream = finished - dispatched
+                        for (entry, outputs) in zip(entries, parts) {
+                            let wantedByClient = entry.payload.request.requestedOutputs
+                            let mine = wantedByClient.isEmpty ? outputs : outputs.filter { wantedByClient.contains($0.name) }
+                            entry.payload.promise.succeed(.success(InferResult(
+                                outputs: mine, parametersJSON: params, batchItems: items, batchRequests: entries.count,
+                                queueNanos: dispatched - entry.arrival, upstreamNanos: upstream)))
+                        }
+                        self.queue.batchFinished(items: items, requests: entries.count, ok: true, dispatched: dispatched, finished: finished)
+                        self.pump()
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers every request of a failed batch with the same error and lets the queue move on.
+    private func finish(_ entries: [QueueEntry<PendingInfer>], reply: InferReply, items: Int, dispatched: Int64,
+                        ok: Bool, finished: Int64 = monotonicNanos()) {
+        if case .failure(let e) = reply { logger.warning("batch of \(items) items failed: \(e.message)") }
+        for e in entries { e.payload.promise.succeed(reply) }
+        queue.batchFinished(items: items, requests: entries.count, ok: ok, dispatched: dispatched, finished: finished)
+        pump()
+    }
+
+    func shutdown() { loop.execute { self.pool.close() } }
+}

@@ -1,0 +1,163 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import PluginAPI
+
+public enum ComponentKind: UInt32, Sendable, CustomStringConvertible {
+    case policy = 1, codec = 2, backend = 3
+
+    public var description: String {
+        switch self {
+        case .policy: return "policy"
+        case .codec: return "codec"
+        case .backend: return "backend"
+        }
+    }
+}
+
+/// One component a plugin file registered. The vtable is static data in a library that is never
+/// unloaded, so the pointer stays valid for the life of the process.
+public struct LoadedComponent: @unchecked Sendable {
+    public let kind: ComponentKind
+    public let name: String
+    public let summary: String
+    public let file: String
+    let vtable: UnsafeRawPointer
+}
+
+/// Why a plugin file was refused. The message names the file and, for versions, both versions.
+public struct PluginLoadError: Error, CustomStringConvertible, Sendable {
+    public let file: String
+    public let reason: String
+    public var description: String { "plugin \(file): \(reason)" }
+}
+
+/// Loads plugin files (dlopen RTLD_NOW|RTLD_LOCAL, never dlclose) and indexes their components.
+/// Filled at start-up on one thread; read-only afterwards.
+public final class PluginRegistry: @unchecked Sendable {
+    public private(set) var components: [String: LoadedComponent] = [:]
+    public private(set) var loadedFiles: [String] = []
+    private let logger = Logger(label: "mlproxy.plugins")
+    public let searchPaths: [String]
+
+    /// The files of the bundled plugins, loaded when they are found on the search path.
+    public static let bundledFiles = ["libmlp_v2.so", "libmlp_policies.so"]
+
+    /// Search order: the config's paths, then MLPROXY_PLUGIN_PATH (colon-separated), then the folder
+    /// of the running executable (the build output, where SwiftPM puts the bundled plugins).
+    public init(configPaths: [String] = []) {
+        var paths = configPaths
+        if let env = ProcessInfo.processInfo.environment["MLPROXY_PLUGIN_PATH"] {
+            paths += env.split(separator: ":").map(String.init)
+        }
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            paths.append((exe as NSString).deletingLastPathComponent)
+        }
+        searchPaths = paths
+    }
+
+    /// Finds a plugin file by path or by name along the search path.
+    public func resolve(_ name: String) -> String? {
+        if name.contains("/") { return FileManager.default.fileExists(atPath: name) ? name : nil }
+        for dir in searchPaths {
+            for candidate in [name, "lib\(name).so", "\(name).so"] {
+                let path = (dir as NSString).appendingPathComponent(candidate)
+                if FileManager.default.fileExists(atPath: path) { return path }
+            }
+        }
+        return nil
+    }
+
+    /// Loads the bundled plugins and then `extra`; returns the errors of files that were refused
+    /// (the others still load, so models that do not need a refused file keep serving).
+    @discardableResult
+    public func loadAll(extra: [String]) -> [PluginLoadError] {
+        var errors: [PluginLoadError] = []
+        for name in Self.bundledFiles + extra {
+            guard let path = resolve(name) else {
+                errors.append(PluginLoadError(file: name, reason: "not found in \(searchPaths.joined(separator: ", "))"))
+                continue
+            }
+            if loadedFiles.contains(path) { continue }
+            do { try load(path: path) } catch let e as PluginLoadError { errors.append(e) } catch {}
+        }
+        for e in errors { logger.error("\(e.description)") }
+        return errors
+    }
+
+    public func load(path: String) throws {
+        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+            throw PluginLoadError(file: path, reason: "cannot be loaded: \(String(cString: dlerror()))")
+        }
+        // Never dlclose: components may be referenced until the process exits.
+        guard let sym = dlsym(handle, MLP_PLUGIN_INIT_SYMBOL) else {
+            throw PluginLoadError(file: path, reason: "does not export the entry symbol \(MLP_PLUGIN_INIT_SYMBOL)")
+        }
+        typealias InitFn = @convention(c) (UnsafePointer<mlp_host_api>?, UnsafeMutablePointer<mlp_plugin_info>?) -> mlp_status
+        let entry = unsafeBitCast(sym, to: InitFn.self)
+        var info = mlp_plugin_info()
+        let status = entry(hostAPITable, &info)
+
+        // Size and version first, before any other field.
+        let versionEnd = UInt32(MemoryLayout<mlp_plugin_info>.offset(of: \.plugin_name)!)
+        guard info.struct_size >= versionEnd else {
+            throw PluginLoadError(file: path, reason: "did not report its ABI version (status \(status.rawValue)); host ABI is \(ABIVersion.major).\(ABIVersion.minor)")
+        }
+        if info.abi_major != ABIVersion.major {
+            throw PluginLoadError(file: path, reason: "was built for ABI \(info.abi_major).\(info.abi_minor) but this host speaks ABI \(ABIVersion.major).\(ABIVersion.minor) (a different major version is incompatible)")
+        }
+        if info.abi_minor > ABIVersion.minor {
+            throw PluginLoadError(file: path, reason: "was built for ABI \(info.abi_major).\(info.abi_minor), newer than this host's ABI \(ABIVersion.major).\(ABIVersion.minor); upgrade the host or rebuild the plugin")
+        }
+        guard status == MLP_OK else {
+            throw PluginLoadError(file: path, reason: "mlp_plugin_init failed with status \(status.rawValue)")
+        }
+        let infoEnd = UInt32(MemoryLayout<mlp_plugin_info>.offset(of: \.component_count)! + 4)
+        guard info.struct_size >= infoEnd else {
+            throw PluginLoadError(file: path, reason: "reported a plugin info of \(info.struct_size) bytes, smaller than ABI 1.0's \(infoEnd)")
+        }
+        guard info.component_count == 0 || info.components != nil else {
+            throw PluginLoadError(file: path, reason: "reported \(info.component_count) components but no array")
+        }
+        var found: [LoadedComponent] = []
+        for i in 0..<Int(info.component_count) {
+            guard let c = info.components[i]?.pointee,
+                  c.struct_size >= UInt32(MemoryLayout<mlp_component>.size),
+                  let kind = ComponentKind(rawValue: c.kind), let name = c.name, let vtable = c.vtable
+            else {
+                throw PluginLoadError(file: path, reason: "component \(i) is malformed (size, kind, name or vtable)")
+            }
+            let vtableSize = vtable.load(as: UInt32.self)
+            let need: Int
+            switch kind {
+            case .policy: need = MemoryLayout<mlp_policy_vtable>.size
+            case .codec: need = MemoryLayout<mlp_codec_vtable>.size
+            case .backend: need = MemoryLayout<mlp_backend_vtable>.size
+            }
+            guard vtableSize >= need else {
+                throw PluginLoadError(file: path, reason: "\(kind) '\(String(cString: name))' has a vtable of \(vtableSize) bytes, ABI 1.0 needs \(need)")
+            }
+            found.append(LoadedComponent(kind: kind, name: String(cString: name),
+                                         summary: c.description.map { String(cString: $0) } ?? "",
+                                         file: path, vtable: vtable))
+        }
+        for c in found {
+            let key = "\(c.kind)/\(c.name)"
+            if let existing = components[key] {
+                logger.warning("\(c.kind) '\(c.name)' from \(path) ignored: already registered by \(existing.file)")
+                continue
+            }
+            components[key] = c
+        }
+        loadedFiles.append(path)
+        logger.debug("loaded \(path): \(found.map { "\($0.kind) \($0.name)" }.joined(separator: ", "))")
+    }
+
+    public func component(_ kind: ComponentKind, _ name: String) throws -> LoadedComponent {
+        if let c = components["\(kind)/\(name)"] { return c }
+        let known = components.values.filter { $0.kind == kind }.map(\.name).sorted()
+        throw ConfigError(message: "no \(kind) named '\(name)' is loaded (loaded: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import PluginAPI
+
+/// The running proxy: plugins, models, embedded simulated servers and the HTTP listener.
+/// Built once at start-up; its tables are read-only afterwards.
+public final class ProxyRuntime: @unchecked Sendable {
+    public let config: ProxyConfig
+    public let registry: PluginRegistry
+    public let group: EventLoopGroup
+    public private(set) var models: [String: ModelService] = [:]
+    /// Models that could not start (a plugin they need failed to load), with the reason.
+    public private(set) var unavailable: [String: String] = [:]
+    public private(set) var simulated: [SimulatedModelServer] = []
+    private var serverChannel: Channel?
+    private let logger = Logger(label: "mlproxy")
+
+    public var port: Int { serverChannel?.localAddress?.port ?? 0 }
+
+    private init(config: ProxyConfig, group: EventLoopGroup) {
+        self.config = config
+        self.group = group
+        self.registry = PluginRegistry(configPaths: config.pluginPaths)
+    }
+
+    /// Loads plugins, starts the simulated servers and models, and binds the listener.
+    /// Throws on configuration errors; a plugin file that fails to load only takes down the models
+    /// that need it.
+    public static func start(config: ProxyConfig, group: EventLoopGroup) throws -> ProxyRuntime {
+        let rt = ProxyRuntime(config: config, group: group)
+        let loadErrors = rt.registry.loadAll(extra: config.plugins)
+        if !config.simulatedServers.isEmpty {
+            let codec = try CodecInstance(try rt.registry.component(.codec, "json"))
+            for sim in config.simulatedServers {
+                let server = SimulatedModelServer(config: sim, codec: codec, loop: group.next())
+                try server.start(group: group)
+                rt.simulated.append(server)
+                rt.logger.info("simulated model server on \(sim.listen.host):\(server.port), \(sim.replicas) replica(s)")
+            }
+        }
+        for m in config.models {
+            do {
+                rt.models[m.name] = try rt.makeModel(m)
+            } catch let e as ConfigError where !loadErrors.isEmpty {
+                let reason = "\(e.message); plugin errors: \(loadErrors.map(\.description).joined(separator: "; "))"
+                rt.unavailable[m.name] = reason
+                rt.logger.error("model '\(m.name)' is not available: \(reason)")
+            }
+        }
+        rt.serverChannel = try HTTPServer.bind(group: group, address: config.listen, maxBodyBytes: config.maxBodyBytes) { [rt] in
+            rt.route($0)
+        }
+        rt.logger.info("mlproxy listening on \(config.listen.host):\(rt.port) with models \(config.models.map(\.name).joined(separator: ", "))")
+        return rt
+    }
+
+    private func makeModel(_ m: ModelConfig) throws -> ModelService {
+        let codecs = try m.codecs.map { try CodecInstance(try registry.component(.codec, $0)) }
+        let backend = try BackendInstance(try registry.component(.backend, m.backend))
+        let policy = try PluginPolicy(try registry.component(.policy, m.policy), configJSON: m.policyParamsJSON)
+        return ModelService(config: m, loop: group.next(), codecs: codecs, backend: backend, policy: policy)
+    }
+
+    // MARK: Routes
+
+    private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+        let loop = req.eventLoop
+        let parts = req.path.split(separator: "/").map(String.init)
+        guard parts.first == "v2" else {
+            return loop.makeSucceededFuture(.error(404, "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference Protocol) endpoints under /v2"))
+        }
+        // /v2/models/{m}/versions/{v}/... is served like /v2/models/{m}/...: the proxy has one version.
+        var segs = Array(parts.dropFirst())
+        if segs.count >= 4 && segs[0] == "models" && segs[2] == "versions" { segs.removeSubrange(2...3) }
+        let model = segs.count >= 2 && segs[0] == "models" ? segs[1] : ""
+        let action = segs.count >= 3 && segs[0] == "models" ? segs[2] : ""
+        switch (req.method, segs.count, segs.first ?? "") {
+        case (.GET, 0, _):
+            return loop.makeSucceededFuture(.json(200, "{\"name\":\"mlproxy\",\"version\":\"0.1.0\",\"extensions\":[]}"))
+        case (.GET, 2, "health") where segs[1] == "live":
+            return loop.makeSucceededFuture(.json(200, "{\"live\":true}"))
+        case (.GET, 2, "health") where segs[1] == "ready":
+            let ready = unavailable.isEmpty
+            return loop.makeSucceededFuture(.json(ready ? 200 : 503, "{\"ready\":\(ready)}"))
+        case (.GET, 2, "models"):
+            return loop.makeSucceededFuture(metadata(model))
+        case (.GET, 3, "models") where action == "ready":
+            if models[model] != nil { return loop.makeSucceededFuture(.json(200, "{\"name\":\(jsonString(model)),\"ready\":true}")) }
+            return loop.makeSucceededFuture(modelMissing(model))
+        case (.POST, 3, "models") where action == "infer":
+            return infer(model: model, req)
+        case (_, 3, "models") where action == "infer":
+            return loop.makeSucceededFuture(.error(405, "use POST for inference"))
+        default:
+            return loop.makeSucceededFuture(.error(404, "no route for \(req.method) \(req.path)"))
+        }
+    }
+
+    private func modelMissing(_ m: String) -> OutgoingResponse {
+        if let why = unavailable[m] { return .error(503, "model '\(m)' is not available: \(why)") }
+        return .error(404, "unknown model '\(m)'; this proxy serves: \(models.keys.sorted().joined(separator: ", "))")
+    }
+
+    private func metadata(_ m: String) -> OutgoingResponse {
+        guard let model = models[m] else { return modelMissing(m) }
+        let c = model.config
+        return .json(200, "{\"name\":\(jsonString(m)),\"versions\":[],\"platform\":\"mlproxy\",\"inputs\":[],\"outputs\":[],"
+            + "\"parameters\":{\"backend\":\(jsonString(c.backend)),\"policy\":\(jsonString(c.policy)),"
+            + "\"slo_ms\":\(Double(c.limits.sloNanos) / 1e6),\"max_batch_items\":\(c.limits.maxBatchItems)}}")
+    }
+
+    private func infer(model name: String, _ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+        let loop = req.eventLoop
+        let arrival = monotonicNanos()
+        guard let model = models[name] else { return loop.makeSucceededFuture(modelMissing(name)) }
+        let contentType = req.headers.first(name: "content-type")
+        guard let codec = model.codec(for: contentType) else {
+            let accepted = model.codecs.flatMap(\.contentTypes).filter { !$0.isEmpty }
+            return loop.makeSucceededFuture(.error(415, "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"))
+        }
+        let decoded: DecodedRequest
+        switch codec.decode(body: req.body, contentType: contentType, model: name) {
+        case .failure(let e): return loop.makeSucceededFuture(.error(e.status, e.message))
+        case .success(let d): decoded = d
+        }
+        let items: Int
+        switch BatchAssembler.validate(inputs: decoded.inputs) {
+        case .failure(let e): return loop.makeSucceededFuture(.error(e.status, e.message))
+        case .success(let n): items = n
+        }
+        let promise = loop.makePromise(of: InferReply.self)
+        model.submit(decoded, items: items, arrival: arrival, promise: promise)
+        let version = model.config.upstreamVersion
+        return promise.futureResult.map { reply in
+            switch reply {
+            case .failure(let e):
+                return .error(e.status, e.message)
+            case .success(let r):
+                switch codec.encode(model: name, version: version, id: decoded.id, outputs: r.outputs,
+                                    parametersJSON: r.parametersJSON, allocator: req.allocator) {
+                case .failure(let e):
+                    return .error(e.status, e.message)
+                case .success(let m):
+                    var headers = m.headers
+                    headers.append(("mlproxy-batch-size", String(r.batchItems)))
+                    headers.append(("mlproxy-batch-requests", String(r.batchRequests)))
+                    headers.append(("mlproxy-queue-ms", millis(r.queueNanos)))
+                    headers.append(("mlproxy-upstream-ms", millis(r.upstreamNanos)))
+                    return OutgoingResponse(status: 200, headers: headers, body: m.body)
+                }
+            }
+        }
+    }
+
+    // MARK: Shutdown
+
+    /// Stops accepting connections, waits until every queued and in-flight request is answered
+    /// (or `drain_timeout_ms` passes), then closes upstream connections and simulated servers.
+    public func drainAndStop() {
+        try? serverChannel?.close().wait()
+        let deadline = monotonicNanos() + config.drainTimeoutMillis * 1_000_000
+        while monotonicNanos() < deadline {
+            var busy = 0
+            for m in models.values {
+                if let l = try? m.load().wait() { busy += l.queued + l.inflight }
+            }
+            if busy == 0 { break }
+            usleep(20_000)
+        }
+        // Give the last responses time to be written.
+        usleep(50_000)
+        for m in models.values { m.shutdown() }
+        for s in simulated { s.stop() }
+    }
+}
+
+private func millis(_ nanos: Int64) -> String {
+    String(format: "%.3f", Double(nanos) / 1e6)
+}

@@ -1,0 +1,196 @@
+import PluginAPI
+
+/// Per-model limits the host enforces whatever the policy says.
+public struct QueueLimits: Sendable, Equatable {
+    public var maxBatchItems: Int
+    public var maxQueuedItems: Int
+    public var maxInflightBatches: Int
+    public var sloNanos: Int64
+    /// When true a request whose deadline passes in the queue is answered at once with a timeout;
+    /// when false it is dispatched at the first free slot.
+    public var rejectLate: Bool
+
+    public init(maxBatchItems: Int, maxQueuedItems: Int, maxInflightBatches: Int, sloNanos: Int64, rejectLate: Bool) {
+        self.maxBatchItems = maxBatchItems
+        self.maxQueuedItems = maxQueuedItems
+        self.maxInflightBatches = maxInflightBatches
+        self.sloNanos = sloNanos
+        self.rejectLate = rejectLate
+    }
+}
+
+/// A request waiting in a model's queue.
+public struct QueueEntry<Payload> {
+    public let items: Int
+    public let arrival: Int64
+    public let deadline: Int64
+    public let priority: Int32
+    public let batchKey: String
+    public let payload: Payload
+}
+
+/// What the scheduler wants done. The caller (the model's event loop, or a test with a manual clock)
+/// carries these out.
+public enum QueueEffect<Payload> {
+    case dispatch([QueueEntry<Payload>])
+    case reject([QueueEntry<Payload>], RequestError)
+    case wake(at: Int64)
+}
+
+/// The per-model queue and dispatcher: admission, asking the policy on every arrival, timer and
+/// completion, enforcing limits and deadlines. Pure: time comes in, effects go out. Not thread-safe;
+/// confined to the model's event loop.
+public final class ModelQueue<Payload> {
+    public let limits: QueueLimits
+    public let policy: BatchingPolicy
+    private var entries: [QueueEntry<Payload>] = []
+    // The policy's view of the queue, kept in step with `entries` (same indices, from `head`).
+    private var views: [mlp_queued_request] = []
+    private var head = 0
+    public private(set) var queuedItems = 0
+    public private(set) var inflight = 0
+    private var policyFailureLogged = false
+    public var onPolicyError: ((RequestError) -> Void)?
+
+    public init(limits: QueueLimits, policy: BatchingPolicy) {
+        self.limits = limits
+        self.policy = policy
+    }
+
+    public var count: Int { entries.count - head }
+
+    /// Admits a request or says why not. Does not dispatch: call `pump` after.
+    public func admit(items: Int, arrival: Int64, timeoutMicros: Int64?, priority: Int32,
+                      batchKey: String, payload: Payload) -> RequestError? {
+        if items > limits.maxBatchItems {
+            return .badRequest("the request has \(items) items but this model's max_batch_items is \(limits.maxBatchItems)")
+        }
+        if queuedItems + items > limits.maxQueuedItems {
+            return RequestError(status: 429, message: "queue full: \(queuedItems) items are waiting and max_queued_items is \(limits.maxQueuedItems); retry later")
+        }
+        var deadline = arrival + limits.sloNanos
+        if let t = timeoutMicros, t >= 0 { deadline = min(deadline, arrival + t * 1000) }
+        entries.append(QueueEntry(items: items, arrival: arrival, deadline: deadline, priority: priority,
+                                  batchKey: batchKey, payload: payload))
+        var v = mlp_queued_request()
+        v.struct_size = UInt32(MemoryLayout<mlp_queued_request>.size)
+        v.items = UInt32(items)
+        v.arrival_ns = arrival
+        v.deadline_ns = deadline
+        v.priority = priority
+        views.append(v)
+        queuedItems += items
+        return nil
+    }
+
+    /// Records a finished batch and tells the policy.
+    public func batchFinished(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64) {
+        inflight -= 1
+        policy.observe(items: items, requests: requests, ok: ok, dispatched: dispatched, finished: finished)
+    }
+
+    /// Asks the policy what to do now, as often as it keeps dispatching, and returns the effects.
+    public func pump(now: Int64) -> [QueueEffect<Payload>] {
+        var effects: [QueueEffect<Payload>] = []
+        var rounds = 0
+        while count > 0 {
+            rounds += 1
+            if limits.rejectLate {
+                let late = removeAll { $0.deadline <= now }
+                if !late.isEmpty {
+                    effects.append(.reject(late, RequestError(status: 504, message: "the request's deadline passed while it waited in the queue (\(limits.sloNanos / 1_000_000) ms SLO)")))
+                    continue
+                }
+            }
+            guard count > 0 else { break }
+            guard inflight < limits.maxInflightBatches else {
+                // Completion will pump again; late requests need a timer only when they are rejected.
+                if limits.rejectLate { effects.append(.wake(at: earliestDeadline())) }
+                break
+            }
+            // A request past its deadline never idles: it goes at the first free slot.
+            if !limits.rejectLate, earliestDeadline() <= now {
+                effects.append(.dispatch(take(items: limits.maxBatchItems)))
+                continue
+            }
+            let decision = views.withUnsafeBufferPointer { all in
+                policy.decide(now: now, queue: UnsafeBufferPointer(rebasing: all[head...]), queuedItems: queuedItems,
+                              inflight: inflight, limits: limits)
+            }
+            switch decision {
+            case .failure(let e):
+                // A failing policy must not strand requests: fall back to sending what is queued.
+                if !policyFailureLogged { onPolicyError?(e); policyFailureLogged = true }
+                effects.append(.dispatch(take(items: limits.maxBatchItems)))
+            case .success(.dispatch(let n)):
+                effects.append(.dispatch(take(items: min(max(n, 1), limits.maxBatchItems))))
+            case .success(.shed(let indices, let reason)):
+                let set = Set(indices)
+                var i = -1
+                let shed = removeAll { _ in i += 1; return set.contains(i) }
+                if shed.isEmpty { effects.append(.wake(at: min(earliestDeadline(), now + 1_000_000))); return effects }
+                effects.append(.reject(shed, RequestError(status: 503, message: "shed: \(reason)")))
+            case .success(.wait(let until)):
+                // Never past the earliest deadline: at that moment the host dispatches or rejects.
+                var at = min(until, earliestDeadline())
+                if at <= now { at = now + 100_000 }
+                effects.append(.wake(at: at))
+                return effects
+            }
+            if rounds > 10_000 { break }
+        }
+        return effects
+    }
+
+    private func earliestDeadline() -> Int64 {
+        var d = Int64.max
+        for i in head..<entries.count where entries[i].deadline < d { d = entries[i].deadline }
+        return d
+    }
+
+    /// Takes the head request and then, in order, the requests batchable with it while they fit.
+    /// Requests of another batch key stay queued for a batch of their own.
+    private func take(items limit: Int) -> [QueueEntry<Payload>] {
+        let key = entries[head].batchKey
+        var total = 0
+        var stopped = false
+        let taken = removeAll { e in
+            if stopped || e.batchKey != key { return false }
+            if total > 0 && total + e.items > limit { stopped = true; return false }
+            total += e.items
+            return true
+        }
+        inflight += 1
+        return taken
+    }
+
+    /// Removes the entries matching `predicate` (called once per entry, oldest first). Removing a
+    /// prefix, the usual case, only moves `head`; the arrays are compacted once half is dead.
+    private func removeAll(where predicate: (QueueEntry<Payload>) -> Bool) -> [QueueEntry<Payload>] {
+        var removed: [QueueEntry<Payload>] = []
+        var removedIndices: [Int] = []
+        for i in head..<entries.count where predicate(entries[i]) {
+            removed.append(entries[i])
+            removedIndices.append(i)
+        }
+        guard let last = removedIndices.last else { return [] }
+        queuedItems -= removed.reduce(0) { $0 + $1.items }
+        if last == head + removedIndices.count - 1 {
+            head += removedIndices.count
+        } else {
+            let drop = Set(removedIndices)
+            let keep = (head..<entries.count).filter { !drop.contains($0) }
+            entries = keep.map { entries[$0] }
+            views = keep.map { views[$0] }
+            head = 0
+        }
+        if head >= 32 && head * 2 >= entries.count {
+            entries.removeFirst(head)
+            views.removeFirst(head)
+            head = 0
+        }
+        return removed
+    }
+}
+
+extension QueueEntry: Sendable where Payload: Sendable {}

@@ -1,0 +1,148 @@
+import Foundation
+import NIOCore
+import PluginAPI
+
+/// A model server that speaks v2 JSON and behaves like one Knative replica per `replicas`: each
+/// serves one request at a time, taking latency(batch items) from a profile (with optional noise),
+/// and extra requests wait in FIFO order. Its answer is a deterministic function of each row,
+/// output "sum" (FP64, [items, 1]) = the sum of that row's elements over all inputs (a BYTES
+/// element counts as its length), so a test can prove each client got its own row back.
+public final class SimulatedModelServer: @unchecked Sendable {
+    public let config: SimulatedServerConfig
+    private let codec: CodecInstance
+    private let loop: EventLoop
+    // Confined to `loop`.
+    private var busy = 0
+    private var waiting = CircularBuffer<Job>()
+    private var rng: SplitMix64
+    private var requests = 0
+    private var items = 0
+    private var channel: Channel?
+
+    private struct Job {
+        let items: Int
+        let response: OutgoingResponse
+        let promise: EventLoopPromise<OutgoingResponse>
+    }
+
+    public init(config: SimulatedServerConfig, codec: CodecInstance, loop: EventLoop) {
+        self.config = config
+        self.codec = codec
+        self.loop = loop
+        self.rng = SplitMix64(seed: config.seed)
+    }
+
+    public func start(group: EventLoopGroup) throws {
+        channel = try HTTPServer.bind(group: group, address: config.listen, maxBodyBytes: 256 << 20) { [self] in route($0) }
+    }
+
+    public var port: Int { channel?.localAddress?.port ?? 0 }
+
+    public func stop() { channel?.close(promise: nil) }
+
+    /// Latency in milliseconds for a batch of `n` items: linear between profile points, flat outside.
+    public func latencyMillis(items n: Int) -> Double {
+        Self.interpolate(config.latencyMillis, at: n)
+    }
+
+    static func interpolate(_ points: [(items: Int, ms: Double)], at n: Int) -> Double {
+        guard let first = points.first, let last = points.last else { return 0 }
+        if n <= first.items { return first.ms }
+        if n >= last.items {
+            guard points.count >= 2 else { return last.ms }
+            let a = points[points.count - 2]
+            return last.ms + (last.ms - a.ms) / Double(last.items - a.items) * Double(n - last.items)
+        }
+        let hi = points.firstIndex { $0.items >= n }!
+        let a = points[hi - 1], b = points[hi]
+        return a.ms + (b.ms - a.ms) * Double(n - a.items) / Double(b.items - a.items)
+    }
+
+    private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+        let parts = req.path.split(separator: "/")
+        switch (req.method, parts.count) {
+        case (.GET, 3) where parts[0] == "v2" && parts[1] == "health":
+            return req.eventLoop.makeSucceededFuture(.json(200, "{\"\(parts[2])\":true}"))
+        case (.GET, 2) where parts[0] == "sim" && parts[1] == "stats":
+            return loop.submit { .json(200, "{\"requests\":\(self.requests),\"items\":\(self.items)}") }
+        case (.GET, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "ready":
+            return req.eventLoop.makeSucceededFuture(.json(200, "{\"name\":\(jsonString(String(parts[2]))),\"ready\":true}"))
+        case (.POST, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "infer",
+             (.POST, 6) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "versions" && parts[5] == "infer":
+            return infer(model: String(parts[2]), req)
+        default:
+            return req.eventLoop.makeSucceededFuture(.error(404, "no route for \(req.method) \(req.path)"))
+        }
+    }
+
+    private func infer(model: String, _ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+        let decoded: DecodedRequest
+        switch codec.decode(body: req.body, contentType: req.headers.first(name: "content-type"), model: model) {
+        case .failure(let e): return req.eventLoop.makeSucceededFuture(.error(e.status, e.message))
+        case .success(let d): decoded = d
+        }
+        let n: Int
+        switch BatchAssembler.validate(inputs: decoded.inputs) {
+        case .failure(let e): return req.eventLoop.makeSucceededFuture(.error(e.status, e.message))
+        case .success(let items): n = items
+        }
+        var sums = [Double](repeating: 0, count: n)
+        for t in decoded.inputs {
+            let values = t.doubles()
+            let per = t.elementsPerItem
+            for (i, v) in values.enumerated() where per > 0 { sums[i / per] += v }
+        }
+        let output = Tensor.fp64(name: "sum", shape: [Int64(n), 1], values: sums)
+        let response: OutgoingResponse
+        switch codec.encode(model: model, version: "", id: decoded.id, outputs: [output], parametersJSON: nil,
+                            allocator: req.allocator) {
+        case .failure(let e): response = .error(500, e.message)
+        case .success(let m): response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
+        }
+        let promise = loop.makePromise(of: OutgoingResponse.self)
+        loop.execute {
+            self.requests += 1
+            self.items += n
+            let job = Job(items: n, response: response, promise: promise)
+            if self.busy < self.config.replicas { self.run(job) } else { self.waiting.append(job) }
+        }
+        return promise.futureResult
+    }
+
+    private func run(_ job: Job) {
+        busy += 1
+        var ms = latencyMillis(items: job.items)
+        if config.noise > 0 { ms = max(0, ms * (1 + config.noise * rng.nextGaussian())) }
+        loop.scheduleTask(in: .nanoseconds(Int64(ms * 1e6))) {
+            job.promise.succeed(job.response)
+            self.busy -= 1
+            if let next = self.waiting.popFirst() { self.run(next) }
+        }
+    }
+}
+
+/// A small, fast, seedable generator (SplitMix64), so simulated runs repeat exactly.
+public struct SplitMix64: Sendable {
+    private var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1).
+    public mutating func nextUnit() -> Double { (Double(next() >> 11) + 0.5) / Double(1 << 53) }
+
+    /// Standard normal (Box-Muller).
+    public mutating func nextGaussian() -> Double {
+        sqrt(-2 * log(nextUnit())) * cos(2 * .pi * nextUnit())
+    }
+
+    /// Exponential with the given mean.
+    public mutating func nextExponential(mean: Double) -> Double { -log(nextUnit()) * mean }
+}

@@ -1,0 +1,29 @@
+/* Compile-time checks of the ABI's layout rules: every struct that crosses the boundary starts with
+ * its size, and the 1.0 layouts never move (a change here means a major version bump). */
+#include <stddef.h>
+#include "../../../include/mlproxy/mlproxy.h"
+
+#define STARTS_WITH_SIZE(T) _Static_assert(offsetof(T, struct_size) == 0, #T " must start with struct_size")
+STARTS_WITH_SIZE(mlp_tensor);
+STARTS_WITH_SIZE(mlp_tensor_desc);
+STARTS_WITH_SIZE(mlp_host_api);
+STARTS_WITH_SIZE(mlp_queued_request);
+STARTS_WITH_SIZE(mlp_policy_input);
+STARTS_WITH_SIZE(mlp_policy_decision);
+STARTS_WITH_SIZE(mlp_batch_report);
+STARTS_WITH_SIZE(mlp_policy_vtable);
+STARTS_WITH_SIZE(mlp_request_message);
+STARTS_WITH_SIZE(mlp_response_view);
+STARTS_WITH_SIZE(mlp_codec_vtable);
+STARTS_WITH_SIZE(mlp_batch_view);
+STARTS_WITH_SIZE(mlp_upstream_reply);
+STARTS_WITH_SIZE(mlp_backend_vtable);
+STARTS_WITH_SIZE(mlp_component);
+STARTS_WITH_SIZE(mlp_plugin_info);
+
+/* The first fields of the host table and of plugin info are what version negotiation reads. */
+_Static_assert(offsetof(mlp_host_api, abi_major) == 4, "host api version moved");
+_Static_assert(offsetof(mlp_plugin_info, abi_major) == 4, "plugin info version moved");
+
+/* Exposed so the host can log the header version it was compiled with. */
+unsigned mlp_abi_header_version(void) { return (MLP_ABI_MAJOR << 16) | MLP_ABI_MINOR; }
