@@ -166,8 +166,9 @@ static const mlp_policy_vtable k_static = {
  * It learns the upstream latency of each batch size online as a quantile (p95 by default) of the
  * last SAMPLES observations of that size, and turns the sizes it has seen into a nondecreasing curve
  * L(n) (linear between seen sizes, extrapolated above the largest by a least-squares slope). It
- * estimates the arrival rate in items per second with an exponentially decaying counter fed by the
- * arrival times it sees (so a spike shows within one request, not after a 30 s window).
+ * estimates the arrival rate from an exponentially weighted mean of the gaps between arrivals, updated
+ * on every request (so a spike shows within a few requests, not after a 30 s window); the time since
+ * the last arrival bounds the gap from below, so the estimate falls as soon as traffic stops.
  *
  * On every call: with n queued items and the tightest deadline d, the batch it would send if it
  * waited as long as possible holds about n_w = min(max, n + rate * (d - now)) items. It waits until
@@ -185,26 +186,26 @@ typedef struct adaptive_policy {
     uint32_t max_items;
     double quantile;
     int64_t safety_ns;
-    double rate_tau_ns;
+    double rate_alpha;
     size_stats *stats;   /* max_items + 1 entries */
     double *curve_ns;    /* max_items + 1 entries; valid when have_data */
     bool have_data;
     int64_t last_arrival_ns;
-    double rate_items;   /* decayed item count; rate = rate_items / tau */
-    int64_t rate_at_ns;
+    double gap_ns;       /* mean gap between arrivals; 0 until two have been seen */
+    double items_per_request;
 } adaptive_policy;
 
 static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) {
-    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_window_ms", NULL};
+    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_alpha", NULL};
     mlp_status s;
     json_t *cfg = config_parse(call, config, known, &s);
     if (!cfg) return s;
-    double max_items, slo, q, safety, window;
+    double max_items, slo, q, safety, alpha;
     if ((s = config_number(call, cfg, "max_batch_items", 1, 1, 65536, &max_items)) != MLP_OK ||
         (s = config_number(call, cfg, "slo_ms", 100, 0.001, 3600e3, &slo)) != MLP_OK ||
         (s = config_number(call, cfg, "quantile", 0.95, 0.5, 1.0, &q)) != MLP_OK ||
         (s = config_number(call, cfg, "safety_ms", slo * 0.05, 0, 3600e3, &safety)) != MLP_OK ||
-        (s = config_number(call, cfg, "rate_window_ms", 500, 1, 3600e3, &window)) != MLP_OK) {
+        (s = config_number(call, cfg, "rate_alpha", 0.25, 0.001, 1.0, &alpha)) != MLP_OK) {
         json_decref(cfg);
         return s;
     }
@@ -214,7 +215,7 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
     p->max_items = (uint32_t)max_items;
     p->quantile = q;
     p->safety_ns = (int64_t)(safety * 1e6);
-    p->rate_tau_ns = window * 1e6;
+    p->rate_alpha = alpha;
     p->stats = calloc(p->max_items + 1, sizeof *p->stats);
     p->curve_ns = calloc(p->max_items + 1, sizeof *p->curve_ns);
     p->last_arrival_ns = INT64_MIN;
@@ -299,22 +300,30 @@ static void adaptive_observe(void *instance, const mlp_batch_report *r) {
     rebuild_curve(p);
 }
 
-/* Items per nanosecond, decayed to `now`. */
+/* Items per nanosecond expected from now on; 0 when nothing is known. */
 static double rate_at(const adaptive_policy *p, int64_t now) {
-    double decay = exp(-(double)(now - p->rate_at_ns) / p->rate_tau_ns);
-    return p->rate_items * decay / p->rate_tau_ns;
+    if (p->gap_ns <= 0) return 0;
+    double gap = p->gap_ns;
+    double quiet = (double)(now - p->last_arrival_ns);
+    if (quiet > gap) gap = quiet;
+    return p->items_per_request / gap;
 }
 
 static void note_arrivals(adaptive_policy *p, const mlp_policy_input *in) {
-    /* Requests newer than the last one seen sit at the tail; count them oldest first. */
+    /* Requests newer than the last one seen sit at the tail; take them oldest first. */
     uint32_t first_new = in->queue_len;
     while (first_new > 0 && mlp_queue_at(in, first_new - 1)->arrival_ns > p->last_arrival_ns) first_new--;
     for (uint32_t i = first_new; i < in->queue_len; i++) {
         const mlp_queued_request *r = mlp_queue_at(in, i);
-        double decay = p->rate_at_ns ? exp(-(double)(r->arrival_ns - p->rate_at_ns) / p->rate_tau_ns) : 0;
-        if (decay > 1) decay = 1;
-        p->rate_items = p->rate_items * decay + r->items;
-        p->rate_at_ns = r->arrival_ns;
+        double a = p->rate_alpha;
+        if (p->last_arrival_ns != INT64_MIN) {
+            double gap = (double)(r->arrival_ns - p->last_arrival_ns);
+            if (gap < 1000) gap = 1000; /* simultaneous arrivals: 1 us apart */
+            p->gap_ns = p->gap_ns > 0 ? a * gap + (1 - a) * p->gap_ns : gap;
+            p->items_per_request = a * r->items + (1 - a) * p->items_per_request;
+        } else {
+            p->items_per_request = r->items;
+        }
         p->last_arrival_ns = r->arrival_ns;
     }
 }

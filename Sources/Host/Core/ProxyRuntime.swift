@@ -145,6 +145,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                     return .error(e.status, e.message)
                 case .success(let m):
                     var headers = m.headers
+                    headers.append(("mlproxy-policy", model.config.policy))
                     headers.append(("mlproxy-batch-size", String(r.batchItems)))
                     headers.append(("mlproxy-batch-requests", String(r.batchRequests)))
                     headers.append(("mlproxy-queue-ms", millis(r.queueNanos)))

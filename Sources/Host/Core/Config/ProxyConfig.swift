@@ -11,6 +11,10 @@ public struct ConfigError: Error, CustomStringConvertible, Sendable {
 public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
     public var host: String
     public var port: Int
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
     public var description: String { "\(host):\(port)" }
 }
 

@@ -1,0 +1,53 @@
+import MLProxyHost
+import Testing
+
+@Suite("Configuration")
+struct ConfigTests {
+    func error(_ yaml: String) -> String {
+        do {
+            _ = try ProxyConfig.parse(yaml: yaml, file: "test.yaml")
+            return ""
+        } catch let e as ConfigError {
+            return e.message
+        } catch {
+            return "\(error)"
+        }
+    }
+
+    @Test func unknownKeysNameFileAndKey() {
+        let m = error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", slo: 5}\n")
+        #expect(m.contains("test.yaml"))
+        #expect(m.contains("models[0].slo"))
+        #expect(m.contains("unknown key"))
+    }
+
+    @Test func badValuesSayWhy() {
+        #expect(error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", max_batch_items: 0}\n").contains("models[0].max_batch_items: 0 is outside"))
+        #expect(error("models:\n  - {name: a, upstream: \"https://x:1\"}\n").contains("must start with http://"))
+        #expect(error("models:\n  - {name: a}\n").contains("'upstream'"))
+        #expect(error("listen: nowhere\nmodels:\n  - {name: a, upstream: \"http://127.0.0.1:1\"}\n").contains("listen: 'nowhere' is not host:port"))
+        #expect(error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", late_requests: drop}\n").contains("'dispatch' or 'reject'"))
+        #expect(error("models: []\n").contains("at least one model"))
+    }
+
+    @Test func defaultsAndPolicyParameters() throws {
+        let c = try ProxyConfig.parse(yaml: """
+            models:
+              - {name: a, upstream: "http://127.0.0.1:9000", policy_params: {quantile: 0.9}, slo_ms: 250}
+            """)
+        let m = try #require(c.models.first)
+        #expect(m.policy == "adaptive-sla")
+        #expect(m.backend == "kserve-v2")
+        #expect(m.codecs == ["json"])
+        #expect(m.upstream == ListenAddress(host: "127.0.0.1", port: 9000))
+        #expect(m.limits.sloNanos == 250_000_000)
+        #expect(m.policyParamsJSON.contains("\"quantile\":0.9"))
+        #expect(m.policyParamsJSON.contains("\"slo_ms\":250"))
+    }
+
+    @Test func theShippedSamplesParse() throws {
+        for file in ["samples/quickstart.yaml", "samples/c-policy/config.yaml"] {
+            _ = try ProxyConfig.load(file: repoRoot.appendingPathComponent(file).path)
+        }
+    }
+}

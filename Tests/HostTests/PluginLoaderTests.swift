@@ -1,0 +1,81 @@
+import Foundation
+import MLProxyHost
+import Testing
+
+@Suite("Plugin loading and ABI versions")
+struct PluginLoaderTests {
+    let fixtures = repoRoot.appendingPathComponent("Tests/Fixtures/plugins")
+
+    func loadError(_ fixture: String) throws -> PluginLoadError {
+        let dir = try scratchDir("abi")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let so = try compilePlugin(source: fixtures.appendingPathComponent("\(fixture).c"), into: dir, name: fixture)
+        let registry = PluginRegistry(configPaths: [])
+        do {
+            try registry.load(path: so)
+        } catch let e as PluginLoadError {
+            #expect(e.file == so)
+            #expect(e.description.contains(so))
+            #expect(registry.components.isEmpty)
+            return e
+        }
+        Issue.record("\(fixture) loaded but must be refused")
+        throw TestFailure.command(fixture, 0, "loaded")
+    }
+
+    @Test func wrongMajorIsRefusedNamingBothVersions() throws {
+        let e = try loadError("wrong_major")
+        #expect(e.reason.contains("ABI 2.0"))
+        #expect(e.reason.contains("ABI 1.0"))
+        #expect(e.reason.contains("major"))
+    }
+
+    @Test func newerMinorIsRefused() throws {
+        let e = try loadError("newer_minor")
+        #expect(e.reason.contains("ABI 1.1"))
+        #expect(e.reason.contains("newer"))
+    }
+
+    @Test func missingEntrySymbolIsNamed() throws {
+        let e = try loadError("no_entry")
+        #expect(e.reason.contains("mlp_plugin_init"))
+    }
+
+    @Test func missingFileIsReported() {
+        let registry = PluginRegistry(configPaths: ["/nonexistent"])
+        let errors = registry.loadAll(extra: ["libdoes_not_exist.so"])
+        #expect(errors.contains { $0.file == "libdoes_not_exist.so" && $0.reason.contains("not found") })
+        // The bundled plugins still load from the build output.
+        #expect((try? registry.component(.policy, "adaptive-sla")) != nil)
+    }
+
+    @Test func bundledPluginsRegisterTheirComponents() throws {
+        let registry = PluginRegistry()
+        let errors = registry.loadAll(extra: [])
+        #expect(errors.isEmpty, "\(errors)")
+        for (kind, name) in [(ComponentKind.codec, "json"), (.backend, "kserve-v2"), (.policy, "none"),
+                             (.policy, "static"), (.policy, "adaptive-sla")] {
+            let c = try registry.component(kind, name)
+            #expect(c.file.hasSuffix(".so"))
+        }
+        #expect(throws: ConfigError.self) { try registry.component(.policy, "no-such-policy") }
+    }
+
+    @Test func refusedPluginTakesDownOnlyTheModelsThatNeedIt() throws {
+        let dir = try scratchDir("refused")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad = try compilePlugin(source: fixtures.appendingPathComponent("wrong_major.c"), into: dir, name: "wrong_major")
+        let cluster = try TestCluster(extraTop: "plugins: [\(bad)]", models: """
+              - {name: good, upstream: "UPSTREAM", policy: none}
+              - {name: needs-missing, upstream: "UPSTREAM", policy: from-the-bad-plugin}
+            """)
+        defer { cluster.stop() }
+        #expect(cluster.proxy.unavailable["needs-missing"]?.contains("ABI 2.0") == true)
+        let results = try curlParallel(url: cluster.url + "/v2/models/good/infer", bodies: [v2Request(id: "a", rows: [[1, 2]])])
+        #expect(results[0].status == 200)
+        #expect(results[0].output("sum") == [3])
+        let down = try curlParallel(url: cluster.url + "/v2/models/needs-missing/infer", bodies: [v2Request(id: "b", rows: [[1, 2]])])
+        #expect(down[0].status == 503)
+        #expect(down[0].body.contains("ABI 2.0"))
+    }
+}

@@ -1,0 +1,237 @@
+import Foundation
+import MLProxyHost
+import PluginAPI
+import Testing
+
+/// The bundled policy plugins, driven through the real ABI with a manual clock.
+@Suite("Batching policies with a manual clock")
+struct PolicyTests {
+    static let registry: PluginRegistry = {
+        let r = PluginRegistry()
+        r.loadAll(extra: [])
+        return r
+    }()
+
+    static let ms: Int64 = 1_000_000
+
+    func queue(policy: String, params: String = "", maxItems: Int = 4, slo: Int64 = 1000, inflight: Int = 1,
+               rejectLate: Bool = false) throws -> ModelQueue<Int> {
+        let json = "{\"slo_ms\":\(slo),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}"
+        let p = try PluginPolicy(try Self.registry.component(.policy, policy), configJSON: json)
+        return ModelQueue(limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: 1000, maxInflightBatches: inflight,
+                                              sloNanos: slo * Self.ms, rejectLate: rejectLate), policy: p)
+    }
+
+    func admit(_ q: ModelQueue<Int>, id: Int, items: Int = 1, at: Int64, timeoutMicros: Int64? = nil) {
+        #expect(q.admit(items: items, arrival: at, timeoutMicros: timeoutMicros, priority: 0, batchKey: "k", payload: id) == nil)
+    }
+
+    /// The ids of dispatched batches, and the wake time if any.
+    func summarize(_ effects: [QueueEffect<Int>]) -> (batches: [[Int]], wake: Int64?, rejected: [Int]) {
+        var batches: [[Int]] = [], wake: Int64?, rejected: [Int] = []
+        for e in effects {
+            switch e {
+            case .dispatch(let entries): batches.append(entries.map(\.payload))
+            case .wake(let at): wake = at
+            case .reject(let entries, _): rejected += entries.map(\.payload)
+            }
+        }
+        return (batches, wake, rejected)
+    }
+
+    @Test func noneSendsEveryRequestAlone() throws {
+        let q = try queue(policy: "none", inflight: 8)
+        for i in 0..<3 { admit(q, id: i, at: 0) }
+        #expect(summarize(q.pump(now: 0)).batches == [[0], [1], [2]])
+    }
+
+    @Test func staticDispatchesAtMaxItems() throws {
+        let q = try queue(policy: "static", params: "\"max_delay_ms\":10")
+        admit(q, id: 0, at: 0)
+        var s = summarize(q.pump(now: 0))
+        #expect(s.batches.isEmpty)
+        #expect(s.wake == 10 * Self.ms)
+        admit(q, id: 1, items: 2, at: 1 * Self.ms)
+        s = summarize(q.pump(now: 1 * Self.ms))
+        #expect(s.batches.isEmpty)
+        #expect(s.wake == 10 * Self.ms)
+        admit(q, id: 2, at: 2 * Self.ms)
+        admit(q, id: 3, at: 2 * Self.ms)
+        s = summarize(q.pump(now: 2 * Self.ms))
+        #expect(s.batches == [[0, 1, 2]])  // 4 items: the 4th request waits for the next batch
+        #expect(q.count == 1)
+    }
+
+    @Test func staticDispatchesAtMaxDelay() throws {
+        let q = try queue(policy: "static", params: "\"max_delay_ms\":10")
+        admit(q, id: 0, at: 0)
+        admit(q, id: 1, at: 3 * Self.ms)
+        #expect(summarize(q.pump(now: 3 * Self.ms)).wake == 10 * Self.ms)
+        #expect(summarize(q.pump(now: 9 * Self.ms)).batches.isEmpty)
+        #expect(summarize(q.pump(now: 10 * Self.ms)).batches == [[0, 1]])
+    }
+
+    @Test func staticRejectsUnknownParameters() {
+        #expect(throws: ConfigError.self) { try queue(policy: "static", params: "\"max_dealy_ms\":10") }
+        do {
+            _ = try queue(policy: "static", params: "\"max_dealy_ms\":10")
+        } catch let e as ConfigError {
+            #expect(e.message.contains("max_dealy_ms"))
+        } catch {}
+    }
+
+    /// Teaches the adaptive policy latency = 10 ms + 0.5 ms per item at every size.
+    func taught(_ q: ModelQueue<Int>, maxItems: Int) {
+        for n in 1...maxItems {
+            q.policy.observe(items: n, requests: n, ok: true, dispatched: 0, finished: (10 * Self.ms) + Int64(n) * Self.ms / 2)
+        }
+    }
+
+    @Test func adaptiveSendsAtOnceBeforeItHasLearnt() throws {
+        let q = try queue(policy: "adaptive-sla", maxItems: 32, slo: 100)
+        admit(q, id: 0, at: 0)
+        #expect(summarize(q.pump(now: 0)).batches == [[0]])
+    }
+
+    @Test func adaptiveWaitsWhenThereIsSlackAndDispatchesBeforeTheDeadline() throws {
+        let q = try queue(policy: "adaptive-sla", params: "\"safety_ms\":5", maxItems: 32, slo: 100)
+        taught(q, maxItems: 32)
+        // One item per millisecond (two arrivals are the least that show a rate): worth waiting for more.
+        admit(q, id: 0, at: 0)
+        var s = summarize([])
+        for i in 1...5 {
+            admit(q, id: i, at: Int64(i) * Self.ms)
+            s = summarize(q.pump(now: Int64(i) * Self.ms))
+            #expect(s.batches.isEmpty, "dispatched early at \(i) ms")
+        }
+        let wake = try #require(s.wake)
+        // It must wake in time: deadline 100 ms - L(at most 32 items) = 26 ms - safety 5 ms.
+        #expect(wake > 5 * Self.ms)
+        #expect(wake <= (100 - 10 - 5) * Self.ms - 32 * Self.ms / 2 + Self.ms)
+        // Asked again at that moment, it sends what is queued, with time to spare.
+        s = summarize(q.pump(now: wake))
+        #expect(s.batches == [[0, 1, 2, 3, 4, 5]])
+        #expect(wake + (10 * Self.ms + 6 * Self.ms / 2) < 100 * Self.ms)
+    }
+
+    @Test func adaptiveSendsALoneRequestWithoutWaiting() throws {
+        let q = try queue(policy: "adaptive-sla", maxItems: 32, slo: 100)
+        taught(q, maxItems: 32)
+        admit(q, id: 0, at: 0)
+        #expect(summarize(q.pump(now: 0)).batches == [[0]])
+    }
+
+    @Test func adaptiveDispatchesAFullBatchAtOnce() throws {
+        let q = try queue(policy: "adaptive-sla", maxItems: 8, slo: 1000)
+        taught(q, maxItems: 8)
+        for i in 0..<8 { admit(q, id: i, at: 0) }
+        #expect(summarize(q.pump(now: 0)).batches == [[0, 1, 2, 3, 4, 5, 6, 7]])
+    }
+
+    @Test func adaptiveHonoursATighterClientDeadline() throws {
+        let q = try queue(policy: "adaptive-sla", params: "\"safety_ms\":1", maxItems: 32, slo: 1000)
+        taught(q, maxItems: 32)
+        for i in 0..<4 { admit(q, id: i, at: Int64(i) * Self.ms) }
+        let loose = try #require(summarize(q.pump(now: 3 * Self.ms)).wake)
+        // A client asking for 40 ms pulls the wake-up before its own deadline.
+        admit(q, id: 4, at: 4 * Self.ms, timeoutMicros: 40_000)
+        let tight = try #require(summarize(q.pump(now: 4 * Self.ms)).wake)
+        #expect(tight < loose)
+        #expect(tight <= 44 * Self.ms - 10 * Self.ms)
+    }
+
+    @Test func adaptiveStopsWaitingWhenTrafficStops() throws {
+        let q = try queue(policy: "adaptive-sla", maxItems: 32, slo: 100)
+        taught(q, maxItems: 32)
+        for i in 0...5 { admit(q, id: i, at: Int64(i) * Self.ms) }
+        let wake = try #require(summarize(q.pump(now: 5 * Self.ms)).wake)
+        #expect(summarize(q.pump(now: wake)).batches == [[0, 1, 2, 3, 4, 5]])
+        q.batchFinished(items: 6, requests: 6, ok: true, dispatched: wake, finished: wake + 13 * Self.ms)
+        // Ten quiet seconds later a lone request: waiting would only add latency.
+        admit(q, id: 6, at: 10_000 * Self.ms)
+        #expect(summarize(q.pump(now: 10_000 * Self.ms)).batches == [[6]])
+    }
+}
+
+/// Limits the host enforces whatever a policy says.
+@Suite("Host-enforced limits")
+struct QueueLimitTests {
+    final class ScriptedPolicy: BatchingPolicy {
+        var answer: PolicyDecision
+        var asked = 0
+        init(_ answer: PolicyDecision) { self.answer = answer }
+        func decide(now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int, inflight: Int,
+                    limits: QueueLimits) -> Result<PolicyDecision, RequestError> {
+            asked += 1
+            return .success(answer)
+        }
+        func observe(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64) {}
+    }
+
+    func limits(rejectLate: Bool = false) -> QueueLimits {
+        QueueLimits(maxBatchItems: 4, maxQueuedItems: 10, maxInflightBatches: 1, sloNanos: 100, rejectLate: rejectLate)
+    }
+
+    @Test func neverMoreThanMaxItemsOrInflight() {
+        let policy = ScriptedPolicy(.dispatch(items: 1000))
+        let q = ModelQueue<Int>(limits: limits(), policy: policy)
+        for i in 0..<6 { _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: i) }
+        let effects = q.pump(now: 0)
+        let batches = effects.compactMap { if case .dispatch(let e) = $0 { return e.map(\.payload) } else { return nil } }
+        #expect(batches == [[0, 1, 2, 3]])
+        #expect(q.inflight == 1)
+        #expect(q.count == 2)
+    }
+
+    @Test func queueFullIsA429WithAReason() {
+        let q = ModelQueue<Int>(limits: limits(), policy: ScriptedPolicy(.wait(until: .max)))
+        #expect(q.admit(items: 4, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 0) == nil)
+        #expect(q.admit(items: 4, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 1) == nil)
+        let e = q.admit(items: 4, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 2)
+        #expect(e?.status == 429)
+        #expect(e?.message.contains("max_queued_items") == true)
+        #expect(q.admit(items: 5, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 3)?.status == 400)
+    }
+
+    @Test func lateRequestsAreDispatchedWithoutAskingThePolicy() {
+        let policy = ScriptedPolicy(.wait(until: .max))
+        let q = ModelQueue<Int>(limits: limits(), policy: policy)
+        _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 0)
+        let first = q.pump(now: 0)
+        // The wake-up is capped at the deadline even though the policy asked to wait forever.
+        #expect(first.contains { if case .wake(let at) = $0 { return at == 100 } else { return false } })
+        let asked = policy.asked
+        let late = q.pump(now: 100)
+        #expect(late.contains { if case .dispatch(let e) = $0 { return e.map(\.payload) == [0] } else { return false } })
+        #expect(policy.asked == asked)
+    }
+
+    @Test func lateRequestsAreRejectedWhenConfigured() {
+        let q = ModelQueue<Int>(limits: limits(rejectLate: true), policy: ScriptedPolicy(.wait(until: .max)))
+        _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 0)
+        let effects = q.pump(now: 150)
+        #expect(effects.contains { if case .reject(let e, let err) = $0 { return e.map(\.payload) == [0] && err.status == 504 } else { return false } })
+        #expect(q.count == 0)
+    }
+
+    @Test func incompatibleRequestsWaitForTheirOwnBatch() {
+        let q = ModelQueue<Int>(limits: QueueLimits(maxBatchItems: 4, maxQueuedItems: 10, maxInflightBatches: 2, sloNanos: 100, rejectLate: false),
+                                policy: ScriptedPolicy(.dispatch(items: 4)))
+        _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "a", payload: 0)
+        _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "b", payload: 1)
+        _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "a", payload: 2)
+        let batches = q.pump(now: 0).compactMap { if case .dispatch(let e) = $0 { return e.map(\.payload) } else { return nil } }
+        #expect(batches == [[0, 2], [1]])
+    }
+
+    @Test func shedAnswersTheNamedRequests() {
+        let policy = ScriptedPolicy(.shed(indices: [1], reason: "cannot meet its deadline"))
+        let q = ModelQueue<Int>(limits: limits(), policy: policy)
+        for i in 0..<3 { _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: i) }
+        let effects = q.pump(now: 0)
+        guard case .reject(let e, let err) = effects.first else { Issue.record("no reject"); return }
+        #expect(e.map(\.payload) == [1])
+        #expect(err.status == 503)
+        #expect(err.message.contains("cannot meet its deadline"))
+    }
+}

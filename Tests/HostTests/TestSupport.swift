@@ -1,0 +1,152 @@
+import Foundation
+import MLProxyHost
+import NIOCore
+import NIOPosix
+import Testing
+
+/// The repository root, found from this file's path.
+let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+enum TestFailure: Error, CustomStringConvertible {
+    case command(String, Int32, String)
+    var description: String {
+        switch self { case .command(let c, let s, let o): return "\(c) exited \(s): \(o)" }
+    }
+}
+
+/// Runs a command, returning stdout; throws with its output when it fails.
+@discardableResult
+func run(_ executable: String, _ args: [String], stdin: Data? = nil) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    // Read before waiting so a large output cannot block the child.
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    guard p.terminationStatus == 0 else {
+        throw TestFailure.command("\(executable) \(args.joined(separator: " "))", p.terminationStatus,
+                                  text + String(decoding: errData, as: UTF8.self))
+    }
+    return text
+}
+
+/// A fresh scratch directory.
+func scratchDir(_ name: String) throws -> URL {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mlproxy-tests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    return dir
+}
+
+/// Builds a C plugin the way a user would: plain cc, our header, nothing else of ours.
+func compilePlugin(source: URL, into dir: URL, name: String) throws -> String {
+    let out = dir.appendingPathComponent("lib\(name).so").path
+    try run("/usr/bin/cc", ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+                             "-I", repoRoot.appendingPathComponent("include").path, "-o", out, source.path])
+    return out
+}
+
+/// A proxy in front of a simulated model server, both in this process on loopback ports.
+final class TestCluster: @unchecked Sendable {
+    let group: MultiThreadedEventLoopGroup
+    let sim: ProxyRuntime
+    let proxy: ProxyRuntime
+
+    var simPort: Int { sim.simulated[0].port }
+    var url: String { "http://127.0.0.1:\(proxy.port)" }
+
+    /// `models` is the YAML list of models; `UPSTREAM` in it is replaced by the simulated server's URL.
+    init(simLatency: String = "{1: 2, 100: 6}", replicas: Int = 1, extraTop: String = "", models: String) throws {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        sim = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
+            listen: "127.0.0.1:0"
+            simulated_servers:
+              - {listen: "127.0.0.1:0", replicas: \(replicas), latency_ms: \(simLatency)}
+            models:
+              - {name: unused, upstream: "http://127.0.0.1:1"}
+            """), group: group)
+        let upstream = "http://127.0.0.1:\(sim.simulated[0].port)"
+        proxy = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
+            listen: "127.0.0.1:0"
+            \(extraTop)
+            models:
+            \(models.replacingOccurrences(of: "UPSTREAM", with: upstream))
+            """), group: group)
+    }
+
+    func stop() {
+        proxy.drainAndStop()
+        sim.drainAndStop()
+        try? group.syncShutdownGracefully()
+    }
+}
+
+/// One response as curl saw it.
+struct CurlResult {
+    let status: Int
+    let headers: [String: String]
+    let body: String
+
+    var json: [String: Any]? {
+        (try? JSONSerialization.jsonObject(with: Data(body.utf8))) as? [String: Any]
+    }
+
+    /// The values of output `name` in a v2 JSON response.
+    func output(_ name: String) -> [Double]? {
+        guard let outs = json?["outputs"] as? [[String: Any]],
+              let o = outs.first(where: { $0["name"] as? String == name }),
+              let data = o["data"] as? [Any] else { return nil }
+        return data.compactMap { ($0 as? NSNumber)?.doubleValue }
+    }
+}
+
+/// Sends every body as its own POST, all at once (curl --parallel, up to `concurrency` connections),
+/// and returns the responses in the order of `bodies`.
+func curlParallel(url: String, bodies: [String], contentType: String = "application/json",
+                  concurrency: Int = 500) throws -> [CurlResult] {
+    let dir = try scratchDir("curl")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    var config = ""
+    for (i, body) in bodies.enumerated() {
+        try body.write(to: dir.appendingPathComponent("\(i).req"), atomically: false, encoding: .utf8)
+        if i > 0 { config += "next\n" }
+        config += """
+            url = "\(url)"
+            data-binary = "@\(dir.path)/\(i).req"
+            header = "content-type: \(contentType)"
+            output = "\(dir.path)/\(i).out"
+            dump-header = "\(dir.path)/\(i).hdr"
+            max-time = 60
+
+            """
+    }
+    let cfg = dir.appendingPathComponent("curl.cfg")
+    try config.write(to: cfg, atomically: false, encoding: .utf8)
+    try run("/usr/bin/curl", ["--no-progress-meter", "--parallel", "--parallel-immediate",
+                              "--parallel-max", String(concurrency), "-K", cfg.path])
+    return try bodies.indices.map { i in
+        let raw = try String(contentsOf: dir.appendingPathComponent("\(i).hdr"), encoding: .utf8)
+        var status = 0
+        var headers: [String: String] = [:]
+        for line in raw.split(whereSeparator: \.isNewline) {
+            if line.hasPrefix("HTTP/") {
+                status = Int(line.split(separator: " ")[1]) ?? 0
+            } else if let colon = line.firstIndex(of: ":") {
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        let body = (try? String(contentsOf: dir.appendingPathComponent("\(i).out"), encoding: .utf8)) ?? ""
+        return CurlResult(status: status, headers: headers, body: body)
+    }
+}
+
+/// A v2 JSON request with one FP64 input "x" of `rows`.
+func v2Request(id: String, rows: [[Double]]) -> String {
+    let data = rows.map { "[" + $0.map { String($0) }.joined(separator: ",") + "]" }.joined(separator: ",")
+    return "{\"id\":\"\(id)\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP64\",\"shape\":[\(rows.count),\(rows.first?.count ?? 0)],\"data\":[\(data)]}]}"
+}
