@@ -1,0 +1,51 @@
+# MLProxy: `make run` starts the proxy with an embedded simulated model server; `make test` runs
+# everything CI runs. Both install the Debian packages they need when missing.
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEB_PACKAGES := libjansson-dev libffi-dev pkg-config curl
+BENCH_PACKAGES := nginx-light
+
+CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
+SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
+
+.PHONY: all deps bench-deps build release run test sample-policy bench clean
+
+all: build
+
+# Installs what is missing, and only that.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+bench-deps: deps
+	@missing=""; for p in $(BENCH_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+run: build
+	.build/debug/mlproxy serve --config samples/quickstart.yaml
+
+# The C sample policy, built the way a user builds one: plain cc, our header, jansson.
+sample-policy: deps
+	cc $(CFLAGS_PLUGIN) -o $(SAMPLE_POLICY) samples/c-policy/pairs_policy.c -ljansson
+
+test: deps sample-policy
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+
+bench: bench-deps release
+	benchmarks/run.sh
+
+clean:
+	rm -rf .build $(SAMPLE_POLICY)
