@@ -3,7 +3,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEB_PACKAGES := libjansson-dev libffi-dev pkg-config curl
-BENCH_PACKAGES := nginx-light
+BENCH_PACKAGES := nginx-light wrk
 
 CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
 SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
@@ -45,7 +45,7 @@ test: deps sample-policy
 	$(SWIFT) test
 
 bench: bench-deps release
-	benchmarks/run.sh
+	benchmarks/run.py
 
 clean:
 	rm -rf .build $(SAMPLE_POLICY)

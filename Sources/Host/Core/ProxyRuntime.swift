@@ -61,7 +61,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         let codecs = try m.codecs.map { try CodecInstance(try registry.component(.codec, $0)) }
         let backend = try BackendInstance(try registry.component(.backend, m.backend))
         let policy = try PluginPolicy(try registry.component(.policy, m.policy), configJSON: m.policyParamsJSON)
-        return ModelService(config: m, loop: group.next(), codecs: codecs, backend: backend, policy: policy)
+        return ModelService(config: m, group: group, codecs: codecs, backend: backend, policy: policy)
     }
 
     // MARK: Routes

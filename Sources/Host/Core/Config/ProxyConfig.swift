@@ -161,7 +161,7 @@ extension ProxyConfig {
         points.sort { $0.0 < $1.0 }
         return SimulatedServerConfig(
             listen: try listen.address(),
-            replicas: try m["replicas"]?.int(min: 1, max: 1024) ?? 1,
+            replicas: try m["replicas"]?.int(min: 1, max: 1_000_000) ?? 1,
             latencyMillis: points.map { (items: $0.0, ms: $0.1) },
             noise: try m["noise"]?.double(min: 0) ?? 0,
             seed: UInt64(try m["seed"]?.int(min: 0) ?? 1))

@@ -30,18 +30,24 @@ public final class ModelService: @unchecked Sendable {
     public let codecs: [CodecInstance]
     let backend: BackendInstance
     let queue: ModelQueue<PendingInfer>
-    let pool: UpstreamPool
+    /// One upstream pool per event loop of the group, each used only on its own loop.
+    private let pools: [ObjectIdentifier: UpstreamPool]
     private var wakeTask: Scheduled<Void>?
     private var wakeAt: Int64 = .max
     private let logger: Logger
 
-    init(config: ModelConfig, loop: EventLoop, codecs: [CodecInstance], backend: BackendInstance, policy: BatchingPolicy) {
+    init(config: ModelConfig, group: EventLoopGroup, codecs: [CodecInstance], backend: BackendInstance, policy: BatchingPolicy) {
+        let loop = group.next()
         self.config = config
         self.loop = loop
         self.codecs = codecs
         self.backend = backend
         self.queue = ModelQueue(limits: config.limits, policy: policy)
-        self.pool = UpstreamPool(loop: loop, address: config.upstream, timeoutMillis: config.upstreamTimeoutMillis)
+        var pools: [ObjectIdentifier: UpstreamPool] = [:]
+        for l in group.makeIterator() {
+            pools[ObjectIdentifier(l)] = UpstreamPool(loop: l, address: config.upstream, timeoutMillis: config.upstreamTimeoutMillis)
+        }
+        self.pools = pools
         var logger = Logger(label: "mlproxy.model")
         logger[metadataKey: "model"] = "\(config.name)"
         self.logger = logger
@@ -100,67 +106,78 @@ public final class ModelService: @unchecked Sendable {
         }
     }
 
+    /// Sends a batch. Only the queue lives on the model's loop: merging, encoding, the upstream
+    /// exchange, decoding and splitting run on the event loop of the batch's first client (each loop
+    /// has its own upstream pool), so one model's traffic uses every core, and a batch of one never
+    /// leaves its client's loop but to be queued.
     private func dispatch(_ entries: [QueueEntry<PendingInfer>]) {
         let dispatched = monotonicNanos()
-        let items = entries.reduce(0) { $0 + $1.items }
-        let requests = entries.map(\.payload.request)
-        let inputs = BatchAssembler.merge(requests.map(\.inputs))
-        // Ask upstream for the union of requested outputs, or all when anyone wants all.
-        var wanted: [String] = []
-        if !requests.contains(where: { $0.requestedOutputs.isEmpty }) {
-            for r in requests { for n in r.requestedOutputs where !wanted.contains(n) { wanted.append(n) } }
-        }
-        let encoded = backend.encode(inputs: inputs, items: items, model: config.upstreamModel,
-                                     version: config.upstreamVersion, requestedOutputs: wanted,
-                                     allocator: ByteBufferAllocator())
-        switch encoded {
-        case .failure(let error):
-            finish(entries, reply: .failure(RequestError(status: 500, message: error.message)), items: items,
-                   dispatched: dispatched, ok: false)
-        case .success(let message):
+        let io = entries[0].payload.promise.futureResult.eventLoop
+        let pool = pools[ObjectIdentifier(io)] ?? pools[ObjectIdentifier(loop)]!
+        io.execute { [self] in
+            let items = entries.reduce(0) { $0 + $1.items }
+            let requests = entries.map(\.payload.request)
+            let inputs = BatchAssembler.merge(requests.map(\.inputs))
+            // Ask upstream for the union of requested outputs, or all when anyone wants all.
+            var wanted: [String] = []
+            if !requests.contains(where: { $0.requestedOutputs.isEmpty }) {
+                for r in requests { for n in r.requestedOutputs where !wanted.contains(n) { wanted.append(n) } }
+            }
+            let encoded = backend.encode(inputs: inputs, items: items, model: config.upstreamModel,
+                                         version: config.upstreamVersion, requestedOutputs: wanted,
+                                         allocator: ByteBufferAllocator())
+            guard case .success(let message) = encoded else {
+                if case .failure(let e) = encoded { fail(entries, RequestError(status: 500, message: e.message), items: items, dispatched: dispatched) }
+                return
+            }
             pool.send(path: message.path ?? "/", headers: message.headers, body: message.body).whenComplete { result in
                 let finished = monotonicNanos()
+                let response: UpstreamResponse
                 switch result {
                 case .failure(let error):
                     let status = (error as? UpstreamError)?.httpStatus ?? 502
-                    self.finish(entries, reply: .failure(RequestError(status: status, message: "\(error)")), items: items,
-                                dispatched: dispatched, ok: false)
-                case .success(let response):
-                    let decoded = self.backend.decode(status: response.status, body: response.body,
-                                                      contentType: response.headers.first(name: "content-type"),
-                                                      model: self.config.upstreamModel, items: items)
-                    let split = decoded.mapError { RequestError(status: $0.status == 500 ? 500 : 502, message: $0.message) }
-                        .flatMap { out in
-                            BatchAssembler.split(out.outputs, itemCounts: entries.map(\.items)).map { ($0, out.parametersJSON) }
-                        }
-                    switch split {
-                    case .failure(let error):
-                        self.finish(entries, reply: .failure(error), items: items, dispatched: dispatched, ok: false, finished: finished)
-                    case .success(let (parts, params)):
-                        let upstream = finished - dispatched
-                        for (entry, outputs) in zip(entries, parts) {
-                            let wantedByClient = entry.payload.request.requestedOutputs
-                            let mine = wantedByClient.isEmpty ? outputs : outputs.filter { wantedByClient.contains($0.name) }
-                            entry.payload.promise.succeed(.success(InferResult(
-                                outputs: mine, parametersJSON: params, batchItems: items, batchRequests: entries.count,
-                                queueNanos: dispatched - entry.arrival, upstreamNanos: upstream)))
-                        }
-                        self.queue.batchFinished(items: items, requests: entries.count, ok: true, dispatched: dispatched, finished: finished)
-                        self.pump()
-                    }
+                    return self.fail(entries, RequestError(status: status, message: "\(error)"), items: items,
+                                     dispatched: dispatched, finished: finished)
+                case .success(let r): response = r
                 }
+                let split = self.backend.decode(status: response.status, body: response.body,
+                                                contentType: response.headers.first(name: "content-type"),
+                                                model: self.config.upstreamModel, items: items)
+                    .mapError { RequestError(status: $0.status == 500 ? 500 : 502, message: $0.message) }
+                    .flatMap { out in
+                        BatchAssembler.split(out.outputs, itemCounts: entries.map(\.items)).map { ($0, out.parametersJSON) }
+                    }
+                guard case .success(let (parts, params)) = split else {
+                    if case .failure(let e) = split { self.fail(entries, e, items: items, dispatched: dispatched, finished: finished) }
+                    return
+                }
+                for (entry, outputs) in zip(entries, parts) {
+                    let wantedByClient = entry.payload.request.requestedOutputs
+                    let mine = wantedByClient.isEmpty ? outputs : outputs.filter { wantedByClient.contains($0.name) }
+                    entry.payload.promise.succeed(.success(InferResult(
+                        outputs: mine, parametersJSON: params, batchItems: items, batchRequests: entries.count,
+                        queueNanos: dispatched - entry.arrival, upstreamNanos: finished - dispatched)))
+                }
+                self.batchDone(items: items, requests: entries.count, ok: true, dispatched: dispatched, finished: finished)
             }
         }
     }
 
-    /// Answers every request of a failed batch with the same error and lets the queue move on.
-    private func finish(_ entries: [QueueEntry<PendingInfer>], reply: InferReply, items: Int, dispatched: Int64,
-                        ok: Bool, finished: Int64 = monotonicNanos()) {
-        if case .failure(let e) = reply { logger.warning("batch of \(items) items failed: \(e.message)") }
-        for e in entries { e.payload.promise.succeed(reply) }
-        queue.batchFinished(items: items, requests: entries.count, ok: ok, dispatched: dispatched, finished: finished)
-        pump()
+    /// Answers every request of a failed batch with the same error.
+    private func fail(_ entries: [QueueEntry<PendingInfer>], _ error: RequestError, items: Int, dispatched: Int64,
+                      finished: Int64 = monotonicNanos()) {
+        logger.warning("batch of \(items) items failed: \(error.message)")
+        for e in entries { e.payload.promise.succeed(.failure(error)) }
+        batchDone(items: items, requests: entries.count, ok: false, dispatched: dispatched, finished: finished)
     }
 
-    func shutdown() { loop.execute { self.pool.close() } }
+    /// Frees the batch's slot on the model's loop and lets the queue move on.
+    private func batchDone(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64) {
+        loop.execute { [self] in
+            queue.batchFinished(items: items, requests: requests, ok: ok, dispatched: dispatched, finished: finished)
+            pump()
+        }
+    }
+
+    func shutdown() { for p in pools.values { p.loop.execute { p.close() } } }
 }

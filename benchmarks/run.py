@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""MLProxy benchmarks, loopback only, bounded in count and time. Prints tables; never asserts.
+
+1. Batching: open-loop Poisson load at several rates, the proxy (adaptive-sla) in front of a simulated
+   model server (Iris profile, one replica serving one request at a time) vs the same server direct.
+2. Passthrough: the proxy with the `none` policy vs nginx reverse-proxying to the same fast simulated
+   server, wrk -t2 -c64, side by side in one run, as a ratio.
+
+Usage: make bench   (or benchmarks/run.py [--quick] after `swift build -c release`)
+"""
+import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".build", "release")
+procs = []
+
+
+def start(args, ready_url=None, **kw):
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
+    procs.append(p)
+    if ready_url:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(ready_url, timeout=1).read()
+                return p
+            except Exception:
+                time.sleep(0.1)
+        raise SystemExit(f"{args[0]} did not become ready at {ready_url}: {p.stderr.read().decode()[-2000:]}")
+    return p
+
+
+def stop_all():
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    procs.clear()
+
+
+def sim_stats(port):
+    return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/sim/stats").read())
+
+
+def loadgen(port, rate, count, slo, label):
+    out = subprocess.run([os.path.join(BIN, "mlproxy-loadgen"), "--target", f"127.0.0.1:{port}", "--model", "iris",
+                          "--rate", str(rate), "--count", str(count), "--max-seconds", "8", "--slo-ms", str(slo),
+                          "--label", label], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise SystemExit(f"loadgen failed: {out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def batching(tmp, rates, slo, seconds):
+    sim_port, proxy_port = 19101, 18181
+    cfg = os.path.join(tmp, "batching.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""listen: "127.0.0.1:{proxy_port}"
+models:
+  - {{name: iris, upstream: "http://127.0.0.1:{sim_port}", policy: adaptive-sla, slo_ms: {slo},
+     max_batch_items: 128, max_queued_items: 100000, max_inflight_batches: 1}}
+""")
+    rows = []
+    for rate in rates:
+        count = int(rate * seconds)
+        row = {"rate": rate}
+        for label, port in (("direct", sim_port), ("proxy", proxy_port)):
+            # A fresh server per run: a saturated direct run leaves a backlog behind it.
+            start([os.path.join(BIN, "mlproxy"), "simserver", "--listen", f"127.0.0.1:{sim_port}",
+                   "--latency", "1:8.6,100:10.1", "--replicas", "1", "--noise", "0.05"],
+                  f"http://127.0.0.1:{sim_port}/v2/health/ready")
+            if label == "proxy":
+                start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--threads", "1", "--log-level", "warning"],
+                      f"http://127.0.0.1:{proxy_port}/v2/health/ready")
+            before = sim_stats(sim_port)
+            r = loadgen(port, rate, count, slo, label)
+            after = sim_stats(sim_port)
+            batches = after["requests"] - before["requests"]
+            r["mean_batch"] = (after["items"] - before["items"]) / batches if batches else 0
+            row[label] = r
+            stop_all()
+        rows.append(row)
+    stop_all()
+    print(f"\n## Batching: Poisson arrivals, 1-row requests, SLO {slo} ms, simulated Iris server "
+          f"(8.6 ms at 1 item, 10.1 ms at 100; 1 replica, one request at a time)\n")
+    print("| rate req/s | direct thr | direct p99 ms | direct miss % | proxy thr | proxy p99 ms | proxy miss % | proxy mean batch |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        d, p = row["direct"], row["proxy"]
+        fmt = lambda v: "inf" if v is None else f"{v:.1f}"
+        print(f"| {row['rate']} | {fmt(d['throughput'])} | {fmt(d['p99_ms'])} | {fmt(d['sla_miss_pct'])} | "
+              f"{fmt(p['throughput'])} | {fmt(p['p99_ms'])} | {fmt(p['sla_miss_pct'])} | {p['mean_batch']:.1f} |")
+    return rows
+
+
+def wrk(port, body_file, seconds):
+    lua = body_file + ".lua"
+    with open(lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                f'local f = io.open("{body_file}")\nwrk.body = f:read("*a")\nf:close()\n')
+    out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", "-s", lua,
+                          f"http://127.0.0.1:{port}/v2/models/iris/infer"], capture_output=True, text=True,
+                         timeout=seconds + 60)
+    text = out.stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
+    scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "errors": int(non2xx.group(1)) if non2xx else 0}
+
+
+def passthrough(tmp, seconds):
+    if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        raise SystemExit("nginx is not installed (make bench installs nginx-light)")
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
+    sim_port, proxy_port, nginx_port = 19102, 18182, 18183
+    start([os.path.join(BIN, "mlproxy"), "simserver", "--listen", f"127.0.0.1:{sim_port}", "--latency", "1:0,100:0",
+           "--replicas", "100000", "--threads", "1"], f"http://127.0.0.1:{sim_port}/v2/health/ready")
+    cfg = os.path.join(tmp, "passthrough.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""listen: "127.0.0.1:{proxy_port}"
+models:
+  - {{name: iris, upstream: "http://127.0.0.1:{sim_port}", policy: none, max_batch_items: 1,
+     max_inflight_batches: 256, max_queued_items: 100000}}
+""")
+    start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--threads", "2", "--log-level", "warning"],
+          f"http://127.0.0.1:{proxy_port}/v2/health/ready")
+    ngx = os.path.join(tmp, "nginx")
+    os.makedirs(ngx, exist_ok=True)
+    with open(os.path.join(ngx, "nginx.conf"), "w") as f:
+        f.write(f"""worker_processes 2;
+daemon off;
+pid {ngx}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {ngx}/body; proxy_temp_path {ngx}/proxy;
+  fastcgi_temp_path {ngx}/fcgi; uwsgi_temp_path {ngx}/uwsgi; scgi_temp_path {ngx}/scgi;
+  upstream sim {{ server 127.0.0.1:{sim_port}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{nginx_port};
+    location / {{ proxy_pass http://sim; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+""")
+    start(["nginx", "-p", ngx, "-c", os.path.join(ngx, "nginx.conf")], f"http://127.0.0.1:{nginx_port}/v2/health/ready")
+    body = os.path.join(tmp, "body.json")
+    with open(body, "w") as f:
+        f.write('{"id":"1","inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}')
+    direct = wrk(sim_port, body, seconds)
+    proxy = wrk(proxy_port, body, seconds)
+    nginx = wrk(nginx_port, body, seconds)
+    stop_all()
+    print(f"\n## Passthrough: `none` policy vs nginx, wrk -t2 -c64 -d{seconds}s, 1-row v2 JSON, fast simulated upstream\n")
+    print("| path | req/s | p99 ms | non-2xx |")
+    print("|---|---:|---:|---:|")
+    for name, r in (("direct to upstream", direct), ("nginx -> upstream", nginx), ("mlproxy -> upstream", proxy)):
+        print(f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['errors']} |")
+    print(f"\nmlproxy / nginx: rate {proxy['rps'] / nginx['rps']:.2f}x, p99 {proxy['p99_ms'] / nginx['p99_ms']:.2f}x")
+    return direct, proxy, nginx
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rates and shorter runs")
+    ap.add_argument("--only", choices=["batching", "passthrough"])
+    args = ap.parse_args()
+    for b in ("mlproxy", "mlproxy-loadgen"):
+        if not os.path.exists(os.path.join(BIN, b)):
+            raise SystemExit(f"{BIN}/{b} is missing: run `swift build -c release` (or make bench)")
+    tmp = tempfile.mkdtemp(prefix="mlproxy-bench-")
+    try:
+        if args.only in (None, "batching"):
+            rates = [50, 200, 800] if args.quick else [50, 100, 200, 400, 800, 1600, 3200]
+            batching(tmp, rates, slo=100, seconds=2 if args.quick else 5)
+        if args.only in (None, "passthrough"):
+            passthrough(tmp, seconds=5 if args.quick else 10)
+    finally:
+        stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
