@@ -17,6 +17,10 @@ public final class UpstreamPool: @unchecked Sendable {
     public let address: ListenAddress
     private let timeout: TimeAmount
     private var idle: [UpstreamConnection] = []
+    /// Connections with a request outstanding; a sweeper fails those past their deadline. One
+    /// repeating timer per pool costs less than a timer per request on the hot path.
+    private var busy: [UpstreamConnection] = []
+    private var sweeper: RepeatedTask?
 
     public init(loop: EventLoop, address: ListenAddress, timeoutMillis: Int64) {
         self.loop = loop
@@ -35,15 +39,14 @@ public final class UpstreamPool: @unchecked Sendable {
         let requestHead = head
         return checkout().flatMap { conn in
             let promise = self.loop.makePromise(of: UpstreamResponse.self)
-            conn.start(promise)
-            let timer = self.loop.scheduleTask(in: self.timeout) {
-                conn.fail(UpstreamError.timeout(self.timeout.nanoseconds / 1_000_000))
-            }
+            conn.start(promise, deadline: .now() + self.timeout)
+            self.busy.append(conn)
+            self.startSweeper()
             conn.channel.write(HTTPClientRequestPart.head(requestHead), promise: nil)
             conn.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
             conn.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
             return promise.futureResult.always { result in
-                timer.cancel()
+                if let i = self.busy.firstIndex(where: { $0.channel === conn.channel }) { self.busy.remove(at: i) }
                 if case .success(let r) = result, conn.channel.isActive,
                    r.headers.first(name: "connection")?.lowercased() != "close" {
                     self.idle.append(conn)
@@ -76,8 +79,21 @@ public final class UpstreamPool: @unchecked Sendable {
             }
     }
 
+    private func startSweeper() {
+        guard sweeper == nil else { return }
+        let every = TimeAmount.nanoseconds(max(1_000_000, min(timeout.nanoseconds / 8, 100_000_000)))
+        sweeper = loop.scheduleRepeatedTask(initialDelay: every, delay: every) { [self] _ in
+            let now = NIODeadline.now()
+            for conn in busy where conn.handler.deadline.map({ $0 <= now }) == true {
+                conn.fail(UpstreamError.timeout(timeout.nanoseconds / 1_000_000))
+            }
+        }
+    }
+
     /// Closes idle connections (at shutdown).
     public func close() {
+        sweeper?.cancel()
+        sweeper = nil
         for c in idle { c.channel.close(promise: nil) }
         idle.removeAll()
     }
@@ -108,7 +124,7 @@ struct UpstreamConnection: @unchecked Sendable {
     let channel: Channel
     let handler: UpstreamConnectionHandler
 
-    func start(_ promise: EventLoopPromise<UpstreamResponse>) { handler.start(promise) }
+    func start(_ promise: EventLoopPromise<UpstreamResponse>, deadline: NIODeadline) { handler.start(promise, deadline: deadline) }
     func fail(_ error: Error) {
         handler.fail(error)
         channel.close(promise: nil)
@@ -121,8 +137,10 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private var pending: EventLoopPromise<UpstreamResponse>?
     private var head: HTTPResponseHead?
     private var body = ByteBuffer()
+    private(set) var deadline: NIODeadline?
 
-    func start(_ promise: EventLoopPromise<UpstreamResponse>) {
+    func start(_ promise: EventLoopPromise<UpstreamResponse>, deadline: NIODeadline) {
+        self.deadline = deadline
         pending = promise
         head = nil
         body.clear()
@@ -131,6 +149,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     func fail(_ error: Error) {
         let p = pending
         pending = nil
+        deadline = nil
         p?.fail(error)
     }
 
@@ -143,6 +162,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         case .end:
             guard let head, let p = pending else { return }
             pending = nil
+            deadline = nil
             p.succeed(UpstreamResponse(status: Int(head.status.code), headers: head.headers, body: body))
             body = ByteBuffer()
         }

@@ -63,7 +63,7 @@ public final class ModelService: @unchecked Sendable {
     /// Queues a decoded, validated request; the promise is completed exactly once.
     func submit(_ request: DecodedRequest, items: Int, arrival: Int64, promise: EventLoopPromise<InferReply>) {
         let key = BatchAssembler.batchKey(of: request.inputs)
-        loop.execute {
+        loop.executeHere {
             if let error = self.queue.admit(items: items, arrival: arrival, timeoutMicros: request.timeoutMicros,
                                             priority: request.priority, batchKey: key,
                                             payload: PendingInfer(request: request, promise: promise)) {
@@ -114,7 +114,7 @@ public final class ModelService: @unchecked Sendable {
         let dispatched = monotonicNanos()
         let io = entries[0].payload.promise.futureResult.eventLoop
         let pool = pools[ObjectIdentifier(io)] ?? pools[ObjectIdentifier(loop)]!
-        io.execute { [self] in
+        io.executeHere { [self] in
             let items = entries.reduce(0) { $0 + $1.items }
             let requests = entries.map(\.payload.request)
             let inputs = BatchAssembler.merge(requests.map(\.inputs))
@@ -173,11 +173,20 @@ public final class ModelService: @unchecked Sendable {
 
     /// Frees the batch's slot on the model's loop and lets the queue move on.
     private func batchDone(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64) {
-        loop.execute { [self] in
+        loop.executeHere { [self] in
             queue.batchFinished(items: items, requests: requests, ok: ok, dispatched: dispatched, finished: finished)
             pump()
         }
     }
 
     func shutdown() { for p in pools.values { p.loop.execute { p.close() } } }
+}
+
+extension EventLoop {
+    /// Runs `work` now when already on this loop, else queues it there: a hop costs a task and
+    /// often a wake-up of another thread, which the hot path should pay only when it must.
+    @inline(__always)
+    func executeHere(_ work: @escaping @Sendable () -> Void) {
+        if inEventLoop { work() } else { execute(work) }
+    }
 }

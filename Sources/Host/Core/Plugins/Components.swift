@@ -153,7 +153,10 @@ public final class CodecInstance: @unchecked Sendable {
 
     /// Whether this codec takes a body of `contentType` (parameters such as charset are ignored).
     public func accepts(contentType: String?) -> Bool {
-        let base = (contentType ?? "").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+        let raw = contentType ?? ""
+        // The common case, an exact match, without allocating.
+        if contentTypes.contains(raw) { return true }
+        let base = raw.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
         return contentTypes.contains(base)
     }
 
