@@ -1,0 +1,113 @@
+import Foundation
+import MLProxyHost
+import Testing
+
+/// The `mlproxy` executable as users run it.
+@Suite("The mlproxy command", .serialized)
+struct ProcessTests {
+    let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+        .appendingPathComponent("mlproxy").path
+
+    /// A port nothing listens on right now.
+    func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Starts `mlproxy serve` and waits for its ready line.
+    func serve(config: String) throws -> (Process, Pipe) {
+        let dir = try scratchDir("serve")
+        let file = dir.appendingPathComponent("config.yaml")
+        try config.write(to: file, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["serve", "--config", file.path, "--log-level", "warning"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        var seen = Data()
+        while !String(decoding: seen, as: UTF8.self).contains("ready on") {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { throw TestFailure.command("mlproxy serve", p.terminationStatus, String(decoding: seen, as: UTF8.self)) }
+            seen += chunk
+        }
+        return (p, out)
+    }
+
+    @Test func sigtermDrainsQueuedAndInflightRequests() throws {
+        let proxyPort = try freePort(), simPort = try freePort()
+        let (proxy, _) = try serve(config: """
+            listen: "127.0.0.1:\(proxyPort)"
+            simulated_servers:
+              - {listen: "127.0.0.1:\(simPort)", latency_ms: {1: 300, 100: 300}}
+            models:
+              - {name: m, upstream: "http://127.0.0.1:\(simPort)", policy: static, policy_params: {max_delay_ms: 200}, max_batch_items: 8}
+            """)
+        // 20 requests: 8 go at once, the rest wait in the queue behind them when SIGTERM arrives.
+        let bodies = (0..<20).map { v2Request(id: "\($0)", rows: [[Double($0)]]) }
+        nonisolated(unsafe) var results: [CurlResult] = []
+        nonisolated(unsafe) var clientError: Error?
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            do { results = try curlParallel(url: "http://127.0.0.1:\(proxyPort)/v2/models/m/infer", bodies: bodies) } catch { clientError = error }
+            done.signal()
+        }
+        usleep(150_000)
+        proxy.terminate()  // SIGTERM
+        done.wait()
+        proxy.waitUntilExit()
+        #expect(clientError == nil, "\(String(describing: clientError))")
+        #expect(results.count == 20)
+        for (i, r) in results.enumerated() {
+            #expect(r.status == 200, "request \(i): \(r.status) \(r.body)")
+            #expect(r.output("sum") == [Double(i)])
+        }
+        #expect(proxy.terminationStatus == 0)
+    }
+
+    @Test func aConfigErrorStopsStartupWithFileKeyAndReason() throws {
+        let dir = try scratchDir("badconfig")
+        let file = dir.appendingPathComponent("bad.yaml")
+        try "models:\n  - {name: m, upstream: \"http://127.0.0.1:1\", max_batch_item: 4}\n".write(to: file, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["serve", "--config", file.path]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 2)
+        #expect(text.contains("bad.yaml"))
+        #expect(text.contains("models[0].max_batch_item"))
+        #expect(text.contains("unknown key"))
+    }
+
+    @Test func theDocsMinimalPolicyBuildsAndLoads() throws {
+        let doc = try String(contentsOf: repoRoot.appendingPathComponent("docs/plugin-abi.md"), encoding: .utf8)
+        let start = try #require(doc.range(of: "```c\n"))
+        let end = try #require(doc.range(of: "```", range: start.upperBound..<doc.endIndex))
+        let dir = try scratchDir("doc")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let source = dir.appendingPathComponent("eight.c")
+        try String(doc[start.upperBound..<end.lowerBound]).write(to: source, atomically: true, encoding: .utf8)
+        let so = try compilePlugin(source: source, into: dir, name: "eight")
+        let registry = PluginRegistry(configPaths: [])
+        try registry.load(path: so)
+        let policy = try PluginPolicy(try registry.component(.policy, "eight-or-5ms"), configJSON: "{}")
+        let q = ModelQueue<Int>(limits: QueueLimits(maxBatchItems: 8, maxQueuedItems: 100, maxInflightBatches: 1, sloNanos: 1_000_000_000, rejectLate: false), policy: policy)
+        _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 0)
+        let effects = q.pump(now: 0)
+        #expect(effects.contains { if case .wake(let at) = $0 { return at == 5_000_000 } else { return false } })
+    }
+}
