@@ -170,8 +170,9 @@ typedef struct mlp_host_api {
 
 /* ------------------------------------------------------------------------------------------------
  * Batching policies.
- * Threading: the host calls decide/observe of one instance from one thread at a time (the model's
- * event loop); calls are serialized per instance. Different instances may run concurrently.
+ * Threading: the host calls create/decide/observe of one instance one at a time (under the model's
+ * lock, from whichever host thread holds it); calls are serialized per instance. Different instances
+ * may run concurrently.
  * ---------------------------------------------------------------------------------------------- */
 
 /* One waiting request, as the policy sees it. */

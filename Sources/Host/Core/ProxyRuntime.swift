@@ -166,7 +166,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         while monotonicNanos() < deadline {
             var busy = 0
             for m in models.values {
-                if let l = try? m.load().wait() { busy += l.queued + l.inflight }
+                let l = m.load()
+                busy += l.queued + l.inflight
             }
             if busy == 0 { break }
             usleep(20_000)

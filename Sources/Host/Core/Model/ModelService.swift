@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import PluginAPI
 
@@ -22,19 +23,27 @@ struct PendingInfer: Sendable {
 
 @inline(__always) func monotonicNanos() -> Int64 { Int64(NIODeadline.now().uptimeNanoseconds) }
 
-/// One model: its queue and policy, its backend adapter and upstream pool. Everything mutable is
-/// confined to `loop`; `submit` may be called from any thread and hops there.
+/// One model: its queue and policy, its backend adapter and upstream pools.
+///
+/// The queue is shared by every event loop under one lock, so a request is queued on the loop that
+/// read it, with no hop: whichever loop makes the queue dispatch (an arrival, the model's timer, a
+/// finished batch) does the batch's work itself (merge, encode, the upstream exchange with that loop's
+/// pool, decode, split). Policy hooks run under the lock, so their calls stay serialized.
 public final class ModelService: @unchecked Sendable {
     public let config: ModelConfig
+    /// The loop that runs the model's timer.
     public let loop: EventLoop
     public let codecs: [CodecInstance]
     let backend: BackendInstance
-    let queue: ModelQueue<PendingInfer>
     /// One upstream pool per event loop of the group, each used only on its own loop.
     private let pools: [ObjectIdentifier: UpstreamPool]
+    private let logger: Logger
+    private let lock = NIOLock()
+    // Guarded by `lock`.
+    private let queue: ModelQueue<PendingInfer>
     private var wakeTask: Scheduled<Void>?
     private var wakeAt: Int64 = .max
-    private let logger: Logger
+    private var wakeGeneration = 0
 
     init(config: ModelConfig, group: EventLoopGroup, codecs: [CodecInstance], backend: BackendInstance, policy: BatchingPolicy) {
         let loop = group.next()
@@ -60,61 +69,73 @@ public final class ModelService: @unchecked Sendable {
         codecs.first { $0.accepts(contentType: contentType) }
     }
 
-    /// Queues a decoded, validated request; the promise is completed exactly once.
+    /// Queues a decoded, validated request; the promise is completed exactly once. Call it on the
+    /// promise's event loop.
     func submit(_ request: DecodedRequest, items: Int, arrival: Int64, promise: EventLoopPromise<InferReply>) {
         let key = BatchAssembler.batchKey(of: request.inputs)
-        loop.executeHere {
-            if let error = self.queue.admit(items: items, arrival: arrival, timeoutMicros: request.timeoutMicros,
-                                            priority: request.priority, batchKey: key,
-                                            payload: PendingInfer(request: request, promise: promise)) {
-                promise.succeed(.failure(error))
-                return
-            }
-            self.pump()
+        var refused: RequestError?
+        let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
+            refused = queue.admit(items: items, arrival: arrival, timeoutMicros: request.timeoutMicros,
+                                  priority: request.priority, batchKey: key,
+                                  payload: PendingInfer(request: request, promise: promise))
+            return refused == nil ? pumpLocked() : []
         }
+        if let refused { return promise.succeed(.failure(refused)) }
+        run(effects, on: promise.futureResult.eventLoop)
     }
 
-    /// Queued requests and batches in flight; read on the loop.
-    func load() -> EventLoopFuture<(queued: Int, inflight: Int)> {
-        loop.submit { (self.queue.count, self.queue.inflight) }
+    /// Queued requests and batches in flight.
+    func load() -> (queued: Int, inflight: Int) {
+        lock.withLock { (queue.count, queue.inflight) }
     }
 
-    private func pump() {
-        var woke = false
-        for effect in queue.pump(now: monotonicNanos()) {
-            switch effect {
-            case .dispatch(let entries): dispatch(entries)
-            case .reject(let entries, let error): for e in entries { e.payload.promise.succeed(.failure(error)) }
-            case .wake(let at): woke = true; schedule(at: at)
+    /// Asks the queue what to do now and arranges the timer. Call with the lock held; carry out the
+    /// returned effects after releasing it.
+    private func pumpLocked() -> [QueueEffect<PendingInfer>] {
+        let effects = queue.pump(now: monotonicNanos())
+        var wake: Int64?
+        for case .wake(let at) in effects { wake = at }
+        if let at = wake {
+            if wakeTask == nil || wakeAt != at {
+                wakeTask?.cancel()
+                wakeAt = at
+                wakeGeneration += 1
+                let generation = wakeGeneration
+                wakeTask = loop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(at, 0)))) { [self] in
+                    let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
+                        if generation == wakeGeneration {
+                            wakeTask = nil
+                            wakeAt = .max
+                        }
+                        return pumpLocked()
+                    }
+                    run(effects, on: loop)
+                }
             }
-        }
-        if !woke, let t = wakeTask {
+        } else if let t = wakeTask {
             t.cancel()
             wakeTask = nil
             wakeAt = .max
         }
+        return effects
     }
 
-    private func schedule(at: Int64) {
-        if wakeTask != nil && wakeAt == at { return }
-        wakeTask?.cancel()
-        wakeAt = at
-        wakeTask = loop.scheduleTask(deadline: .uptimeNanoseconds(UInt64(max(at, 0)))) { [self] in
-            wakeTask = nil
-            wakeAt = .max
-            pump()
+    /// Carries out dispatches and rejections, outside the lock, on `io` (the caller's loop).
+    private func run(_ effects: [QueueEffect<PendingInfer>], on io: EventLoop) {
+        for effect in effects {
+            switch effect {
+            case .dispatch(let entries): dispatch(entries, on: io)
+            case .reject(let entries, let error): for e in entries { e.payload.promise.succeed(.failure(error)) }
+            case .wake: break
+            }
         }
     }
 
-    /// Sends a batch. Only the queue lives on the model's loop: merging, encoding, the upstream
-    /// exchange, decoding and splitting run on the event loop of the batch's first client (each loop
-    /// has its own upstream pool), so one model's traffic uses every core, and a batch of one never
-    /// leaves its client's loop but to be queued.
-    private func dispatch(_ entries: [QueueEntry<PendingInfer>]) {
+    /// Sends a batch from `io`, the loop that decided to send it, with that loop's upstream pool.
+    private func dispatch(_ entries: [QueueEntry<PendingInfer>], on io: EventLoop) {
         let dispatched = monotonicNanos()
-        let io = entries[0].payload.promise.futureResult.eventLoop
         let pool = pools[ObjectIdentifier(io)] ?? pools[ObjectIdentifier(loop)]!
-        io.executeHere { [self] in
+        do {  // a scope, so the early returns below end the dispatch
             let items = entries.reduce(0) { $0 + $1.items }
             let requests = entries.map(\.payload.request)
             let inputs = BatchAssembler.merge(requests.map(\.inputs))
@@ -127,7 +148,7 @@ public final class ModelService: @unchecked Sendable {
                                          version: config.upstreamVersion, requestedOutputs: wanted,
                                          allocator: ByteBufferAllocator())
             guard case .success(let message) = encoded else {
-                if case .failure(let e) = encoded { fail(entries, RequestError(status: 500, message: e.message), items: items, dispatched: dispatched) }
+                if case .failure(let e) = encoded { fail(entries, RequestError(status: 500, message: e.message), items: items, dispatched: dispatched, on: io) }
                 return
             }
             pool.send(path: message.path ?? "/", headers: message.headers, body: message.body).whenComplete { result in
@@ -137,7 +158,7 @@ public final class ModelService: @unchecked Sendable {
                 case .failure(let error):
                     let status = (error as? UpstreamError)?.httpStatus ?? 502
                     return self.fail(entries, RequestError(status: status, message: "\(error)"), items: items,
-                                     dispatched: dispatched, finished: finished)
+                                     dispatched: dispatched, finished: finished, on: io)
                 case .success(let r): response = r
                 }
                 let split = self.backend.decode(status: response.status, body: response.body,
@@ -148,7 +169,7 @@ public final class ModelService: @unchecked Sendable {
                         BatchAssembler.split(out.outputs, itemCounts: entries.map(\.items)).map { ($0, out.parametersJSON) }
                     }
                 guard case .success(let (parts, params)) = split else {
-                    if case .failure(let e) = split { self.fail(entries, e, items: items, dispatched: dispatched, finished: finished) }
+                    if case .failure(let e) = split { self.fail(entries, e, items: items, dispatched: dispatched, finished: finished, on: io) }
                     return
                 }
                 for (entry, outputs) in zip(entries, parts) {
@@ -158,35 +179,27 @@ public final class ModelService: @unchecked Sendable {
                         outputs: mine, parametersJSON: params, batchItems: items, batchRequests: entries.count,
                         queueNanos: dispatched - entry.arrival, upstreamNanos: finished - dispatched)))
                 }
-                self.batchDone(items: items, requests: entries.count, ok: true, dispatched: dispatched, finished: finished)
+                self.batchDone(items: items, requests: entries.count, ok: true, dispatched: dispatched, finished: finished, on: io)
             }
         }
     }
 
     /// Answers every request of a failed batch with the same error.
     private func fail(_ entries: [QueueEntry<PendingInfer>], _ error: RequestError, items: Int, dispatched: Int64,
-                      finished: Int64 = monotonicNanos()) {
+                      finished: Int64 = monotonicNanos(), on io: EventLoop) {
         logger.warning("batch of \(items) items failed: \(error.message)")
         for e in entries { e.payload.promise.succeed(.failure(error)) }
-        batchDone(items: items, requests: entries.count, ok: false, dispatched: dispatched, finished: finished)
+        batchDone(items: items, requests: entries.count, ok: false, dispatched: dispatched, finished: finished, on: io)
     }
 
-    /// Frees the batch's slot on the model's loop and lets the queue move on.
-    private func batchDone(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64) {
-        loop.executeHere { [self] in
+    /// Frees the batch's slot and lets the queue move on, from the loop the batch finished on.
+    private func batchDone(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64, on io: EventLoop) {
+        let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
             queue.batchFinished(items: items, requests: requests, ok: ok, dispatched: dispatched, finished: finished)
-            pump()
+            return pumpLocked()
         }
+        run(effects, on: io)
     }
 
     func shutdown() { for p in pools.values { p.loop.execute { p.close() } } }
-}
-
-extension EventLoop {
-    /// Runs `work` now when already on this loop, else queues it there: a hop costs a task and
-    /// often a wake-up of another thread, which the hot path should pay only when it must.
-    @inline(__always)
-    func executeHere(_ work: @escaping @Sendable () -> Void) {
-        if inEventLoop { work() } else { execute(work) }
-    }
 }
