@@ -342,13 +342,24 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
     uint32_t n = in->queued_items;
     out->action = MLP_ACTION_DISPATCH;
     out->dispatch_items = n < B ? n : B;
-    /* A full batch, or nothing learnt yet (send what we have and learn from it). */
-    if (n >= B || !p->have_data) return MLP_OK;
+    if (n >= B) return MLP_OK;  /* a full batch */
 
     int64_t deadline = INT64_MAX;
     for (uint32_t i = 0; i < in->queue_len; i++) {
         int64_t d = mlp_queue_at(in, i)->deadline_ns;
         if (d < deadline) deadline = d;
+    }
+    if (!p->have_data) {
+        /* Nothing learnt yet: send one batch to learn from, and while it is out gather the rest
+         * until half the time to the tightest deadline is gone (sending each request alone before
+         * the first answer would flood a cold upstream). */
+        if (in->inflight_batches == 0) return MLP_OK;
+        int64_t half = deadline - (deadline - mlp_queue_at(in, 0)->arrival_ns) / 2;
+        if (in->now_ns >= half) return MLP_OK;
+        out->action = MLP_ACTION_WAIT;
+        out->wake_at_ns = half;
+        out->dispatch_items = 0;
+        return MLP_OK;
     }
     double rate = rate_at(p, in->now_ns);
     double horizon = (double)(deadline - in->now_ns);

@@ -11,7 +11,7 @@ struct MLProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mlproxy",
         abstract: "An SLA-aware batching reverse proxy for ML inference servers.",
-        subcommands: [Serve.self, SimServer.self, Plugins.self],
+        subcommands: [Serve.self, SimServer.self, Simulate.self, Plugins.self],
         defaultSubcommand: Serve.self)
 }
 

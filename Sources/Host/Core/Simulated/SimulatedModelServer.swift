@@ -11,6 +11,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
     public let config: SimulatedServerConfig
     private let codec: CodecInstance
     private let loop: EventLoop
+    private let profile: LatencyProfile
     // Confined to `loop`.
     private var busy = 0
     private var waiting = CircularBuffer<Job>()
@@ -30,6 +31,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
         self.codec = codec
         self.loop = loop
         self.rng = SplitMix64(seed: config.seed)
+        self.profile = LatencyProfile(name: "configured", points: config.latencyMillis, noise: config.noise)
     }
 
     public func start(group: EventLoopGroup) throws {
@@ -40,23 +42,8 @@ public final class SimulatedModelServer: @unchecked Sendable {
 
     public func stop() { channel?.close(promise: nil) }
 
-    /// Latency in milliseconds for a batch of `n` items: linear between profile points, flat outside.
-    public func latencyMillis(items n: Int) -> Double {
-        Self.interpolate(config.latencyMillis, at: n)
-    }
-
-    static func interpolate(_ points: [(items: Int, ms: Double)], at n: Int) -> Double {
-        guard let first = points.first, let last = points.last else { return 0 }
-        if n <= first.items { return first.ms }
-        if n >= last.items {
-            guard points.count >= 2 else { return last.ms }
-            let a = points[points.count - 2]
-            return last.ms + (last.ms - a.ms) / Double(last.items - a.items) * Double(n - last.items)
-        }
-        let hi = points.firstIndex { $0.items >= n }!
-        let a = points[hi - 1], b = points[hi]
-        return a.ms + (b.ms - a.ms) * Double(n - a.items) / Double(b.items - a.items)
-    }
+    /// Latency in milliseconds for a batch of `n` items: linear between profile points.
+    public func latencyMillis(items n: Int) -> Double { profile.millis(items: n) }
 
     private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let parts = req.path.split(separator: "/")
@@ -111,9 +98,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
 
     private func run(_ job: Job) {
         busy += 1
-        var ms = latencyMillis(items: job.items)
-        if config.noise > 0 { ms = max(0, ms * (1 + config.noise * rng.nextGaussian())) }
-        loop.scheduleTask(in: .nanoseconds(Int64(ms * 1e6))) {
+        loop.scheduleTask(in: .nanoseconds(profile.sampleNanos(items: job.items, rng: &rng))) {
             job.promise.succeed(job.response)
             self.busy -= 1
             if let next = self.waiting.popFirst() { self.run(next) }

@@ -1,0 +1,220 @@
+import Foundation
+
+/// One simulated run: a policy (the very plugin the proxy loads, through the same ABI and the same
+/// ModelQueue) in front of a platform of replicas, fed by a trace, in virtual time.
+public struct SimulationSetup: Sendable {
+    public var trace: ArrivalTrace
+    public var profile: LatencyProfile
+    public var platform: PlatformConfig
+    public var limits: QueueLimits
+    public var seed: UInt64
+
+    public init(trace: ArrivalTrace, profile: LatencyProfile, platform: PlatformConfig, limits: QueueLimits, seed: UInt64) {
+        self.trace = trace
+        self.profile = profile
+        self.platform = platform
+        self.limits = limits
+        self.seed = seed
+    }
+}
+
+public struct SimulationResult: Sendable {
+    public var policy: String
+    public var trace: String
+    public var profile: String
+    public var sloMillis: Double
+    public var requests: Int
+    public var served: Int
+    public var shed: Int
+    public var misses: Int
+    public var p50Millis: Double
+    public var p99Millis: Double
+    public var maxMillis: Double
+    public var replicaSeconds: Double
+    public var averageReplicas: Double
+    public var batches: Int
+    public var meanBatch: Double
+    /// Batches by size: 1, 2-3, 4-7, 8-15, ... (powers of two).
+    public var histogram: [Int]
+    /// Per second: requests finished, mean latency (ms) and replicas, for plots.
+    public var timeline: [(second: Int, finished: Int, meanLatencyMillis: Double, replicas: Double)]
+
+    public var missPercent: Double { requests == 0 ? 0 : 100 * Double(misses) / Double(requests) }
+}
+
+/// A binary min-heap of events by (time, sequence), so equal times keep their order.
+struct EventHeap<E> {
+    private var items: [(time: Int64, seq: Int, event: E)] = []
+    private var seq = 0
+
+    var isEmpty: Bool { items.isEmpty }
+
+    mutating func push(_ time: Int64, _ event: E) {
+        seq += 1
+        items.append((time, seq, event))
+        var i = items.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            if less(i, p) { items.swapAt(i, p); i = p } else { break }
+        }
+    }
+
+    mutating func pop() -> (time: Int64, event: E)? {
+        guard !items.isEmpty else { return nil }
+        items.swapAt(0, items.count - 1)
+        let top = items.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < items.count && less(l, m) { m = l }
+            if r < items.count && less(r, m) { m = r }
+            if m == i { break }
+            items.swapAt(i, m)
+            i = m
+        }
+        return (top.time, top.event)
+    }
+
+    private func less(_ a: Int, _ b: Int) -> Bool {
+        items[a].time < items[b].time || (items[a].time == items[b].time && items[a].seq < items[b].seq)
+    }
+}
+
+public enum Simulator {
+    private enum Event {
+        case arrival(Int)
+        case wake(generation: Int)
+        case done(batch: Int, replica: Int)
+        case tick
+        case ready
+    }
+
+    private struct Batch {
+        let entries: [QueueEntry<Int>]
+        let items: Int
+        let dispatched: Int64
+    }
+
+    /// Runs one policy through one setup. Deterministic for the setup's seed.
+    public static func run(policyName: String, policy: BatchingPolicy, setup: SimulationSetup) -> SimulationResult {
+        let arrivals = setup.trace.arrivals(seed: setup.seed)
+        var rng = SplitMix64(seed: setup.seed &+ 0x5EED)
+        let queue = ModelQueue<Int>(limits: setup.limits, policy: policy)
+        let platform = KnativePlatform(config: setup.platform)
+        var events = EventHeap<Event>()
+        var batches: [Int: Batch] = [:]
+        var nextBatch = 0
+        var wakeGeneration = 0
+        var wakeAt = Int64.max
+        var latencies: [Int64] = []
+        latencies.reserveCapacity(arrivals.count)
+        var shed = 0, misses = 0
+        var histogram = Array(repeating: 0, count: 18)
+        var batchCount = 0, batchItems = 0
+        var perSecond: [Int: (n: Int, latency: Double)] = [:]
+        var replicasBySecond: [Int: Double] = [:]
+        let slo = setup.limits.sloNanos
+        var lastTime: Int64 = 0
+        let end = Int64(setup.trace.durationSeconds * 1e9)
+
+        if let first = arrivals.first { events.push(first, .arrival(0)) }
+        if case .knative = setup.platform.mode { events.push(setup.platform.tickNanos, .tick) }
+
+        func start(_ id: Int, on replica: Int, at t: Int64) {
+            let b = batches[id]!
+            events.push(t + setup.profile.sampleNanos(items: b.items, rng: &rng), .done(batch: id, replica: replica))
+        }
+
+        func apply(_ effects: [QueueEffect<Int>], at t: Int64) {
+            for effect in effects {
+                switch effect {
+                case .dispatch(let entries):
+                    let items = entries.reduce(0) { $0 + $1.items }
+                    let id = nextBatch
+                    nextBatch += 1
+                    batches[id] = Batch(entries: entries, items: items, dispatched: t)
+                    batchCount += 1
+                    batchItems += items
+                    histogram[min(histogram.count - 1, Int(log2(Double(items))))] += 1
+                    switch platform.submit(id, at: t) {
+                    case .started(let replica): start(id, on: replica, at: t)
+                    case .queued(let readyAt): if let r = readyAt { events.push(r, .ready) }
+                    }
+                case .reject(let entries, _):
+                    shed += entries.count
+                    misses += entries.count
+                case .wake(let at):
+                    if at != wakeAt {
+                        wakeGeneration += 1
+                        wakeAt = at
+                        events.push(at, .wake(generation: wakeGeneration))
+                    }
+                }
+            }
+        }
+
+        while let (t, event) = events.pop() {
+            lastTime = t
+            switch event {
+            case .arrival(let i):
+                if i + 1 < arrivals.count { events.push(arrivals[i + 1], .arrival(i + 1)) }
+                if let refused = queue.admit(items: 1, arrival: t, timeoutMicros: nil, priority: 0, batchKey: "", payload: i) {
+                    _ = refused
+                    shed += 1
+                    misses += 1
+                } else {
+                    apply(queue.pump(now: t), at: t)
+                }
+            case .wake(let generation):
+                guard generation == wakeGeneration else { continue }
+                wakeAt = .max
+                apply(queue.pump(now: t), at: t)
+            case .done(let id, let replica):
+                let b = batches.removeValue(forKey: id)!
+                for e in b.entries {
+                    let latency = t - e.arrival
+                    latencies.append(latency)
+                    if latency > slo { misses += 1 }
+                    let sec = Int(t / 1_000_000_000)
+                    let cur = perSecond[sec] ?? (0, 0)
+                    perSecond[sec] = (cur.n + 1, cur.latency + Double(latency) / 1e6)
+                }
+                queue.batchFinished(items: b.items, requests: b.entries.count, ok: true, dispatched: b.dispatched, finished: t)
+                if let next = platform.finish(replica: replica, at: t) { start(next, on: replica, at: t) }
+                apply(queue.pump(now: t), at: t)
+            case .tick:
+                for readyAt in platform.tick(at: t) { events.push(readyAt, .ready) }
+                replicasBySecond[Int(t / 1_000_000_000)] = Double(platform.replicaCount)
+                let busy = queue.count > 0 || !batches.isEmpty
+                if t < end || busy { events.push(t + setup.platform.tickNanos, .tick) }
+            case .ready:
+                for (id, replica) in platform.readyReplicas(at: t) { start(id, on: replica, at: t) }
+            }
+        }
+        platform.advance(to: max(lastTime, end))
+        let duration = Double(max(lastTime, end)) / 1e9
+        latencies.sort()
+        func pct(_ p: Double) -> Double {
+            guard !latencies.isEmpty else { return 0 }
+            return Double(latencies[min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))]) / 1e6
+        }
+        let seconds = perSecond.keys.sorted()
+        var timeline: [(Int, Int, Double, Double)] = []
+        var replicas = 1.0
+        for s in 0...(seconds.last ?? 0) {
+            if let r = replicasBySecond[s] { replicas = r }
+            if case .fixed(let n) = setup.platform.mode { replicas = Double(n) }
+            let p = perSecond[s] ?? (0, 0)
+            timeline.append((s, p.n, p.n > 0 ? p.latency / Double(p.n) : 0, replicas))
+        }
+        while histogram.count > 1 && histogram.last == 0 { histogram.removeLast() }
+        return SimulationResult(
+            policy: policyName, trace: setup.trace.name, profile: setup.profile.name,
+            sloMillis: Double(slo) / 1e6, requests: arrivals.count, served: latencies.count, shed: shed, misses: misses,
+            p50Millis: pct(0.5), p99Millis: pct(0.99), maxMillis: latencies.last.map { Double($0) / 1e6 } ?? 0,
+            replicaSeconds: platform.replicaSeconds, averageReplicas: platform.replicaSeconds / max(duration, 1e-9),
+            batches: batchCount, meanBatch: batchCount == 0 ? 0 : Double(batchItems) / Double(batchCount),
+            histogram: histogram, timeline: timeline)
+    }
+}
