@@ -12,63 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const mlp_host_api *g_host;
-
-__attribute__((format(printf, 3, 4)))
-static mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (n < 0) n = 0;
-    if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
-    if (g_host) g_host->set_error(call, msg, (size_t)n);
-    return status;
-}
-
-/* Reads a number from the config object; `*found` tells whether it was there. Non-numbers fail. */
-static mlp_status config_number(mlp_call *call, const json_t *cfg, const char *key, double dflt,
-                                double min, double max, double *out) {
-    const json_t *v = json_object_get(cfg, key);
-    if (!v) { *out = dflt; return MLP_OK; }
-    if (!json_is_number(v)) return fail(call, MLP_ERR_CONFIG, "policy parameter '%s' must be a number", key);
-    double d = json_number_value(v);
-    if (!(d >= min && d <= max))
-        return fail(call, MLP_ERR_CONFIG, "policy parameter '%s' = %g is outside [%g, %g]", key, d, min, max);
-    *out = d;
-    return MLP_OK;
-}
-
-/* Parses the config and rejects keys the policy does not know, naming them. */
-static json_t *config_parse(mlp_call *call, mlp_bytes text, const char *const *known, mlp_status *status) {
-    json_error_t err;
-    json_t *cfg = json_loadb((const char *)text.ptr, text.len, 0, &err);
-    if (!json_is_object(cfg)) {
-        json_decref(cfg);
-        *status = fail(call, MLP_ERR_CONFIG, "policy configuration is not a JSON object: %s", err.text);
-        return NULL;
-    }
-    const char *key;
-    json_t *value;
-    json_object_foreach(cfg, key, value) {
-        bool ok = false;
-        for (const char *const *k = known; *k; k++) if (strcmp(*k, key) == 0) ok = true;
-        if (!ok) {
-            *status = fail(call, MLP_ERR_CONFIG, "unknown policy parameter '%s'", key);
-            json_decref(cfg);
-            return NULL;
-        }
-    }
-    *status = MLP_OK;
-    return cfg;
-}
-
-/* Host-supplied keys every policy accepts. */
-#define HOST_KEYS "slo_ms", "max_batch_items", "max_inflight_batches"
-
-static void destroy_free(void *instance) { free(instance); }
-
 /* ---------------------------------------------------------------------------------------------
  * none: every request goes alone, as soon as a slot is free.
  * ------------------------------------------------------------------------------------------- */
@@ -163,33 +106,39 @@ static const mlp_policy_vtable k_static = {
 /* ---------------------------------------------------------------------------------------------
  * adaptive-sla: send the fewest, largest batches that still meet every queued request's deadline.
  *
- * It learns the upstream latency of each batch size online as a quantile (p95 by default) of the
- * last SAMPLES observations of that size, and turns the sizes it has seen into a nondecreasing curve
- * L(n) (linear between seen sizes, extrapolated above the largest by a least-squares slope). It
- * estimates the arrival rate from an exponentially weighted mean of the gaps between arrivals, updated
- * on every request (so a spike shows within a few requests, not after a 30 s window); the time since
- * the last arrival bounds the gap from below, so the estimate falls as soon as traffic stops.
+ * Latency model: the last LAT_KEPT batches as (items, upstream latency) points; a least-squares line
+ * L(n) = a + b n through them (b >= 0; pessimistically b = L/(2n) while only one size has been seen)
+ * plus the `quantile` (p95) of the residuals, so noise and upstream queueing widen the margin
+ * instead of bending the line, and one slow batch cannot poison every larger size.
  *
- * On every call: with n queued items and the tightest deadline d, the batch it would send if it
- * waited as long as possible holds about n_w = min(max, n + rate * (d - now)) items. It waits until
- * d - L(n_w) - safety unless that moment has come, the queue already fills a batch, or waiting is
- * expected to bring less than one more item (then waiting only adds latency).
+ * Arrival rate: an exponentially weighted mean of the gaps between arrivals (weight `rate_alpha`),
+ * updated per request, bounded below by the time since the last arrival so it falls as soon as
+ * traffic stops.
+ *
+ * Decision, with n items queued and the tightest deadline d (the SLO, or tighter per request):
+ *  - n fills a batch: send it;
+ *  - the batch it expects by waiting is n_w = min(max, n + rate x time left); it waits until
+ *    d - L(n_w) - safety, unless waiting is expected to bring less than one more item;
+ *  - once that moment has passed, it sends what is queued if that still meets d;
+ *  - if even sending now cannot meet d, the upstream is overloaded: small batches would only add to
+ *    its queue, so it gathers a full batch (until the items are expected, at most until d, where the
+ *    host sends what is queued anyway).
+ * Before its first observation it sends one batch and gathers the rest while that one is out.
  * ------------------------------------------------------------------------------------------- */
-#define SAMPLES 16
-
-typedef struct size_stats {
-    double ring[SAMPLES];
-    uint32_t count;  /* total observations, ring index = count % SAMPLES */
-} size_stats;
+#define LAT_KEPT 128
 
 typedef struct adaptive_policy {
     uint32_t max_items;
     double quantile;
     int64_t safety_ns;
     double rate_alpha;
-    size_stats *stats;   /* max_items + 1 entries */
-    double *curve_ns;    /* max_items + 1 entries; valid when have_data */
+    /* Latency model. */
+    struct { double n, ns; } lat[LAT_KEPT];
+    uint32_t lat_kept, lat_next;
+    double a, b, margin;
     bool have_data;
+    uint32_t largest_seen; /* the largest batch observed; batches grow at most to twice it */
+    /* Arrival rate. */
     int64_t last_arrival_ns;
     double gap_ns;       /* mean gap between arrivals; 0 until two have been seen */
     double items_per_request;
@@ -216,88 +165,50 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
     p->quantile = q;
     p->safety_ns = (int64_t)(safety * 1e6);
     p->rate_alpha = alpha;
-    p->stats = calloc(p->max_items + 1, sizeof *p->stats);
-    p->curve_ns = calloc(p->max_items + 1, sizeof *p->curve_ns);
     p->last_arrival_ns = INT64_MIN;
-    if (!p->stats || !p->curve_ns) {
-        free(p->stats);
-        free(p->curve_ns);
-        free(p);
-        return fail(call, MLP_ERR_NOMEM, "out of memory");
-    }
     *out = p;
     return MLP_OK;
 }
 
-static void adaptive_destroy(void *instance) {
-    adaptive_policy *p = instance;
-    if (!p) return;
-    free(p->stats);
-    free(p->curve_ns);
-    free(p);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double stats_quantile(const size_stats *st, double q) {
-    uint32_t n = st->count < SAMPLES ? st->count : SAMPLES;
-    double tmp[SAMPLES];
-    memcpy(tmp, st->ring, n * sizeof(double));
-    qsort(tmp, n, sizeof(double), cmp_double);
-    uint32_t idx = (uint32_t)ceil(q * n) - 1;
-    if (idx >= n) idx = n - 1;
-    return tmp[idx];
-}
-
-/* Rebuilds L(n) for every n from the per-size quantiles. O(max_items) per finished batch. */
-static void rebuild_curve(adaptive_policy *p) {
-    uint32_t B = p->max_items;
-    double sx = 0, sy = 0, sxx = 0, sxy = 0;
-    uint32_t points = 0, first = 0, last = 0;
-    for (uint32_t n = 1; n <= B; n++) {
-        if (!p->stats[n].count) { p->curve_ns[n] = NAN; continue; }
-        double y = stats_quantile(&p->stats[n], p->quantile);
-        p->curve_ns[n] = y;
-        sx += n; sy += y; sxx += (double)n * n; sxy += (double)n * y;
-        if (!first) first = n;
-        last = n;
-        points++;
+/* Refits L(n) = a + b n + margin over the kept batches. O(LAT_KEPT) per finished batch. */
+static void adaptive_refit(adaptive_policy *p) {
+    uint32_t k = p->lat_kept;
+    double sx = 0, sy = 0, sxx = 0, sxy = 0, nmax = 0, nmin = INFINITY;
+    for (uint32_t i = 0; i < k; i++) {
+        sx += p->lat[i].n;
+        sy += p->lat[i].ns;
+        sxx += p->lat[i].n * p->lat[i].n;
+        sxy += p->lat[i].n * p->lat[i].ns;
+        nmax = fmax(nmax, p->lat[i].n);
+        nmin = fmin(nmin, p->lat[i].n);
     }
-    if (!points) return;
-    double slope;
-    if (points >= 2 && (points * sxx - sx * sx) > 0) {
-        slope = (points * sxy - sx * sy) / (points * sxx - sx * sx);
-        if (slope < 0) slope = 0;
+    double det = k * sxx - sx * sx;
+    if (nmax > nmin && det > 0) {
+        p->b = fmax(0, (k * sxy - sx * sy) / det);
+        p->a = (sy - p->b * sx) / k;
     } else {
-        /* One size seen: assume half of its latency is per item, which is pessimistic and so makes
-         * the next batches small enough to be safe while the curve is learnt. */
-        slope = p->curve_ns[last] / (2.0 * last);
+        /* One size seen: assume half of its latency is per item, pessimistic until others are seen. */
+        double mean = sy / k;
+        p->b = mean / (2 * nmax);
+        p->a = mean - p->b * nmax;
     }
-    for (uint32_t n = 1; n < first; n++) p->curve_ns[n] = p->curve_ns[first];
-    uint32_t prev = first;
-    for (uint32_t n = first + 1; n <= last; n++) {
-        if (isnan(p->curve_ns[n])) continue;
-        for (uint32_t m = prev + 1; m < n; m++)
-            p->curve_ns[m] = p->curve_ns[prev] + (p->curve_ns[n] - p->curve_ns[prev]) * (m - prev) / (n - prev);
-        prev = n;
-    }
-    for (uint32_t n = last + 1; n <= B; n++) p->curve_ns[n] = p->curve_ns[last] + slope * (n - last);
-    for (uint32_t n = 2; n <= B; n++)
-        if (p->curve_ns[n] < p->curve_ns[n - 1]) p->curve_ns[n] = p->curve_ns[n - 1];
+    double residual[LAT_KEPT];
+    for (uint32_t i = 0; i < k; i++) residual[i] = p->lat[i].ns - (p->a + p->b * p->lat[i].n);
+    p->margin = fmax(0, quantile_of(residual, k, p->quantile));
     p->have_data = true;
 }
+
+static double latency_of(const adaptive_policy *p, uint32_t n) { return p->a + p->b * n + p->margin; }
 
 static void adaptive_observe(void *instance, const mlp_batch_report *r) {
     adaptive_policy *p = instance;
     if (!r->ok || r->items == 0) return;
-    uint32_t n = r->items > p->max_items ? p->max_items : r->items;
-    size_stats *st = &p->stats[n];
-    st->ring[st->count % SAMPLES] = (double)(r->finished_ns - r->dispatched_ns);
-    st->count++;
-    rebuild_curve(p);
+    p->lat[p->lat_next].n = r->items;
+    p->lat[p->lat_next].ns = (double)(r->finished_ns - r->dispatched_ns);
+    p->lat_next = (p->lat_next + 1) % LAT_KEPT;
+    if (p->lat_kept < LAT_KEPT) p->lat_kept++;
+    if (r->items > p->largest_seen) p->largest_seen = r->items;
+    adaptive_refit(p);
 }
 
 /* Items per nanosecond expected from now on; 0 when nothing is known. */
@@ -339,46 +250,62 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
         return MLP_OK;
     }
     uint32_t B = in->max_batch_items < p->max_items ? in->max_batch_items : p->max_items;
+    /* Sizes far beyond what has been measured are guesses: grow at most to twice the largest seen,
+     * and while still learning keep one batch out at a time, so a cold start does not flood the
+     * upstream with small batches (which, under an autoscaler, buys replicas). */
+    bool learning = p->largest_seen < B;
+    if (learning && p->have_data && 2 * p->largest_seen < B) B = 2 * p->largest_seen;
     uint32_t n = in->queued_items;
     out->action = MLP_ACTION_DISPATCH;
     out->dispatch_items = n < B ? n : B;
-    if (n >= B) return MLP_OK;  /* a full batch */
+    if (n >= B && !(learning && in->inflight_batches > 0)) return MLP_OK;  /* a full batch */
+    if (n >= B) {
+        out->action = MLP_ACTION_WAIT;  /* the batch out now will ask again when it finishes */
+        out->wake_at_ns = MLP_WAKE_NEVER;
+        return MLP_OK;
+    }
 
     int64_t deadline = INT64_MAX;
     for (uint32_t i = 0; i < in->queue_len; i++) {
         int64_t d = mlp_queue_at(in, i)->deadline_ns;
         if (d < deadline) deadline = d;
     }
+    int64_t now = in->now_ns;
     if (!p->have_data) {
         /* Nothing learnt yet: send one batch to learn from, and while it is out gather the rest
          * until half the time to the tightest deadline is gone (sending each request alone before
          * the first answer would flood a cold upstream). */
         if (in->inflight_batches == 0) return MLP_OK;
         int64_t half = deadline - (deadline - mlp_queue_at(in, 0)->arrival_ns) / 2;
-        if (in->now_ns >= half) return MLP_OK;
+        if (now >= half) return MLP_OK;
         out->action = MLP_ACTION_WAIT;
         out->wake_at_ns = half;
-        out->dispatch_items = 0;
         return MLP_OK;
     }
-    double rate = rate_at(p, in->now_ns);
-    double horizon = (double)(deadline - in->now_ns);
-    if (horizon <= 0) return MLP_OK;
-    double expect = n + rate * horizon;
+    double rate = rate_at(p, now);
+    if (deadline <= now) return MLP_OK;
+    double expect = n + rate * (double)(deadline - now);
     uint32_t n_wait = expect >= B ? B : (uint32_t)expect;
     if (n_wait < n) n_wait = n;
-    int64_t latest = deadline - (int64_t)p->curve_ns[n_wait] - p->safety_ns;
-    if (latest <= in->now_ns) return MLP_OK;
-    /* Waiting that is expected to bring less than one more item only adds latency. */
-    if (rate * (double)(latest - in->now_ns) < 1.0) return MLP_OK;
+    int64_t latest = deadline - (int64_t)latency_of(p, n_wait) - p->safety_ns;
+    if (latest > now) {
+        /* Waiting that is expected to bring less than one more item only adds latency. */
+        if (rate * (double)(latest - now) < 1.0) return MLP_OK;
+        out->action = MLP_ACTION_WAIT;
+        out->wake_at_ns = latest;
+        return MLP_OK;
+    }
+    if (now + (int64_t)latency_of(p, n) + p->safety_ns <= deadline) return MLP_OK;
+    /* Overloaded: gather a full batch rather than add small ones to the upstream's queue. */
+    if (rate <= 0) return MLP_OK;
+    int64_t full = now + (int64_t)((B - n) / rate);
     out->action = MLP_ACTION_WAIT;
-    out->wake_at_ns = latest;
-    out->dispatch_items = 0;
+    out->wake_at_ns = full < deadline ? full : deadline;
     return MLP_OK;
 }
 
 static const mlp_policy_vtable k_adaptive = {
-    .struct_size = sizeof(mlp_policy_vtable), .create = adaptive_create, .destroy = adaptive_destroy,
+    .struct_size = sizeof(mlp_policy_vtable), .create = adaptive_create, .destroy = destroy_free,
     .decide = adaptive_decide, .observe = adaptive_observe,
 };
 
@@ -398,13 +325,29 @@ static const mlp_component k_adaptive_c = {
     .description = "largest batches that meet every deadline, from a learnt latency quantile",
     .vtable = &k_adaptive,
 };
-static const mlp_component *const k_components[] = {&k_none_c, &k_static_c, &k_adaptive_c};
+static const mlp_component k_mlproxy_aimd_c = {
+    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "mlproxy-aimd",
+    .description = "the research system's buffer size B with AIMD every 30 s and a p95-based timer",
+    .vtable = &mlp_mlproxy_aimd_policy,
+};
+static const mlp_component k_cork_c = {
+    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "cork",
+    .description = "BentoML's CORK dispatcher: linear latency fit, wait while the queue's wait pays off",
+    .vtable = &mlp_cork_policy,
+};
+static const mlp_component k_aimd_c = {
+    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "aimd",
+    .description = "Clipper's AIMD on the batch size against the SLO, dispatching when a slot is free",
+    .vtable = &mlp_aimd_policy,
+};
+static const mlp_component *const k_components[] = {&k_none_c, &k_static_c, &k_adaptive_c,
+                                                    &k_mlproxy_aimd_c, &k_cork_c, &k_aimd_c};
 
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
     mlp_status s = mlp_plugin_begin(host, out, "policies");
     if (s != MLP_OK) return s;
     g_host = host;
     out->components = k_components;
-    out->component_count = 3;
+    out->component_count = sizeof k_components / sizeof k_components[0];
     return MLP_OK;
 }

@@ -83,7 +83,7 @@ struct PolicyTests {
     /// Teaches the adaptive policy latency = 10 ms + 0.5 ms per item at every size.
     func taught(_ q: ModelQueue<Int>, maxItems: Int) {
         for n in 1...maxItems {
-            q.policy.observe(items: n, requests: n, ok: true, dispatched: 0, finished: (10 * Self.ms) + Int64(n) * Self.ms / 2)
+            q.policy.observe(items: n, arrivals: Array(repeating: 0, count: n), ok: true, dispatched: 0, finished: (10 * Self.ms) + Int64(n) * Self.ms / 2)
         }
     }
 
@@ -146,7 +146,7 @@ struct PolicyTests {
         for i in 0...5 { admit(q, id: i, at: Int64(i) * Self.ms) }
         let wake = try #require(summarize(q.pump(now: 5 * Self.ms)).wake)
         #expect(summarize(q.pump(now: wake)).batches == [[0, 1, 2, 3, 4, 5]])
-        q.batchFinished(items: 6, requests: 6, ok: true, dispatched: wake, finished: wake + 13 * Self.ms)
+        q.batchFinished(items: 6, arrivals: (0...5).map { Int64($0) * Self.ms }, ok: true, dispatched: wake, finished: wake + 13 * Self.ms)
         // Ten quiet seconds later a lone request: waiting would only add latency.
         admit(q, id: 6, at: 10_000 * Self.ms)
         #expect(summarize(q.pump(now: 10_000 * Self.ms)).batches == [[6]])
@@ -165,7 +165,7 @@ struct QueueLimitTests {
             asked += 1
             return .success(answer)
         }
-        func observe(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64) {}
+        func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {}
     }
 
     func limits(rejectLate: Bool = false) -> QueueLimits {

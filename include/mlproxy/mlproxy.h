@@ -232,6 +232,9 @@ typedef struct mlp_batch_report {
     uint32_t ok;              /* 1 when the model server answered with a usable result              */
     int64_t dispatched_ns;
     int64_t finished_ns;      /* finished_ns - dispatched_ns is the upstream latency                */
+    /* Borrowed for the call: the arrival time of each of the batch's `requests`, in queue order, so
+     * finished_ns - arrival_ns[i] is request i's response time. */
+    const int64_t *arrival_ns;
 } mlp_batch_report;
 
 typedef struct mlp_policy_vtable {

@@ -111,13 +111,17 @@ struct Simulate: ParsableCommand {
                 n += 1
                 let started = Date()
                 FileHandle.standardError.write(Data("[\(n)/\(total)] \(label) on \(trace.name) ...".utf8))
+                // A policy may override the queue limits for its own runs (e.g. cork's one batch at a time).
+                var runLimits = limits
+                if let v = params["max_inflight_batches"] as? Double { runLimits.maxInflightBatches = max(1, Int(v)) }
+                if let v = params["max_batch_items"] as? Double { runLimits.maxBatchItems = max(1, Int(v)) }
                 var json = params
                 json["slo_ms"] = slo
-                json["max_batch_items"] = maxBatchItems
-                json["max_inflight_batches"] = maxInflightBatches
+                json["max_batch_items"] = runLimits.maxBatchItems
+                json["max_inflight_batches"] = runLimits.maxInflightBatches
                 let text = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
                 let policy = try PluginPolicy(try registry.component(.policy, name), configJSON: text)
-                let setup = SimulationSetup(trace: trace, profile: prof, platform: platformConfig, limits: limits, seed: seed)
+                let setup = SimulationSetup(trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed)
                 let r = Simulator.run(policyName: label, policy: policy, setup: setup)
                 FileHandle.standardError.write(Data(String(format: " %.1f s\n", Date().timeIntervalSince(started)).utf8))
                 results.append(r)

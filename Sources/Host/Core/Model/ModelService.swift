@@ -179,7 +179,7 @@ public final class ModelService: @unchecked Sendable {
                         outputs: mine, parametersJSON: params, batchItems: items, batchRequests: entries.count,
                         queueNanos: dispatched - entry.arrival, upstreamNanos: finished - dispatched)))
                 }
-                self.batchDone(items: items, requests: entries.count, ok: true, dispatched: dispatched, finished: finished, on: io)
+                self.batchDone(items: items, arrivals: entries.map(\.arrival), ok: true, dispatched: dispatched, finished: finished, on: io)
             }
         }
     }
@@ -189,13 +189,13 @@ public final class ModelService: @unchecked Sendable {
                       finished: Int64 = monotonicNanos(), on io: EventLoop) {
         logger.warning("batch of \(items) items failed: \(error.message)")
         for e in entries { e.payload.promise.succeed(.failure(error)) }
-        batchDone(items: items, requests: entries.count, ok: false, dispatched: dispatched, finished: finished, on: io)
+        batchDone(items: items, arrivals: entries.map(\.arrival), ok: false, dispatched: dispatched, finished: finished, on: io)
     }
 
     /// Frees the batch's slot and lets the queue move on, from the loop the batch finished on.
-    private func batchDone(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64, on io: EventLoop) {
+    private func batchDone(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64, on io: EventLoop) {
         let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
-            queue.batchFinished(items: items, requests: requests, ok: ok, dispatched: dispatched, finished: finished)
+            queue.batchFinished(items: items, arrivals: arrivals, ok: ok, dispatched: dispatched, finished: finished)
             return pumpLocked()
         }
         run(effects, on: io)

@@ -30,7 +30,8 @@ public enum PolicyDecision: Equatable, Sendable {
 public protocol BatchingPolicy: AnyObject {
     func decide(now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
                 inflight: Int, limits: QueueLimits) -> Result<PolicyDecision, RequestError>
-    func observe(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64)
+    /// `arrivals` holds each request's arrival time, in queue order.
+    func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64)
 }
 
 public final class PluginPolicy: BatchingPolicy {
@@ -92,16 +93,19 @@ public final class PluginPolicy: BatchingPolicy {
         }
     }
 
-    public func observe(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64) {
+    public func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {
         guard let observe = vtable.pointee.observe else { return }
-        var r = mlp_batch_report()
-        r.struct_size = UInt32(MemoryLayout<mlp_batch_report>.size)
-        r.items = UInt32(items)
-        r.requests = UInt32(requests)
-        r.ok = ok ? 1 : 0
-        r.dispatched_ns = dispatched
-        r.finished_ns = finished
-        observe(instance, &r)
+        arrivals.withUnsafeBufferPointer { arrivalTimes in
+            var r = mlp_batch_report()
+            r.struct_size = UInt32(MemoryLayout<mlp_batch_report>.size)
+            r.items = UInt32(items)
+            r.requests = UInt32(arrivalTimes.count)
+            r.ok = ok ? 1 : 0
+            r.dispatched_ns = dispatched
+            r.finished_ns = finished
+            r.arrival_ns = arrivalTimes.baseAddress
+            observe(instance, &r)
+        }
     }
 }
 

@@ -83,10 +83,10 @@ public final class ModelQueue<Payload> {
         return nil
     }
 
-    /// Records a finished batch and tells the policy.
-    public func batchFinished(items: Int, requests: Int, ok: Bool, dispatched: Int64, finished: Int64) {
+    /// Records a finished batch and tells the policy (`arrivals`: each request's arrival time).
+    public func batchFinished(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {
         inflight -= 1
-        policy.observe(items: items, requests: requests, ok: ok, dispatched: dispatched, finished: finished)
+        policy.observe(items: items, arrivals: arrivals, ok: ok, dispatched: dispatched, finished: finished)
     }
 
     /// Asks the policy what to do now, as often as it keeps dispatching, and returns the effects.

@@ -180,7 +180,7 @@ public enum Simulator {
                     let cur = perSecond[sec] ?? (0, 0)
                     perSecond[sec] = (cur.n + 1, cur.latency + Double(latency) / 1e6)
                 }
-                queue.batchFinished(items: b.items, requests: b.entries.count, ok: true, dispatched: b.dispatched, finished: t)
+                queue.batchFinished(items: b.items, arrivals: b.entries.map(\.arrival), ok: true, dispatched: b.dispatched, finished: t)
                 if let next = platform.finish(replica: replica, at: t) { start(next, on: replica, at: t) }
                 apply(queue.pump(now: t), at: t)
             case .tick:
