@@ -117,8 +117,9 @@ static const mlp_policy_vtable k_static = {
  *
  * Decision, with n items queued and the tightest deadline d (the SLO, or tighter per request):
  *  - n fills a batch: send it;
- *  - the batch it expects by waiting is n_w = min(max, n + rate x time left); it waits until
- *    d - L(n_w) - safety, unless waiting is expected to bring less than one more item;
+ *  - the largest batch n' <= max that can still be gathered (at the arrival rate) and sent within d
+ *    (less the safety); if n' > n it waits until d - L(n') - safety, unless waiting is expected to
+ *    bring less than one more item;
  *  - once that moment has passed, it sends what is queued if that still meets d;
  *  - if even sending now cannot meet d, the upstream is overloaded: small batches would only add to
  *    its queue, so it gathers a full batch (until the items are expected, at most until d, where the
@@ -284,16 +285,25 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
     }
     double rate = rate_at(p, now);
     if (deadline <= now) return MLP_OK;
-    double expect = n + rate * (double)(deadline - now);
-    uint32_t n_wait = expect >= B ? B : (uint32_t)expect;
-    if (n_wait < n) n_wait = n;
-    int64_t latest = deadline - (int64_t)latency_of(p, n_wait) - p->safety_ns;
-    if (latest > now) {
-        /* Waiting that is expected to bring less than one more item only adds latency. */
-        if (rate * (double)(latest - now) < 1.0) return MLP_OK;
-        out->action = MLP_ACTION_WAIT;
-        out->wake_at_ns = latest;
-        return MLP_OK;
+    /* The largest batch worth waiting for: gathering n' items takes (n' - n) / rate and sending them
+     * L(n') = a + b n' + margin, and both must fit before the deadline (less the safety). */
+    double slack = (double)(deadline - now) - p->a - p->margin - (double)p->safety_ns;
+    uint32_t target = n;
+    if (rate > 0 && slack > 0) {
+        double per_item_wait = 1.0 / rate;
+        double best = (slack + n * per_item_wait) / (per_item_wait + p->b);
+        if (best > B) best = B;
+        if (best > n) target = (uint32_t)best;
+    }
+    if (target > n) {
+        int64_t latest = deadline - (int64_t)latency_of(p, target) - p->safety_ns;
+        if (latest > now) {
+            /* Waiting that is expected to bring less than one more item only adds latency. */
+            if (rate * (double)(latest - now) < 1.0) return MLP_OK;
+            out->action = MLP_ACTION_WAIT;
+            out->wake_at_ns = latest;
+            return MLP_OK;
+        }
     }
     if (now + (int64_t)latency_of(p, n) + p->safety_ns <= deadline) return MLP_OK;
     /* Overloaded: gather a full batch rather than add small ones to the upstream's queue. */
