@@ -7,8 +7,9 @@ BENCH_PACKAGES := nginx-light wrk
 
 CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
 SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
+SAMPLE_FFI_POLICY := samples/ffi-policy/libpick.so
 
-.PHONY: all deps bench-deps build release run test sample-policy bench clean
+.PHONY: all deps bench-deps build release run test sample-policy sample-ffi-policy simulate results bench clean
 
 all: build
 
@@ -40,12 +41,20 @@ run: build
 sample-policy: deps
 	cc $(CFLAGS_PLUGIN) -o $(SAMPLE_POLICY) samples/c-policy/pairs_policy.c -ljansson
 
-test: deps sample-policy
+# The foreign policy sample: a plain C function, no header of ours.
+sample-ffi-policy: deps
+	cc -shared -fPIC -O2 -Wall -Wextra -Werror -o $(SAMPLE_FFI_POLICY) samples/ffi-policy/pick.c
+
+test: deps sample-policy sample-ffi-policy
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 
 bench: bench-deps release
 	benchmarks/run.py
 
+# The simulator's comparison tables and plots in docs/results.md (release build, a few minutes).
+results: release
+	benchmarks/simulate_results.py
+
 clean:
-	rm -rf .build $(SAMPLE_POLICY)
+	rm -rf .build $(SAMPLE_POLICY) $(SAMPLE_FFI_POLICY)

@@ -25,6 +25,9 @@ let package = Package(
     targets: [
         // The C ABI (include/mlproxy/mlproxy.h) exposed to Swift, with compile-time layout checks.
         .target(name: "MLProxyABI", path: "Sources/PluginAPI/ABI"),
+        // libffi, for foreign policies: plain C functions of numbers bound at load time.
+        .systemLibrary(name: "CFFI", path: "Sources/PluginAPI/CFFI", pkgConfig: "libffi",
+                       providers: [.apt(["libffi-dev"])]),
         // Swift helpers over the ABI: datatypes, status mapping.
         .target(name: "PluginAPI", dependencies: ["MLProxyABI"], path: "Sources/PluginAPI/Swift"),
         // The host as a library, so tests can drive it.
@@ -32,6 +35,7 @@ let package = Package(
             name: "MLProxyHost",
             dependencies: [
                 "PluginAPI",
+                "CFFI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -110,4 +110,24 @@ struct ProcessTests {
         let effects = q.pump(now: 0)
         #expect(effects.contains { if case .wake(let at) = $0 { return at == 5_000_000 } else { return false } })
     }
+
+    @Test func simulateExplainsItsOptionsAndWritesItsTables() throws {
+        let help = try run(binary, ["simulate", "--help"])
+        for option in ["--policy", "--foreign-policy", "--trace", "--profile", "--slo-ms", "--rate", "--minutes", "--platform",
+                       "--replicas", "--cold-start-ms", "--max-batch-items", "--max-inflight-batches", "--seed", "--csv",
+                       "--timeline-dir"] {
+            #expect(help.contains(option), "simulate --help does not mention \(option)")
+        }
+        let dir = try scratchDir("simulate")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let csv = dir.appendingPathComponent("r.csv").path
+        let table = try run(binary, ["simulate", "--policy", "none", "--policy", "static:max_delay_ms=20", "--trace", "spike",
+                                     "--minutes", "2", "--rate", "50", "--csv", csv, "--timeline-dir", dir.path])
+        #expect(table.contains("| spike | none |"))
+        #expect(table.contains("| spike | static:max_delay_ms=20 |"))
+        let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
+        #expect(rows.count == 3)
+        #expect(rows[0].hasPrefix("trace,profile,policy"))
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("spike__none.csv").path))
+    }
 }

@@ -60,7 +60,12 @@ public final class ProxyRuntime: @unchecked Sendable {
     private func makeModel(_ m: ModelConfig) throws -> ModelService {
         let codecs = try m.codecs.map { try CodecInstance(try registry.component(.codec, $0)) }
         let backend = try BackendInstance(try registry.component(.backend, m.backend))
-        let policy = try PluginPolicy(try registry.component(.policy, m.policy), configJSON: m.policyParamsJSON)
+        let policy: BatchingPolicy
+        if let f = m.foreignPolicy {
+            policy = try ForeignPolicy(library: f.library, signature: f.signature, pollMillis: f.pollMillis)
+        } else {
+            policy = try PluginPolicy(try registry.component(.policy, m.policy), configJSON: m.policyParamsJSON)
+        }
         return ModelService(config: m, group: group, codecs: codecs, backend: backend, policy: policy)
     }
 

@@ -21,6 +21,11 @@ struct Simulate: ParsableCommand {
         valueName: "name[:k=v,...]"))
     var policies: [String] = ["none", "static", "adaptive-sla"]
 
+    @Option(name: .customLong("foreign-policy"), help: ArgumentHelp(
+        "A foreign policy: a library and a C signature, e.g. 'libpick.so|int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)' (repeatable).",
+        valueName: "library|signature"))
+    var foreignPolicies: [String] = []
+
     @Option(name: .customLong("trace"), help: ArgumentHelp(
         "A trace: constant, worldcup, spike, dual-phase, large-variations, or a CSV file of rates (one per line, held --segment-seconds each) or of arrival times under a 'timestamp' header (repeatable).",
         valueName: "kind|file.csv"))
@@ -103,8 +108,14 @@ struct Simulate: ParsableCommand {
             }
             return try ArrivalTrace.load(csv: t, segmentSeconds: segmentSeconds)
         }
+        let foreign = try foreignPolicies.map { spec -> (String, ForeignPolicySpec) in
+            let parts = spec.split(separator: "|", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("--foreign-policy \(spec): expected library|signature") }
+            let sig = try ForeignPolicy.Signature.parse(parts[1])
+            return ("foreign:\(sig.symbol)", ForeignPolicySpec(library: parts[0], signature: parts[1]))
+        }
         var results: [SimulationResult] = []
-        let total = parsedPolicies.count * traceList.count
+        let total = (parsedPolicies.count + foreign.count) * traceList.count
         var n = 0
         for trace in traceList {
             for (label, name, params) in parsedPolicies {
@@ -124,6 +135,15 @@ struct Simulate: ParsableCommand {
                 let setup = SimulationSetup(trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed)
                 let r = Simulator.run(policyName: label, policy: policy, setup: setup)
                 FileHandle.standardError.write(Data(String(format: " %.1f s\n", Date().timeIntervalSince(started)).utf8))
+                results.append(r)
+                if let dir = timelineDir { try writeTimeline(r, dir: dir) }
+            }
+            for (label, spec) in foreign {
+                n += 1
+                FileHandle.standardError.write(Data("[\(n)/\(total)] \(label) on \(trace.name)\n".utf8))
+                let policy = try ForeignPolicy(library: spec.library, signature: spec.signature, pollMillis: spec.pollMillis)
+                let setup = SimulationSetup(trace: trace, profile: prof, platform: platformConfig, limits: limits, seed: seed)
+                let r = Simulator.run(policyName: label, policy: policy, setup: setup)
                 results.append(r)
                 if let dir = timelineDir { try writeTimeline(r, dir: dir) }
             }

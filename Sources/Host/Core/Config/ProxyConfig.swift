@@ -27,9 +27,23 @@ public struct ModelConfig: Sendable {
     public var upstreamTimeoutMillis: Int64
     public var codecs: [String]
     public var policy: String
+    /// A foreign policy (a plain C function bound with libffi) instead of a plugin's, when set.
+    public var foreignPolicy: ForeignPolicySpec?
     /// Policy parameters as JSON text, with slo_ms, max_batch_items and max_inflight_batches added.
     public var policyParamsJSON: String
     public var limits: QueueLimits
+}
+
+public struct ForeignPolicySpec: Sendable {
+    public var library: String
+    public var signature: String
+    public var pollMillis: Double
+
+    public init(library: String, signature: String, pollMillis: Double = 5) {
+        self.library = library
+        self.signature = signature
+        self.pollMillis = pollMillis
+    }
 }
 
 public struct SimulatedServerConfig: Sendable {
@@ -170,8 +184,8 @@ extension ProxyConfig {
     private static func parseModel(_ node: Node) throws -> ModelConfig {
         let m = try node.mapping(known: [
             "name", "backend", "upstream", "upstream_model", "upstream_version", "upstream_timeout_ms", "codecs",
-            "policy", "policy_params", "slo_ms", "max_batch_items", "max_queued_items", "max_inflight_batches",
-            "late_requests",
+            "policy", "policy_params", "foreign_policy", "slo_ms", "max_batch_items", "max_queued_items",
+            "max_inflight_batches", "late_requests",
         ])
         guard let nameNode = m["name"] else { throw node.fail("'name' is required") }
         let name = try nameNode.string()
@@ -197,6 +211,17 @@ extension ProxyConfig {
               let json = try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys]) else {
             throw (m["policy_params"] ?? node).fail("values must be numbers, strings, booleans, lists or mappings")
         }
+        var foreign: ForeignPolicySpec?
+        if let f = m["foreign_policy"] {
+            let fm = try f.mapping(known: ["library", "signature", "poll_ms"])
+            guard let lib = fm["library"], let sig = fm["signature"] else {
+                throw f.fail("'library' and 'signature' are required, e.g. signature: \"int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)\"")
+            }
+            foreign = ForeignPolicySpec(library: try lib.string(), signature: try sig.string(),
+                                        pollMillis: try fm["poll_ms"]?.double(min: 0.01) ?? 5)
+            do { _ = try ForeignPolicy.Signature.parse(foreign!.signature) } catch let e as ConfigError { throw sig.fail(e.message) }
+            if m["policy"] != nil || m["policy_params"] != nil { throw f.fail("a model has either 'policy' or 'foreign_policy', not both") }
+        }
         let codecs = try m["codecs"]?.list().map { try $0.string() } ?? ["json"]
         if codecs.isEmpty { throw m["codecs"]!.fail("at least one codec is required") }
         return ModelConfig(
@@ -207,7 +232,9 @@ extension ProxyConfig {
             upstreamVersion: try m["upstream_version"]?.string() ?? "",
             upstreamTimeoutMillis: Int64(try m["upstream_timeout_ms"]?.int(min: 1) ?? 30_000),
             codecs: codecs,
-            policy: try m["policy"]?.string() ?? "adaptive-sla",
+            policy: try foreign.map { "foreign:" + (try ForeignPolicy.Signature.parse($0.signature)).symbol }
+                ?? m["policy"]?.string() ?? "adaptive-sla",
+            foreignPolicy: foreign,
             policyParamsJSON: String(decoding: json, as: UTF8.self),
             limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
                                 sloNanos: Int64(slo * 1e6), rejectLate: late == "reject"))

@@ -1,0 +1,95 @@
+import Foundation
+import MLProxyHost
+import Testing
+
+@Suite("Simulator")
+struct SimulatorTests {
+    func policy(_ name: String, _ params: String = "", slo: Int = 200, maxItems: Int = 64, inflight: Int = 1000) throws -> PluginPolicy {
+        try PluginPolicy(try PolicyTests.registry.component(.policy, name),
+                         configJSON: "{\"slo_ms\":\(slo),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}")
+    }
+
+    func setup(_ trace: ArrivalTrace, profile: LatencyProfile = .iris, platform: PlatformConfig = PlatformConfig(),
+               slo: Int64 = 200, inflight: Int = 1000, seed: UInt64 = 7) -> SimulationSetup {
+        SimulationSetup(trace: trace, profile: profile, platform: platform,
+                        limits: QueueLimits(maxBatchItems: 64, maxQueuedItems: 1_000_000, maxInflightBatches: inflight,
+                                            sloNanos: slo * 1_000_000, rejectLate: false),
+                        seed: seed)
+    }
+
+    @Test func sameSeedSameResultOtherSeedOtherResult() throws {
+        let trace = ArrivalTrace.make(.largeVariations, baseRate: 200, minutes: 3, seed: 3)
+        let a = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace))
+        let b = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace))
+        #expect(a.requests == b.requests)
+        #expect(a.p99Millis == b.p99Millis)
+        #expect(a.replicaSeconds == b.replicaSeconds)
+        #expect(a.batches == b.batches)
+        let c = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace, seed: 8))
+        #expect(c.requests != a.requests || c.p99Millis != a.p99Millis)
+        // The generated trace itself is a function of its seed.
+        #expect(ArrivalTrace.make(.largeVariations, baseRate: 200, minutes: 3, seed: 3).rates == trace.rates)
+        #expect(ArrivalTrace.make(.largeVariations, baseRate: 200, minutes: 3, seed: 4).rates != trace.rates)
+    }
+
+    @Test func poissonArrivalsFollowTheRates() {
+        let trace = ArrivalTrace(name: "two", rates: [100, 400], segmentSeconds: 60)
+        let arrivals = trace.arrivals(seed: 1)
+        let first = arrivals.filter { $0 < 60_000_000_000 }.count
+        let second = arrivals.count - first
+        // Poisson counts: 6,000 +- 5 sigma (sigma = 77) and 24,000 +- 5 sigma (155).
+        #expect(abs(first - 6000) < 390)
+        #expect(abs(second - 24000) < 780)
+        #expect(arrivals == arrivals.sorted())
+    }
+
+    @Test func everyRequestIsAccountedFor() throws {
+        let trace = ArrivalTrace.make(.spike, baseRate: 100, minutes: 3, seed: 1)
+        for name in ["none", "static", "adaptive-sla", "mlproxy-aimd", "cork", "aimd"] {
+            let r = Simulator.run(policyName: name, policy: try policy(name), setup: setup(trace, profile: .toxic, slo: 500))
+            #expect(r.served + r.shed == r.requests, "\(name): \(r.served) + \(r.shed) != \(r.requests)")
+            #expect(r.misses >= r.shed)
+        }
+    }
+
+    @Test func knativeScalesOutForUnbatchedLoadAndBatchingNeedsFewerReplicas() throws {
+        // Toxic: 40 ms alone, so 100 req/s of single requests need about 4 busy replicas.
+        let trace = ArrivalTrace(name: "steady", rates: [100, 100, 100], segmentSeconds: 60)
+        let none = Simulator.run(policyName: "none", policy: try policy("none", slo: 500), setup: setup(trace, profile: .toxic, slo: 500))
+        let adaptive = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla", slo: 500),
+                                     setup: setup(trace, profile: .toxic, slo: 500))
+        #expect(none.averageReplicas > 3)
+        #expect(none.meanBatch == 1)
+        #expect(adaptive.meanBatch > 5)
+        #expect(adaptive.replicaSeconds < none.replicaSeconds / 2)
+    }
+
+    @Test func oneFixedReplicaUnbatchedCannotKeepUp() throws {
+        var platform = PlatformConfig()
+        platform.mode = .fixed(replicas: 1)
+        // Iris alone takes 8.6 ms: at most ~116 req/s; 300 req/s must miss, batching must not.
+        let trace = ArrivalTrace(name: "steady", rates: [300], segmentSeconds: 30)
+        let none = Simulator.run(policyName: "none", policy: try policy("none"), setup: setup(trace, platform: platform))
+        let adaptive = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace, platform: platform))
+        #expect(none.missPercent > 50)
+        #expect(adaptive.missPercent < 1)
+        #expect(none.averageReplicas == 1)
+    }
+
+    @Test func csvTracesLoadRatesOrTimestamps() throws {
+        let dir = try scratchDir("trace")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let rates = dir.appendingPathComponent("rates.csv")
+        try "rate\n10\n20\n".write(to: rates, atomically: true, encoding: .utf8)
+        let r = try ArrivalTrace.load(csv: rates.path, segmentSeconds: 30)
+        #expect(r.rates == [10, 20])
+        #expect(r.durationSeconds == 60)
+        let stamps = dir.appendingPathComponent("stamps.csv")
+        try "timestamp\n0.5\n0.25\n2\n".write(to: stamps, atomically: true, encoding: .utf8)
+        let t = try ArrivalTrace.load(csv: stamps.path)
+        #expect(t.arrivals(seed: 1) == [250_000_000, 500_000_000, 2_000_000_000])
+        let bad = dir.appendingPathComponent("bad.csv")
+        try "10\nlots\n".write(to: bad, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try ArrivalTrace.load(csv: bad.path) }
+    }
+}
