@@ -54,7 +54,8 @@ bench: bench-deps release
 
 # The simulator's comparison tables and plots in docs/results.md (release build, a few minutes).
 results: release
-	benchmarks/simulate_results.py
+	@[ -x .venv-results/bin/python ] || (python3 -m venv .venv-results && .venv-results/bin/pip install -q matplotlib)
+	.venv-results/bin/python benchmarks/simulate_results.py
 
 clean:
 	rm -rf .build $(SAMPLE_POLICY) $(SAMPLE_FFI_POLICY)

@@ -22,6 +22,12 @@ struct LoadGen: ParsableCommand {
     @Option(help: "Mean arrival rate, requests per second.")
     var rate: Double = 100
 
+    @Option(help: "A trace instead of --rate: comma-separated rates (req/s), each held --segment-seconds, Poisson inside.")
+    var rates: String?
+
+    @Option(help: "Seconds each rate of --rates is held.")
+    var segmentSeconds: Double = 60
+
     @Option(help: "Requests to send (upper bound).")
     var count: Int = 1000
 
@@ -67,14 +73,15 @@ struct LoadGen: ParsableCommand {
         let path = "/v2/models/\(model)/infer"
         let done = loop.makePromise(of: Void.self)
 
-        var rng = SplitMix64(seed: seed)
-        var t = 0.0
-        var arrivals: [Double] = []
-        for _ in 0..<count {
-            t += rng.nextExponential(mean: 1 / rate)
-            if t > maxSeconds { break }
-            arrivals.append(t)
-        }
+        // The simulator's own trace code, so a live run and a simulated one see the same arrivals.
+        let traceRates = try rates.map { text in
+            try text.split(separator: ",").map { part -> Double in
+                guard let r = Double(part), r >= 0 else { throw ValidationError("--rates: '\(part)' is not a rate") }
+                return r
+            }
+        } ?? [rate]
+        let trace = ArrivalTrace(name: "live", rates: traceRates, segmentSeconds: rates == nil ? maxSeconds : segmentSeconds)
+        let arrivals = trace.arrivals(seed: seed).prefix(count).map { Double($0) / 1e9 }.filter { $0 <= maxSeconds }
         state.expected = arrivals.count
         let features = self.features, rows = self.rows, connections = self.connections
         let schedule = arrivals
@@ -119,7 +126,8 @@ struct LoadGen: ParsableCommand {
         try done.futureResult.wait()
         hardStop.cancel()
         let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
-        let summary = try loop.submit { state.summary(elapsed: elapsed, slo: sloMs, rate: rate, label: label, rows: rows) }.wait()
+        let offered = Double(arrivals.count) / max(trace.durationSeconds, 1e-9)
+        let summary = try loop.submit { state.summary(elapsed: elapsed, slo: sloMs, rate: offered, label: label, rows: rows) }.wait()
         print(summary)
     }
 }
