@@ -4,6 +4,7 @@ import PackageDescription
 // C plugins are built with warnings as errors, as the developers' guide requires.
 let strictC: [CSetting] = [
     .headerSearchPath("../../include"),
+    .headerSearchPath("../shared"),
     .unsafeFlags(["-Wall", "-Wextra", "-Werror", "-std=c11"]),
 ]
 

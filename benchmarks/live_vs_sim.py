@@ -6,7 +6,9 @@ side by side; they should agree within 10%. Bounded: each live run lasts the tra
 
 Usage: benchmarks/live_vs_sim.py   (after swift build -c release)
 """
-import csv, json, os, signal, subprocess, sys, tempfile, time, urllib.request
+import csv, json, os, subprocess, tempfile, urllib.request
+
+from benchlib import start, stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
@@ -19,17 +21,6 @@ TRACES = {
 }
 
 
-def wait_ready(url, proc):
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            return
-        except Exception:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"not ready: {url}")
-
-
 def live(rates, tmp, seed):
     sim_port, proxy_port = 19201, 18281
     cfg = os.path.join(tmp, "live.yaml")
@@ -39,13 +30,11 @@ models:
   - {{name: m, upstream: "http://127.0.0.1:{sim_port}", policy: adaptive-sla, slo_ms: {SLO},
      max_batch_items: 128, max_inflight_batches: 1000, max_queued_items: 100000}}
 """)
-    sim = subprocess.Popen([os.path.join(BIN, "mlproxy"), "simserver", "--listen", f"127.0.0.1:{sim_port}",
-                            "--latency", TOXIC, "--noise", "0.05", "--replicas", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    proxy = subprocess.Popen([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--log-level", "error"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(f"http://127.0.0.1:{sim_port}/v2/health/ready", sim)
-        wait_ready(f"http://127.0.0.1:{proxy_port}/v2/health/ready", proxy)
+        start([os.path.join(BIN, "mlproxy"), "simserver", "--listen", f"127.0.0.1:{sim_port}", "--latency", TOXIC,
+               "--noise", "0.05", "--replicas", "1"], f"http://127.0.0.1:{sim_port}/v2/health/ready")
+        start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--log-level", "error"],
+              f"http://127.0.0.1:{proxy_port}/v2/health/ready")
         out = subprocess.run([os.path.join(BIN, "mlproxy-loadgen"), "--target", f"127.0.0.1:{proxy_port}", "--model", "m",
                               "--rates", ",".join(map(str, rates)), "--segment-seconds", str(SEGMENT),
                               "--count", "100000", "--max-seconds", str(len(rates) * SEGMENT), "--slo-ms", str(SLO),
@@ -55,9 +44,7 @@ models:
         r["mean_batch"] = stats["items"] / stats["requests"] if stats["requests"] else 0
         return r
     finally:
-        for p in (proxy, sim):
-            p.send_signal(signal.SIGTERM)
-            p.wait(timeout=30)
+        stop_all()
 
 
 def simulated(rates, tmp, seed):

@@ -8,39 +8,12 @@
 
 Usage: make bench   (or benchmarks/run.py [--quick] after `swift build -c release`)
 """
-import argparse, json, os, re, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, re, shutil, subprocess, sys, tempfile, urllib.request
+
+from benchlib import start, stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
-procs = []
-
-
-def start(args, ready_url=None, **kw):
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **kw)
-    procs.append(p)
-    if ready_url:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(ready_url, timeout=1).read()
-                return p
-            except Exception:
-                time.sleep(0.1)
-        raise SystemExit(f"{args[0]} did not become ready at {ready_url}: {p.stderr.read().decode()[-2000:]}")
-    return p
-
-
-def stop_all():
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    procs.clear()
-
-
 def sim_stats(port):
     return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/sim/stats").read())
 

@@ -1,5 +1,6 @@
 /* Helpers shared by the bundled policies: errors, configuration, latency statistics. */
 #include "mlp_policies.h"
+#include "mlp_plugin_util.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -11,15 +12,11 @@ const mlp_host_api *g_host;
 
 __attribute__((format(printf, 3, 4)))
 mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    mlp_status s = mlp_failv(g_host, call, status, fmt, ap);
     va_end(ap);
-    if (n < 0) n = 0;
-    if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
-    if (g_host) g_host->set_error(call, msg, (size_t)n);
-    return status;
+    return s;
 }
 
 /* Reads a number from the config object; `*found` tells whether it was there. Non-numbers fail. */

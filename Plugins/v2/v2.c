@@ -5,6 +5,7 @@
  * and the canonical tensors of the ABI. Parsing uses jansson; encoding writes JSON text directly into a
  * growable buffer because building a jansson tree for large tensors costs several times more. */
 #include "mlp_v2.h"
+#include "mlp_plugin_util.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -22,15 +23,11 @@ static const mlp_host_api *g_host;
  * ------------------------------------------------------------------------------------------- */
 __attribute__((format(printf, 3, 4)))
 static mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {
-    char msg[512];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    mlp_status s = mlp_failv(g_host, call, status, fmt, ap);
     va_end(ap);
-    if (n < 0) n = 0;
-    if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
-    if (g_host) g_host->set_error(call, msg, (size_t)n);
-    return status;
+    return s;
 }
 
 /* ---------------------------------------------------------------------------------------------

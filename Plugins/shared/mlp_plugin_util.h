@@ -1,0 +1,22 @@
+/* Small helpers the bundled C plugins share (compiled into each; not part of the ABI). */
+#ifndef MLP_PLUGIN_UTIL_H
+#define MLP_PLUGIN_UTIL_H
+
+#include <mlproxy/mlproxy.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+
+/* Formats a failure message into a bounded buffer, hands it to host->set_error (which copies it)
+ * and returns `status`, so hooks can `return mlp_failv(...)`. */
+static inline mlp_status mlp_failv(const mlp_host_api *host, mlp_call *call, mlp_status status,
+                                   const char *fmt, va_list ap) {
+    char msg[512];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    if (n < 0) n = 0;
+    if ((size_t)n >= sizeof msg) n = (int)sizeof msg - 1;
+    if (host) host->set_error(call, msg, (size_t)n);
+    return status;
+}
+
+#endif

@@ -1,0 +1,34 @@
+"""Process helpers the benchmark scripts share: start a server, wait until it answers, stop what was
+started (by its own pid, nothing else)."""
+import signal, subprocess, time, urllib.request
+
+_procs = []
+
+
+def start(args, ready_url=None):
+    """Starts `args`; with `ready_url`, waits (up to 10 s) until it answers there."""
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _procs.append(p)
+    if ready_url:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(ready_url, timeout=1).read()
+                return p
+            except Exception:
+                time.sleep(0.1)
+        stop_all()
+        raise SystemExit(f"{args[0]} did not become ready at {ready_url}: {p.stderr.read().decode()[-2000:]}")
+    return p
+
+
+def stop_all():
+    """SIGTERM to everything started here, then waits (kills after 10 s)."""
+    for p in _procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in _procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    _procs.clear()
