@@ -125,6 +125,11 @@ static const mlp_policy_vtable k_static = {
  *    its queue, so it gathers a full batch (until the items are expected, at most until d, where the
  *    host sends what is queued anyway).
  * Before its first observation it sends one batch and gathers the rest while that one is out.
+ *
+ * Optional latency knee (`utilization` > 0, off by default): where even the largest batch keeps the
+ * upstream far below one replica's worth of concurrency (c = rate x L(n) / n <= utilization / 4),
+ * it sends the smallest batch with c <= utilization instead, cutting latency at the same replica
+ * count. Off by default because near the autoscaler's threshold it costs replicas on spikes.
  * ------------------------------------------------------------------------------------------- */
 #define LAT_KEPT 128
 
@@ -133,6 +138,7 @@ typedef struct adaptive_policy {
     double quantile;
     int64_t safety_ns;
     double rate_alpha;
+    double utilization;  /* 0 disables the knee: always the largest batch that meets the deadline */
     /* Latency model. */
     struct { double n, ns; } lat[LAT_KEPT];
     uint32_t lat_kept, lat_next;
@@ -146,16 +152,17 @@ typedef struct adaptive_policy {
 } adaptive_policy;
 
 static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) {
-    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_alpha", NULL};
+    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_alpha", "utilization", NULL};
     mlp_status s;
     json_t *cfg = config_parse(call, config, known, &s);
     if (!cfg) return s;
-    double max_items, slo, q, safety, alpha;
+    double max_items, slo, q, safety, alpha, utilization;
     if ((s = config_number(call, cfg, "max_batch_items", 1, 1, 65536, &max_items)) != MLP_OK ||
         (s = config_number(call, cfg, "slo_ms", 100, 0.001, 3600e3, &slo)) != MLP_OK ||
         (s = config_number(call, cfg, "quantile", 0.95, 0.5, 1.0, &q)) != MLP_OK ||
         (s = config_number(call, cfg, "safety_ms", slo * 0.05, 0, 3600e3, &safety)) != MLP_OK ||
-        (s = config_number(call, cfg, "rate_alpha", 0.25, 0.001, 1.0, &alpha)) != MLP_OK) {
+        (s = config_number(call, cfg, "rate_alpha", 0.25, 0.001, 1.0, &alpha)) != MLP_OK ||
+        (s = config_number(call, cfg, "utilization", 0, 0, 1.0, &utilization)) != MLP_OK) {
         json_decref(cfg);
         return s;
     }
@@ -166,6 +173,7 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
     p->quantile = q;
     p->safety_ns = (int64_t)(safety * 1e6);
     p->rate_alpha = alpha;
+    p->utilization = utilization;
     p->last_arrival_ns = INT64_MIN;
     *out = p;
     return MLP_OK;
@@ -294,6 +302,21 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
         double best = (slack + n * per_item_wait) / (per_item_wait + p->b);
         if (best > B) best = B;
         if (best > n) target = (uint32_t)best;
+    }
+    if (target > n && p->utilization > 0) {
+        /* Batches in flight at a batch size m: c(m) = rate x L(m) / m. An autoscaler with a
+         * concurrency target of one per replica pays for ceil(c / utilization) replicas, so batches
+         * larger than the smallest that needs as many replicas as `target` only add latency. */
+        double c_target = rate * latency_of(p, target) / target;
+        /* Only well below one replica: near the autoscaler's threshold, bursts that a smaller batch
+         * lets through buy replicas (measured in the simulator), so there the largest batch wins. */
+        if (c_target <= p->utilization / 4) {
+            uint32_t knee = target;
+            for (uint32_t m = n; m < target; m++) {
+                if (m > 0 && rate * latency_of(p, m) / m <= p->utilization) { knee = m; break; }
+            }
+            target = knee;
+        }
     }
     if (target > n) {
         int64_t latest = deadline - (int64_t)latency_of(p, target) - p->safety_ns;
