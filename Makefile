@@ -9,7 +9,7 @@ CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
 SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
 SAMPLE_FFI_POLICY := samples/ffi-policy/libpick.so
 
-.PHONY: all deps bench-deps build release run test sample-policy sample-ffi-policy simulate results bench clean
+.PHONY: all deps bench-deps interop-deps build release run test sample-policy sample-ffi-policy simulate results bench clean
 
 all: build
 
@@ -28,6 +28,11 @@ bench-deps: deps
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+# Real model servers and clients from PyPI for the interop tests, in a virtual environment.
+interop-deps:
+	@[ -x .venv-interop/bin/mlserver ] || (python3 -m venv .venv-interop && \
+	  .venv-interop/bin/pip install -q -r Tests/interop/requirements.txt)
+
 build: deps
 	$(SWIFT) build
 
@@ -45,7 +50,7 @@ sample-policy: deps
 sample-ffi-policy: deps
 	cc -shared -fPIC -O2 -Wall -Wextra -Werror -o $(SAMPLE_FFI_POLICY) samples/ffi-policy/pick.c
 
-test: deps sample-policy sample-ffi-policy
+test: deps interop-deps sample-policy sample-ffi-policy
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 

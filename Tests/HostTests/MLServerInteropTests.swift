@@ -1,0 +1,121 @@
+import Foundation
+import MLProxyHost
+import NIOPosix
+import Testing
+
+/// The proxy in front of a real model server we did not write: MLServer with its scikit-learn runtime
+/// (from PyPI, installed by `make interop-deps`), driven by curl and by tritonclient. If the server
+/// cannot be installed or started, these tests fail; they never skip.
+@Suite("MLServer behind the proxy", .serialized)
+struct MLServerInteropTests {
+    static let venv = repoRoot.appendingPathComponent(".venv-interop/bin")
+
+    final class MLServer {
+        let process = Process()
+        let port: Int
+        let log: URL
+        let dir: URL
+
+        init() throws {
+            let python = MLServerInteropTests.venv.appendingPathComponent("python").path
+            guard FileManager.default.isExecutableFile(atPath: python) else {
+                throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does) to install MLServer")
+            }
+            dir = try scratchDir("mlserver")
+            port = try freePort()
+            try run(python, [repoRoot.appendingPathComponent("Tests/interop/train_iris.py").path, dir.path, String(port),
+                             String(try freePort()), String(try freePort())])
+            log = dir.appendingPathComponent("mlserver.log")
+            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            process.executableURL = MLServerInteropTests.venv.appendingPathComponent("mlserver")
+            process.arguments = ["start", "."]
+            process.currentDirectoryURL = dir
+            let handle = try FileHandle(forWritingTo: log)
+            process.standardOutput = handle
+            process.standardError = handle
+            try process.run()
+            // Ready within 60 s, or the test fails with the server's own log.
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline {
+                if process.isRunning, (try? run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/v2/models/iris/ready"])) != nil { return }
+                if !process.isRunning { break }
+                usleep(250_000)
+            }
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            stop()
+            throw TestFailure.command("mlserver start", process.isRunning ? -1 : process.terminationStatus, String(text.suffix(3000)))
+        }
+
+        /// SIGTERM, and SIGKILL if it has not gone within 3 s (a child of the test runner may not see
+        /// SIGTERM); only this process, by its own pid.
+        func stop() {
+            if process.isRunning {
+                process.terminate()
+                let deadline = Date().addingTimeInterval(3)
+                while process.isRunning && Date() < deadline { usleep(100_000) }
+                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+                process.waitUntilExit()
+            }
+            try? FileManager.default.removeItem(at: dir)
+        }
+    }
+
+    func proxy(upstreamPort: Int) throws -> (ProxyRuntime, MultiThreadedEventLoopGroup) {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let rt = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
+            listen: "127.0.0.1:0"
+            models:
+              - {name: iris, upstream: "http://127.0.0.1:\(upstreamPort)", policy: adaptive-sla, slo_ms: 1000, max_batch_items: 32}
+            """), group: group)
+        return (rt, group)
+    }
+
+    /// Iris-like rows, distinct per request.
+    static func body(_ i: Int) -> String {
+        let base: [[Double]] = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3], [5.9, 3.0, 5.1, 1.8]]
+        let row = base[i % 4].enumerated().map { j, v in v + Double((i * 7 + j * 3) % 10) / 20 }
+        return "{\"id\":\"r\(i)\",\"inputs\":[{\"name\":\"predict\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[\(row.map { String($0) }.joined(separator: ","))]}]}"
+    }
+
+    @Test func answersThroughTheProxyEqualMLServersOwnUnderConcurrentLoad() throws {
+        let server = try MLServer()
+        defer { server.stop() }
+        let (rt, group) = try proxy(upstreamPort: server.port)
+        defer {
+            rt.drainAndStop()
+            try? group.syncShutdownGracefully()
+        }
+        let bodies = (0..<200).map(Self.body)
+        let direct = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/iris/infer", bodies: bodies, concurrency: 8)
+        let proxied = try curlParallel(url: "http://127.0.0.1:\(rt.port)/v2/models/iris/infer", bodies: bodies, concurrency: 200)
+        var batched = 0
+        for i in bodies.indices {
+            #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")
+            #expect(proxied[i].status == 200, "proxy \(i): \(proxied[i].body)")
+            let want = try #require(direct[i].output("predict"))
+            #expect(want.count == 1)
+            #expect(proxied[i].output("predict") == want, "request \(i): \(proxied[i].body) vs \(direct[i].body)")
+            #expect(proxied[i].json?["id"] as? String == "r\(i)")
+            if (Int(proxied[i].headers["mlproxy-batch-size"] ?? "") ?? 0) > 1 { batched += 1 }
+        }
+        #expect(batched > 50, "only \(batched) of 200 requests were batched")
+    }
+
+    @Test func tritonclientGetsTheSameAnswersThroughTheProxy() throws {
+        let server = try MLServer()
+        defer { server.stop() }
+        let (rt, group) = try proxy(upstreamPort: server.port)
+        defer {
+            rt.drainAndStop()
+            try? group.syncShutdownGracefully()
+        }
+        let out = try run(Self.venv.appendingPathComponent("python").path,
+                          [repoRoot.appendingPathComponent("Tests/interop/tritonclient_check.py").path,
+                           "127.0.0.1:\(rt.port)", "127.0.0.1:\(server.port)"])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+        let proxied = try #require(json["proxy"] as? [[Int]])
+        #expect(proxied.count == 4)
+        #expect(proxied == json["direct"] as? [[Int]])
+        #expect(json["proxy_id"] as? String == "tc-1")
+    }
+}
