@@ -60,14 +60,19 @@ struct MLServerInteropTests {
         }
     }
 
-    func proxy(upstreamPort: Int) throws -> (ProxyRuntime, MultiThreadedEventLoopGroup) {
+    /// MLServer and the proxy in front of it, both stopped after `body`.
+    func withServerAndProxy(_ body: (MLServer, ProxyRuntime) throws -> Void) throws {
+        let server = try MLServer()
+        defer { server.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        defer { try? group.syncShutdownGracefully() }
         let rt = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
             listen: "127.0.0.1:0"
             models:
-              - {name: iris, upstream: "http://127.0.0.1:\(upstreamPort)", policy: adaptive-sla, slo_ms: 1000, max_batch_items: 32}
+              - {name: iris, upstream: "http://127.0.0.1:\(server.port)", policy: adaptive-sla, slo_ms: 1000, max_batch_items: 32}
             """), group: group)
-        return (rt, group)
+        defer { rt.drainAndStop() }
+        try body(server, rt)
     }
 
     /// Iris-like rows, distinct per request.
@@ -78,44 +83,34 @@ struct MLServerInteropTests {
     }
 
     @Test func answersThroughTheProxyEqualMLServersOwnUnderConcurrentLoad() throws {
-        let server = try MLServer()
-        defer { server.stop() }
-        let (rt, group) = try proxy(upstreamPort: server.port)
-        defer {
-            rt.drainAndStop()
-            try? group.syncShutdownGracefully()
+        try withServerAndProxy { server, rt in
+            let bodies = (0..<200).map(Self.body)
+            let direct = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/iris/infer", bodies: bodies, concurrency: 8)
+            let proxied = try curlParallel(url: "http://127.0.0.1:\(rt.port)/v2/models/iris/infer", bodies: bodies, concurrency: 200)
+            var batched = 0
+            for i in bodies.indices {
+                #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")
+                #expect(proxied[i].status == 200, "proxy \(i): \(proxied[i].body)")
+                let want = try #require(direct[i].output("predict"))
+                #expect(want.count == 1)
+                #expect(proxied[i].output("predict") == want, "request \(i): \(proxied[i].body) vs \(direct[i].body)")
+                #expect(proxied[i].json?["id"] as? String == "r\(i)")
+                if (Int(proxied[i].headers["mlproxy-batch-size"] ?? "") ?? 0) > 1 { batched += 1 }
+            }
+            #expect(batched > 50, "only \(batched) of 200 requests were batched")
         }
-        let bodies = (0..<200).map(Self.body)
-        let direct = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/iris/infer", bodies: bodies, concurrency: 8)
-        let proxied = try curlParallel(url: "http://127.0.0.1:\(rt.port)/v2/models/iris/infer", bodies: bodies, concurrency: 200)
-        var batched = 0
-        for i in bodies.indices {
-            #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")
-            #expect(proxied[i].status == 200, "proxy \(i): \(proxied[i].body)")
-            let want = try #require(direct[i].output("predict"))
-            #expect(want.count == 1)
-            #expect(proxied[i].output("predict") == want, "request \(i): \(proxied[i].body) vs \(direct[i].body)")
-            #expect(proxied[i].json?["id"] as? String == "r\(i)")
-            if (Int(proxied[i].headers["mlproxy-batch-size"] ?? "") ?? 0) > 1 { batched += 1 }
-        }
-        #expect(batched > 50, "only \(batched) of 200 requests were batched")
     }
 
     @Test func tritonclientGetsTheSameAnswersThroughTheProxy() throws {
-        let server = try MLServer()
-        defer { server.stop() }
-        let (rt, group) = try proxy(upstreamPort: server.port)
-        defer {
-            rt.drainAndStop()
-            try? group.syncShutdownGracefully()
+        try withServerAndProxy { server, rt in
+            let out = try run(Self.venv.appendingPathComponent("python").path,
+                              [repoRoot.appendingPathComponent("Tests/interop/tritonclient_check.py").path,
+                               "127.0.0.1:\(rt.port)", "127.0.0.1:\(server.port)"])
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
+            let proxied = try #require(json["proxy"] as? [[Int]])
+            #expect(proxied.count == 4)
+            #expect(proxied == json["direct"] as? [[Int]])
+            #expect(json["proxy_id"] as? String == "tc-1")
         }
-        let out = try run(Self.venv.appendingPathComponent("python").path,
-                          [repoRoot.appendingPathComponent("Tests/interop/tritonclient_check.py").path,
-                           "127.0.0.1:\(rt.port)", "127.0.0.1:\(server.port)"])
-        let json = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
-        let proxied = try #require(json["proxy"] as? [[Int]])
-        #expect(proxied.count == 4)
-        #expect(proxied == json["direct"] as? [[Int]])
-        #expect(json["proxy_id"] as? String == "tc-1")
     }
 }
