@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -221,9 +222,16 @@ static mlp_status write_leaves(leaf_writer *w, const json_t *v) {
     return write_leaf(w, v);
 }
 
-/* Decodes a v2 "inputs" or "outputs" array into host tensors. `what` names it in messages. */
+/* The binary section of a v2 binary-extension body: tensors' raw bytes, in the order they appear. */
+typedef struct binary_cursor {
+    const uint8_t *at;
+    size_t left;
+} binary_cursor;
+
+/* Decodes a v2 "inputs" or "outputs" array into host tensors. `what` names it in messages. Tensors
+ * with parameters.binary_data_size take their bytes from `bin` (NULL when the body has none). */
 static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const char *key,
-                                      const char *what, mlp_status err_status) {
+                                      const char *what, mlp_status err_status, binary_cursor *bin) {
     if (!json_is_array(arr) || json_array_size(arr) == 0)
         return fail(call, err_status, "'%s' must be a non-empty array", key);
     size_t idx;
@@ -258,6 +266,32 @@ static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const c
             if (shape[d] > 0 && expected > SIZE_MAX / 16 / (size_t)shape[d])
                 return fail(call, err_status, "%s '%s': shape is too large", what, name);
             expected *= (size_t)shape[d];
+        }
+        const json_t *jbin = json_object_get(json_object_get(t, "parameters"), "binary_data_size");
+        if (jbin) {
+            if (!json_is_integer(jbin) || json_integer_value(jbin) < 0)
+                return fail(call, err_status, "%s '%s': binary_data_size must be a non-negative integer", what, name);
+            size_t size = (size_t)json_integer_value(jbin);
+            if (!bin)
+                return fail(call, err_status, "%s '%s': binary_data_size is set but the request has no binary part "
+                            "(send Inference-Header-Content-Length)", what, name);
+            if (size > bin->left)
+                return fail(call, err_status, "%s '%s': binary_data_size %zu runs past the end of the body (%zu bytes left)",
+                            what, name, size, bin->left);
+            if (dt != MLP_DT_BYTES && size != expected * dt_size(dt))
+                return fail(call, err_status, "%s '%s': binary_data_size %zu does not match shape of %zu %s elements (%zu bytes)",
+                            what, name, size, expected, k_dt_names[dt], expected * dt_size(dt));
+            mlp_tensor_desc desc = {
+                .struct_size = sizeof desc, .datatype = dt,
+                .name = {(const uint8_t *)name, json_string_length(jname)},
+                .shape = shape, .rank = rank, .byte_size = size,
+            };
+            uint8_t *out = g_host->add_tensor(call, &desc);
+            if (!out) return fail(call, MLP_ERR_NOMEM, "%s '%s': the host refused %zu bytes", what, name, size);
+            if (size) memcpy(out, bin->at, size);
+            bin->at += size;
+            bin->left -= size;
+            continue;
         }
         if (jdata == NULL)
             return fail(call, err_status, "%s '%s': 'data' is missing", what, name);
@@ -395,7 +429,7 @@ static void tb_double(text_buf *b, double d, bool single) {
 }
 
 /* Writes {"name":...,"datatype":...,"shape":[...],"data":[...]} (and parameters when present). */
-static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t) {
+static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t, bool binary) {
     if (t->datatype < MLP_DT_BOOL || t->datatype > MLP_DT_BYTES)
         return fail(call, MLP_ERR_INTERNAL, "tensor with invalid datatype %u", t->datatype);
     tb_str(b, "{\"name\":");
@@ -407,6 +441,10 @@ static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t
         count *= (size_t)t->shape[d];
     }
     tb_str(b, "]");
+    if (binary) {
+        tb_fmt(b, ",\"parameters\":{\"binary_data_size\":%zu}}", t->data.len);
+        return MLP_OK;
+    }
     if (t->parameters_json.len) {
         tb_str(b, ",\"parameters\":");
         tb_put(b, (const char *)t->parameters_json.ptr, t->parameters_json.len);
@@ -473,10 +511,80 @@ static mlp_status stateless_create(mlp_call *call, mlp_bytes config, void **out)
 
 static void stateless_destroy(void *instance) { (void)instance; }
 
+/* The value of header `name` (lower case), or len 0. */
+static mlp_bytes header_value(const mlp_request_message *msg, const char *name) {
+    size_t n = strlen(name);
+    if (msg->struct_size >= offsetof(mlp_request_message, headers) + sizeof msg->headers && msg->headers)
+        for (uint32_t i = 0; i < msg->header_count; i++)
+            if (msg->headers[i].name.len == n && memcmp(msg->headers[i].name.ptr, name, n) == 0)
+                return msg->headers[i].value;
+    return (mlp_bytes){NULL, 0};
+}
+
+/* Which outputs the client wants in binary (the v2 binary tensor extension), kept as codec state:
+ * a first byte '*' (all, from parameters.binary_data_output) or '-', then "+name\n" or "-name\n" for
+ * outputs that say so themselves. */
+static mlp_status note_binary_outputs(mlp_call *call, const json_t *params, const json_t *outputs) {
+    text_buf st = {0};
+    const json_t *all = json_object_get(params, "binary_data_output");
+    tb_put(&st, json_is_true(all) ? "*" : "-", 1);
+    bool any = json_is_true(all);
+    size_t i;
+    const json_t *o;
+    json_array_foreach(outputs, i, o) {
+        const json_t *flag = json_object_get(json_object_get(o, "parameters"), "binary_data");
+        const json_t *n = json_object_get(o, "name");
+        if (!json_is_boolean(flag) || !json_is_string(n)) continue;
+        tb_put(&st, json_is_true(flag) ? "+" : "-", 1);
+        tb_put(&st, json_string_value(n), json_string_length(n));
+        tb_put(&st, "\n", 1);
+        any = any || json_is_true(flag);
+    }
+    mlp_status s = MLP_OK;
+    if (st.oom) s = fail(call, MLP_ERR_NOMEM, "out of memory");
+    else if (any) s = g_host->set_codec_state(call, (mlp_bytes){(const uint8_t *)st.p, st.len});
+    free(st.p);
+    return s;
+}
+
+/* Whether output `name` goes back in binary, from the codec state above. */
+static bool wants_binary(mlp_bytes state, mlp_bytes name) {
+    if (state.len == 0) return false;
+    const uint8_t *p = state.ptr + 1, *end = state.ptr + state.len;
+    while (p < end) {
+        const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) break;
+        if ((size_t)(nl - p - 1) == name.len && memcmp(p + 1, name.ptr, name.len) == 0) return p[0] == '+';
+        p = nl + 1;
+    }
+    return state.ptr[0] == '*';
+}
+
 static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request_message *msg) {
     (void)instance;
     mlp_status status;
-    json_t *root = parse_body(call, msg->body, "request body", MLP_ERR_INVALID_INPUT, &status);
+    /* v2 binary tensor extension: the JSON head is Inference-Header-Content-Length bytes long and the
+     * tensors' raw bytes follow it. */
+    mlp_bytes head = msg->body;
+    binary_cursor bin = {NULL, 0}, *binp = NULL;
+    mlp_bytes hlen = header_value(msg, "inference-header-content-length");
+    if (hlen.len) {
+        size_t n = 0;
+        for (size_t i = 0; i < hlen.len; i++) {
+            if (hlen.ptr[i] < '0' || hlen.ptr[i] > '9' || n > SIZE_MAX / 10 - 10)
+                return fail(call, MLP_ERR_INVALID_INPUT, "Inference-Header-Content-Length '%.*s' is not a byte count",
+                            (int)(hlen.len > 40 ? 40 : hlen.len), (const char *)hlen.ptr);
+            n = n * 10 + (size_t)(hlen.ptr[i] - '0');
+        }
+        if (n > msg->body.len)
+            return fail(call, MLP_ERR_INVALID_INPUT, "Inference-Header-Content-Length %zu is larger than the body (%zu bytes)",
+                        n, msg->body.len);
+        head.len = n;
+        bin.at = msg->body.ptr + n;
+        bin.left = msg->body.len - n;
+        binp = &bin;
+    }
+    json_t *root = parse_body(call, head, "request body", MLP_ERR_INVALID_INPUT, &status);
     if (!root) return status;
 
     const json_t *id = json_object_get(root, "id");
@@ -519,7 +627,12 @@ static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request
             if (status != MLP_OK) goto done;
         }
     }
-    status = decode_tensor_array(call, json_object_get(root, "inputs"), "inputs", "input", MLP_ERR_INVALID_INPUT);
+    status = note_binary_outputs(call, params, outputs);
+    if (status != MLP_OK) goto done;
+    status = decode_tensor_array(call, json_object_get(root, "inputs"), "inputs", "input", MLP_ERR_INVALID_INPUT, binp);
+    if (status == MLP_OK && binp && bin.left)
+        status = fail(call, MLP_ERR_INVALID_INPUT, "%zu bytes of binary data follow the JSON head but no input's binary_data_size claims them",
+                      bin.left);
 done:
     json_decref(root);
     return status;
@@ -542,19 +655,39 @@ static mlp_status codec_encode(void *instance, mlp_call *call, const mlp_respons
         tb_str(&b, ",\"parameters\":");
         tb_put(&b, (const char *)r->parameters_json.ptr, r->parameters_json.len);
     }
+    mlp_bytes state = r->struct_size >= offsetof(mlp_response_view, codec_state) + sizeof r->codec_state
+                          ? r->codec_state : (mlp_bytes){NULL, 0};
+    bool any_binary = false;
     tb_str(&b, ",\"outputs\":[");
     for (uint32_t i = 0; i < r->output_count; i++) {
         if (i) tb_put(&b, ",", 1);
-        mlp_status s = encode_tensor(call, &b, mlp_tensor_at(r->outputs, r->tensor_stride, i));
+        const mlp_tensor *t = mlp_tensor_at(r->outputs, r->tensor_stride, i);
+        bool binary = wants_binary(state, t->name);
+        any_binary = any_binary || binary;
+        mlp_status s = encode_tensor(call, &b, t, binary);
         if (s != MLP_OK) { free(b.p); return s; }
     }
     tb_str(&b, "]}");
-    return flush(call, &b, "application/json");
+    if (!any_binary) return flush(call, &b, "application/json");
+    /* The JSON head, then each binary output's bytes in order; the header says where JSON ends. */
+    char len[32];
+    int n = snprintf(len, sizeof len, "%zu", b.len);
+    static const char hname[] = "inference-header-content-length";
+    mlp_status s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)hname, sizeof hname - 1},
+                                      (mlp_bytes){(const uint8_t *)len, (size_t)n});
+    if (s == MLP_OK) s = flush(call, &b, "application/octet-stream");
+    else free(b.p);
+    for (uint32_t i = 0; s == MLP_OK && i < r->output_count; i++) {
+        const mlp_tensor *t = mlp_tensor_at(r->outputs, r->tensor_stride, i);
+        if (wants_binary(state, t->name) && t->data.len) s = g_host->write(call, t->data.ptr, t->data.len);
+    }
+    return s;
 }
 
 /* "" is a request without a content type; curl -d sends application/x-www-form-urlencoded, and v2
  * servers (Triton, MLServer) read such bodies as JSON, so clients that work against them work here. */
-static const char *const k_json_types[] = {"application/json", "", "application/x-www-form-urlencoded", NULL};
+static const char *const k_json_types[] = {"application/json", "", "application/x-www-form-urlencoded",
+                                           "application/octet-stream", NULL};
 
 static const mlp_codec_vtable k_json_codec = {
     .struct_size = sizeof(mlp_codec_vtable),
@@ -587,7 +720,7 @@ static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch
     tb_str(&b, "{\"inputs\":[");
     for (uint32_t i = 0; i < batch->input_count; i++) {
         if (i) tb_put(&b, ",", 1);
-        s = encode_tensor(call, &b, mlp_tensor_at(batch->inputs, batch->tensor_stride, i));
+        s = encode_tensor(call, &b, mlp_tensor_at(batch->inputs, batch->tensor_stride, i), false);
         if (s != MLP_OK) { free(b.p); return s; }
     }
     tb_str(&b, "]");
@@ -624,7 +757,7 @@ static mlp_status backend_decode(void *instance, mlp_call *call, const mlp_upstr
     if (!root) return status;
     status = pass_parameters(call, json_object_get(root, "parameters"), "reply", MLP_ERR_UPSTREAM);
     if (status == MLP_OK)
-        status = decode_tensor_array(call, json_object_get(root, "outputs"), "outputs", "output", MLP_ERR_UPSTREAM);
+        status = decode_tensor_array(call, json_object_get(root, "outputs"), "outputs", "output", MLP_ERR_UPSTREAM, NULL);
     json_decref(root);
     return status;
 }
@@ -686,7 +819,7 @@ int mlp_v2_fuzz_decode_request(const uint8_t *data, size_t size) {
         .struct_size = sizeof host, .abi_major = MLP_ABI_MAJOR, .abi_minor = MLP_ABI_MINOR,
         .log = fuzz_log, .set_error = fuzz_error, .add_tensor = fuzz_add_tensor,
         .set_id = fuzz_bytes, .set_request_int = fuzz_int, .add_requested_output = fuzz_bytes,
-        .set_parameters_json = fuzz_bytes,
+        .set_parameters_json = fuzz_bytes, .set_codec_state = fuzz_bytes,
     };
     if (!g_host) g_host = &host;
     mlp_request_message msg = {.struct_size = sizeof msg, .body = {data, size}};

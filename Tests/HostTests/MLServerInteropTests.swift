@@ -111,6 +111,9 @@ struct MLServerInteropTests {
             #expect(proxied.count == 4)
             #expect(proxied == json["direct"] as? [[Int]])
             #expect(json["proxy_id"] as? String == "tc-1")
+            // tritonclient's default: the binary tensor extension, both ways.
+            #expect(json["proxy_binary"] as? [[Int]] == json["direct"] as? [[Int]])
+            #expect(json["proxy_binary_id"] as? String == "tc-1")
         }
     }
 }

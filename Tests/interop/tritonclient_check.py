@@ -1,5 +1,7 @@
-"""tritonclient's HTTP client against a v2 endpoint: sends the same rows through `proxy` and `direct`
-and prints JSON {"proxy": [...], "direct": [...]} of the 'predict' outputs, so the caller compares.
+"""tritonclient's HTTP client against a v2 endpoint: sends the same rows through `proxy` and `direct`,
+in JSON and in the binary tensor extension (tritonclient's default), and prints JSON
+{"proxy": [...], "direct": [...], "proxy_binary": [...], ...} of the 'predict' outputs for the caller
+to compare.
 
 Usage: python tritonclient_check.py PROXY_HOST:PORT DIRECT_HOST:PORT
 """
@@ -13,10 +15,13 @@ rows = np.array([[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3
 out = {}
 for label, url in (("proxy", sys.argv[1]), ("direct", sys.argv[2])):
     client = httpclient.InferenceServerClient(url=url)
-    inp = httpclient.InferInput("predict", list(rows.shape), "FP32")
-    inp.set_data_from_numpy(rows, binary_data=False)
-    res = client.infer("iris", [inp], outputs=[httpclient.InferRequestedOutput("predict", binary_data=False)],
-                       request_id="tc-1")
-    out[label] = res.as_numpy("predict").tolist()
-    out[label + "_id"] = res.get_response().get("id")
+    for mode, binary in (("", False), ("_binary", True)):
+        if label == "direct" and binary:
+            continue  # MLServer's own binary support is not what is under test
+        inp = httpclient.InferInput("predict", list(rows.shape), "FP32")
+        inp.set_data_from_numpy(rows, binary_data=binary)
+        res = client.infer("iris", [inp], outputs=[httpclient.InferRequestedOutput("predict", binary_data=binary)],
+                           request_id="tc-1")
+        out[label + mode] = res.as_numpy("predict").tolist()
+        out[label + mode + "_id"] = res.get_response().get("id")
 print(json.dumps(out))

@@ -166,6 +166,11 @@ typedef struct mlp_host_api {
     mlp_status (*set_request_int)(mlp_call *call, int key, int64_t value);
     mlp_status (*add_requested_output)(mlp_call *call, mlp_bytes name);
     mlp_status (*set_parameters_json)(mlp_call *call, mlp_bytes json);
+
+    /* Opaque bytes a codec keeps from decode_request for its encode_response of the same request
+     * (e.g. which outputs the client wants in binary). Borrowed, copied; handed back as
+     * mlp_response_view.codec_state. Valid in: codec decode_request. */
+    mlp_status (*set_codec_state)(mlp_call *call, mlp_bytes state);
 } mlp_host_api;
 
 /* ------------------------------------------------------------------------------------------------
@@ -259,12 +264,19 @@ typedef struct mlp_policy_vtable {
  * which pure plugins have no need to do).
  * ---------------------------------------------------------------------------------------------- */
 
+/* One HTTP header (name in lower case). */
+typedef struct mlp_header {
+    mlp_bytes name;
+    mlp_bytes value;
+} mlp_header;
+
 typedef struct mlp_request_message {
     uint32_t struct_size;
-    uint32_t reserved;
+    uint32_t header_count;
     mlp_bytes body;           /* borrowed for the call */
     mlp_bytes content_type;   /* borrowed for the call; len 0 when the client sent none */
     mlp_bytes model_name;     /* borrowed for the call */
+    const mlp_header *headers;/* borrowed for the call: the request's headers, header_count entries */
 } mlp_request_message;
 
 /* One client's share of a finished batch, to encode as its response. */
@@ -278,6 +290,7 @@ typedef struct mlp_response_view {
     uint32_t tensor_stride;
     uint32_t reserved;
     mlp_bytes parameters_json;/* borrowed; response-level parameters or len 0 */
+    mlp_bytes codec_state;    /* borrowed; what this codec's decode_request set with set_codec_state */
 } mlp_response_view;
 
 static inline const mlp_tensor *mlp_tensor_at(const mlp_tensor *base, uint32_t stride, uint32_t i) {

@@ -127,7 +127,7 @@ public final class ProxyRuntime: @unchecked Sendable {
             return loop.makeSucceededFuture(.error(415, "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"))
         }
         let decoded: DecodedRequest
-        switch codec.decode(body: req.body, contentType: contentType, model: name) {
+        switch codec.decode(body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) }) {
         case .failure(let e): return loop.makeSucceededFuture(.error(e.status, e.message))
         case .success(let d): decoded = d
         }
@@ -145,7 +145,8 @@ public final class ProxyRuntime: @unchecked Sendable {
                 return .error(e.status, e.message)
             case .success(let r):
                 switch codec.encode(model: name, version: version, id: decoded.id, outputs: r.outputs,
-                                    parametersJSON: r.parametersJSON, allocator: req.allocator) {
+                                    parametersJSON: r.parametersJSON, codecState: decoded.codecState,
+                                    allocator: req.allocator) {
                 case .failure(let e):
                     return .error(e.status, e.message)
                 case .success(let m):

@@ -119,6 +119,8 @@ public struct DecodedRequest: Sendable {
     public var timeoutMicros: Int64?
     public var requestedOutputs: [String]
     public var parametersJSON: [UInt8]?
+    /// What the codec keeps for encoding this request's response.
+    public var codecState: [UInt8]?
 }
 
 /// A message a plugin produced: body and headers (and, upstream, a path).
@@ -164,7 +166,8 @@ public final class CodecInstance: @unchecked Sendable {
         return contentTypes.contains(base)
     }
 
-    public func decode(body: ByteBuffer, contentType: String?, model: String) -> Result<DecodedRequest, RequestError> {
+    public func decode(body: ByteBuffer, contentType: String?, model: String,
+                       headers: [(String, String)] = []) -> Result<DecodedRequest, RequestError> {
         let call = HostCall(mode: .decodeRequest)
         let arena = Arena()
         let status: mlp_status = body.withUnsafeReadableBytes { raw in
@@ -173,6 +176,8 @@ public final class CodecInstance: @unchecked Sendable {
             msg.body = mlp_bytes(ptr: raw.baseAddress?.assumingMemoryBound(to: UInt8.self), len: raw.count)
             msg.content_type = arena.bytes(contentType ?? "")
             msg.model_name = arena.bytes(model)
+            msg.headers = UnsafePointer(arena.array(headers.map { mlp_header(name: arena.bytes($0.0.lowercased()), value: arena.bytes($0.1)) }))
+            msg.header_count = UInt32(headers.count)
             return call.withPointer { vtable.pointee.decode_request!(instance, $0, &msg) }
         }
         guard status == MLP_OK else {
@@ -182,11 +187,12 @@ public final class CodecInstance: @unchecked Sendable {
         return .success(DecodedRequest(inputs: call.tensors, id: call.id, priority: call.priority,
                                        timeoutMicros: call.timeoutMicros,
                                        requestedOutputs: call.requestedOutputs,
-                                       parametersJSON: call.parametersJSON))
+                                       parametersJSON: call.parametersJSON, codecState: call.codecState))
     }
 
     public func encode(model: String, version: String, id: [UInt8]?, outputs: [Tensor],
-                       parametersJSON: [UInt8]?, allocator: ByteBufferAllocator) -> Result<EncodedMessage, RequestError> {
+                       parametersJSON: [UInt8]?, codecState: [UInt8]? = nil,
+                       allocator: ByteBufferAllocator) -> Result<EncodedMessage, RequestError> {
         let call = HostCall(mode: .encodeResponse, allocator: allocator,
                             bodyCapacity: 128 + outputs.reduce(0) { $0 + $1.byteCount * 3 })
         let arena = Arena()
@@ -199,6 +205,7 @@ public final class CodecInstance: @unchecked Sendable {
         view.outputs = UnsafePointer(arena.tensors(outputs))
         view.tensor_stride = UInt32(MemoryLayout<mlp_tensor>.stride)
         view.parameters_json = arena.bytes(parametersJSON)
+        view.codec_state = arena.bytes(codecState)
         let status = withExtendedLifetime(outputs) {
             call.withPointer { vtable.pointee.encode_response!(instance, $0, &view) }
         }

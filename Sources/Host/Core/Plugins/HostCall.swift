@@ -18,6 +18,7 @@ final class HostCall {
     var timeoutMicros: Int64?
     var requestedOutputs: [String] = []
     var parametersJSON: [UInt8]?
+    var codecState: [UInt8]?
     // Message produced by encode_response / encode_request.
     var body: ByteBuffer
     var headers: [(String, String)] = []
@@ -127,6 +128,11 @@ nonisolated(unsafe) let hostAPITable: UnsafeMutablePointer<mlp_host_api> = {
     t.pointee.add_requested_output = { call, name in
         guard let c = HostCall.from(call), c.mode == .decodeRequest else { return MLP_ERR_INTERNAL }
         c.requestedOutputs.append(string(name))
+        return MLP_OK
+    }
+    t.pointee.set_codec_state = { call, state in
+        guard let c = HostCall.from(call), c.mode == .decodeRequest else { return MLP_ERR_INTERNAL }
+        c.codecState = bytes(state)
         return MLP_OK
     }
     t.pointee.set_parameters_json = { call, json in

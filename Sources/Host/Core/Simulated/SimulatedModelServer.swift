@@ -64,7 +64,8 @@ public final class SimulatedModelServer: @unchecked Sendable {
 
     private func infer(model: String, _ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let decoded: DecodedRequest
-        switch codec.decode(body: req.body, contentType: req.headers.first(name: "content-type"), model: model) {
+        switch codec.decode(body: req.body, contentType: req.headers.first(name: "content-type"), model: model,
+                            headers: req.headers.map { ($0.name, $0.value) }) {
         case .failure(let e): return req.eventLoop.makeSucceededFuture(.error(e.status, e.message))
         case .success(let d): decoded = d
         }
@@ -82,7 +83,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
         let output = Tensor.fp64(name: "sum", shape: [Int64(n), 1], values: sums)
         let response: OutgoingResponse
         switch codec.encode(model: model, version: "", id: decoded.id, outputs: [output], parametersJSON: nil,
-                            allocator: req.allocator) {
+                            codecState: decoded.codecState, allocator: req.allocator) {
         case .failure(let e): response = .error(500, e.message)
         case .success(let m): response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
         }
