@@ -14,7 +14,7 @@ let package = Package(
         .executable(name: "mlproxy", targets: ["mlproxy"]),
         .executable(name: "mlproxy-loadgen", targets: ["mlproxy-loadgen"]),
         // Each plugin is a dynamic library the host dlopens at run time.
-        .library(name: "mlp_v2", type: .dynamic, targets: ["MLPv2Plugin"]),
+        .library(name: "mlp_json", type: .dynamic, targets: ["MLPJSONPlugin"]),
         .library(name: "mlp_policies", type: .dynamic, targets: ["MLPPolicies"]),
     ],
     dependencies: [
@@ -56,8 +56,8 @@ let package = Package(
             path: "Sources/Host/Main"
         ),
         .target(
-            name: "MLPv2Plugin",
-            path: "Plugins/v2",
+            name: "MLPJSONPlugin",
+            path: "Plugins/json",
             cSettings: strictC,
             linkerSettings: [.linkedLibrary("jansson")]
         ),

@@ -1,5 +1,6 @@
 import Foundation
 import MLProxyHost
+import PluginAPI
 import Testing
 
 @Suite("Plugin loading and ABI versions")
@@ -77,5 +78,32 @@ struct PluginLoaderTests {
         let down = try curlParallel(url: cluster.url + "/v2/models/needs-missing/infer", bodies: [v2Request(id: "b", rows: [[1, 2]])])
         #expect(down[0].status == 503)
         #expect(down[0].body.contains("ABI 2.0"))
+    }
+}
+
+/// The libFuzzer-ready entry points of the JSON codecs survive malformed and random input.
+@Suite("Codec fuzz entry points")
+struct FuzzEntryTests {
+    @Test func malformedAndRandomInputsNeverCrash() throws {
+        let registry = PluginRegistry()
+        let path = try #require(registry.resolve("libmlp_json.so"))
+        let handle = try #require(dlopen(path, RTLD_NOW | RTLD_LOCAL))
+        typealias Entry = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
+        var rng = SplitMix64(seed: 99)
+        let corpus = ["", "{", "[]", "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}",
+                      "{\"instances\":[[1,2],[3]]}", "{\"instances\":[{\"b64\":\"@@@\"}]}", "{\"inputs\":{\"a\":[[[[[]]]]]}}",
+                      String(repeating: "[", count: 5000), "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"BYTES\",\"shape\":[99999999999],\"data\":[]}]}"]
+        for symbol in ["mlp_v2_fuzz_decode_request", "mlp_tfserving_fuzz_decode_request"] {
+            let entry = unsafeBitCast(try #require(dlsym(handle, symbol)), to: Entry.self)
+            var statuses = Set<Int32>()
+            for text in corpus { statuses.insert(Array(text.utf8).withUnsafeBufferPointer { entry($0.baseAddress, $0.count) }) }
+            for _ in 0..<2000 {
+                // Mutations of a valid request: random bytes overwritten.
+                var bytes = Array(corpus[3].utf8) + Array(corpus[4].utf8)
+                for _ in 0..<3 { bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+                statuses.insert(bytes.withUnsafeBufferPointer { entry($0.baseAddress, $0.count) })
+            }
+            #expect(statuses.contains(Int32(MLP_ERR_INVALID_INPUT.rawValue)), "\(symbol) never reported invalid input")
+        }
     }
 }

@@ -309,6 +309,9 @@ typedef struct mlp_codec_vtable {
     mlp_status (*decode_request)(void *instance, mlp_call *call, const mlp_request_message *msg);
     /* Encodes one client's response via host->write and host->set_header. */
     mlp_status (*encode_response)(void *instance, mlp_call *call, const mlp_response_view *resp);
+    /* Which client endpoints this codec serves: "v2" (POST /v2/models/{m}/infer; also when NULL) or
+     * "tfserving" (POST /v1/models/{m}:predict). Static, NUL-terminated, read at load time. */
+    const char *protocol;
 } mlp_codec_vtable;
 
 /* ------------------------------------------------------------------------------------------------

@@ -74,8 +74,15 @@ public final class ProxyRuntime: @unchecked Sendable {
     private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let loop = req.eventLoop
         let parts = req.path.split(separator: "/").map(String.init)
+        if parts.first == "v1", parts.count >= 3, parts[1] == "models", let last = parts.last, last.hasSuffix(":predict"),
+           parts.count == 3 || (parts.count == 5 && parts[3] == "versions") {
+            // TF Serving REST: /v1/models/{m}:predict or /v1/models/{m}/versions/{v}:predict.
+            guard req.method == .POST else { return loop.makeSucceededFuture(.error(405, "use POST for predict")) }
+            let model = parts.count == 3 ? String(last.dropLast(":predict".count)) : parts[2]
+            return infer(model: model, req, protocolName: "tfserving")
+        }
         guard parts.first == "v2" else {
-            return loop.makeSucceededFuture(.error(404, "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference Protocol) endpoints under /v2"))
+            return loop.makeSucceededFuture(.error(404, "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference Protocol) endpoints under /v2 and TF Serving's /v1/models/{m}:predict"))
         }
         // /v2/models/{m}/versions/{v}/... is served like /v2/models/{m}/...: the proxy has one version.
         var segs = Array(parts.dropFirst())
@@ -96,7 +103,7 @@ public final class ProxyRuntime: @unchecked Sendable {
             if models[model] != nil { return loop.makeSucceededFuture(.json(200, "{\"name\":\(jsonString(model)),\"ready\":true}")) }
             return loop.makeSucceededFuture(modelMissing(model))
         case (.POST, 3, "models") where action == "infer":
-            return infer(model: model, req)
+            return infer(model: model, req, protocolName: "v2")
         case (_, 3, "models") where action == "infer":
             return loop.makeSucceededFuture(.error(405, "use POST for inference"))
         default:
@@ -117,13 +124,17 @@ public final class ProxyRuntime: @unchecked Sendable {
             + "\"slo_ms\":\(Double(c.limits.sloNanos) / 1e6),\"max_batch_items\":\(c.limits.maxBatchItems)}}")
     }
 
-    private func infer(model name: String, _ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+    private func infer(model name: String, _ req: IncomingRequest, protocolName: String) -> EventLoopFuture<OutgoingResponse> {
         let loop = req.eventLoop
         let arrival = monotonicNanos()
         guard let model = models[name] else { return loop.makeSucceededFuture(modelMissing(name)) }
         let contentType = req.headers.first(name: "content-type")
-        guard let codec = model.codec(for: contentType) else {
-            let accepted = model.codecs.flatMap(\.contentTypes).filter { !$0.isEmpty }
+        guard let codec = model.codec(for: contentType, protocolName: protocolName) else {
+            let serving = model.codecs.filter { $0.protocolName == protocolName }
+            if serving.isEmpty {
+                return loop.makeSucceededFuture(.error(404, "model '\(name)' does not serve \(protocolName) requests; its codecs are \(model.codecs.map(\.component.name).joined(separator: ", ")) (add \(protocolName == "tfserving" ? "tfserving" : "json") to its codecs)"))
+            }
+            let accepted = serving.flatMap(\.contentTypes).filter { !$0.isEmpty }
             return loop.makeSucceededFuture(.error(415, "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"))
         }
         let decoded: DecodedRequest

@@ -64,9 +64,9 @@ public final class ModelService: @unchecked Sendable {
         queue.onPolicyError = { e in log.error("policy failed, sending queued requests without it: \(e.message)") }
     }
 
-    /// The codec that takes this content type, if any.
-    public func codec(for contentType: String?) -> CodecInstance? {
-        codecs.first { $0.accepts(contentType: contentType) }
+    /// The codec that serves this protocol ("v2", "tfserving") and takes this content type, if any.
+    public func codec(for contentType: String?, protocolName: String) -> CodecInstance? {
+        codecs.first { $0.protocolName == protocolName && $0.accepts(contentType: contentType) }
     }
 
     /// Queues a decoded, validated request; the promise is completed exactly once. Call it on the

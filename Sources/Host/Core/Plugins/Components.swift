@@ -136,6 +136,8 @@ public struct EncodedMessage: Sendable {
 public final class CodecInstance: @unchecked Sendable {
     public let component: LoadedComponent
     public let contentTypes: [String]
+    /// The client endpoints it serves: "v2" or "tfserving".
+    public let protocolName: String
     private let vtable: UnsafePointer<mlp_codec_vtable>
     private let instance: UnsafeMutableRawPointer?
 
@@ -152,6 +154,9 @@ public final class CodecInstance: @unchecked Sendable {
             while let s = p.pointee { types.append(String(cString: s)); p += 1 }
         }
         contentTypes = types
+        let size = Int(vtable.pointee.struct_size)
+        let protocolEnd = MemoryLayout<mlp_codec_vtable>.offset(of: \.protocol)! + MemoryLayout<UnsafePointer<CChar>?>.size
+        protocolName = size >= protocolEnd ? vtable.pointee.protocol.map { String(cString: $0) } ?? "v2" : "v2"
         instance = try createInstance(component, configJSON: configJSON, create)
     }
 

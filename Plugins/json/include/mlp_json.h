@@ -1,0 +1,80 @@
+/* The JSON protocols plugin: the `json` codec and `kserve-v2` backend (Open Inference Protocol v2,
+ * v2.c) and the `tfserving` codec and backend (TF Serving REST, tfserving.c), with the helpers they
+ * share (json_text.c). Everything here is internal; the library exports mlp_plugin_init and the
+ * fuzz entry points. */
+#ifndef MLP_JSON_H
+#define MLP_JSON_H
+
+#include <mlproxy/mlproxy.h>
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define MLP_INTERNAL __attribute__((visibility("hidden")))
+
+/* libFuzzer-ready entry points: decode `data` as a request with a host that discards tensors. Never
+ * crash on any input; return the status the codec would. */
+MLP_EXPORT int mlp_v2_fuzz_decode_request(const uint8_t *data, size_t size);
+MLP_EXPORT int mlp_tfserving_fuzz_decode_request(const uint8_t *data, size_t size);
+
+/* Set once by mlp_plugin_init (or a fuzz entry); the same table for every instance. */
+MLP_INTERNAL extern const mlp_host_api *g_host;
+
+/* Formats a message for host->set_error and returns `status`. */
+MLP_INTERNAL mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* v2 datatypes: names indexed by mlp_datatype, name lookup, element size (0 for BYTES). */
+MLP_INTERNAL extern const char *const k_dt_names[];
+MLP_INTERNAL uint32_t dt_from_name(const char *s);
+MLP_INTERNAL size_t dt_size(uint32_t dt);
+MLP_INTERNAL uint16_t half_from_float(float f);
+MLP_INTERNAL float float_from_half(uint16_t h);
+
+/* Leaves of (possibly nested) JSON data arrays: count them (and BYTES' encoded size), then write them
+ * as `dt` elements, with errors naming the tensor and element. */
+MLP_INTERNAL bool count_leaves(const json_t *v, uint32_t dt, size_t *count, size_t *bytes, int depth);
+typedef struct leaf_writer {
+    uint32_t dt;
+    uint8_t *out;
+    size_t index;
+    const char *tensor;
+    mlp_call *call;
+    mlp_status err_status;
+} leaf_writer;
+MLP_INTERNAL mlp_status write_leaf(leaf_writer *w, const json_t *v);
+MLP_INTERNAL mlp_status write_leaves(leaf_writer *w, const json_t *v);
+
+/* Parses `body` as a JSON object; on failure sets the error (naming `what`) and returns NULL. */
+MLP_INTERNAL json_t *parse_body(mlp_call *call, mlp_bytes body, const char *what, mlp_status err_status,
+                                mlp_status *status);
+
+/* A growable text buffer; `oom` sticks once an allocation failed. */
+typedef struct text_buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} text_buf;
+MLP_INTERNAL void tb_reserve(text_buf *b, size_t extra);
+MLP_INTERNAL void tb_put(text_buf *b, const char *s, size_t n);
+MLP_INTERNAL void tb_str(text_buf *b, const char *s);
+MLP_INTERNAL void tb_fmt(text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+MLP_INTERNAL void tb_json_string(text_buf *b, const uint8_t *s, size_t n);
+MLP_INTERNAL void tb_double(text_buf *b, double d, bool single);
+
+/* Sets content-type (when given), writes the buffer as the body and frees it. */
+MLP_INTERNAL mlp_status flush(mlp_call *call, text_buf *b, const char *content_type);
+
+MLP_INTERNAL mlp_status stateless_create(mlp_call *call, mlp_bytes config, void **out);
+MLP_INTERNAL void stateless_destroy(void *instance);
+
+/* A host table for the fuzz entry points: hands out scratch memory, discards everything. */
+MLP_INTERNAL const mlp_host_api *mlp_fuzz_host(void);
+
+/* TF Serving components, in tfserving.c. */
+MLP_INTERNAL extern const mlp_codec_vtable mlp_tfserving_codec;
+MLP_INTERNAL extern const mlp_backend_vtable mlp_tfserving_backend;
+
+#endif

@@ -1,0 +1,325 @@
+/* Helpers the JSON protocols plugin's components share: errors, datatypes, JSON text, leaves. */
+#include "mlp_json.h"
+#include "mlp_plugin_util.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Set once by mlp_plugin_init; the same table for every instance. */
+const mlp_host_api *g_host;
+
+/* ---------------------------------------------------------------------------------------------
+ * Errors: formatted, then copied by the host.
+ * ------------------------------------------------------------------------------------------- */
+__attribute__((format(printf, 3, 4)))
+mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    mlp_status s = mlp_failv(g_host, call, status, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Datatypes.
+ * ------------------------------------------------------------------------------------------- */
+const char *const k_dt_names[] = {
+    [MLP_DT_BOOL] = "BOOL",   [MLP_DT_UINT8] = "UINT8", [MLP_DT_UINT16] = "UINT16",
+    [MLP_DT_UINT32] = "UINT32", [MLP_DT_UINT64] = "UINT64", [MLP_DT_INT8] = "INT8",
+    [MLP_DT_INT16] = "INT16", [MLP_DT_INT32] = "INT32", [MLP_DT_INT64] = "INT64",
+    [MLP_DT_FP16] = "FP16",   [MLP_DT_FP32] = "FP32",   [MLP_DT_FP64] = "FP64",
+    [MLP_DT_BYTES] = "BYTES",
+};
+
+uint32_t dt_from_name(const char *s) {
+    if (!s) return MLP_DT_INVALID;
+    for (uint32_t i = MLP_DT_BOOL; i <= MLP_DT_BYTES; i++)
+        if (strcmp(k_dt_names[i], s) == 0) return i;
+    return MLP_DT_INVALID;
+}
+
+/* Element size in bytes; 0 for BYTES (variable). */
+size_t dt_size(uint32_t dt) {
+    switch (dt) {
+    case MLP_DT_BOOL: case MLP_DT_UINT8: case MLP_DT_INT8: return 1;
+    case MLP_DT_UINT16: case MLP_DT_INT16: case MLP_DT_FP16: return 2;
+    case MLP_DT_UINT32: case MLP_DT_INT32: case MLP_DT_FP32: return 4;
+    case MLP_DT_UINT64: case MLP_DT_INT64: case MLP_DT_FP64: return 8;
+    default: return 0;
+    }
+}
+
+/* IEEE 754 binary16 <-> binary32, round to nearest even. */
+uint16_t half_from_float(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    int32_t exp = (int32_t)((x >> 23) & 0xffu);
+    uint32_t mant = x & 0x7fffffu;
+    if (exp == 0xff) return (uint16_t)(sign | 0x7c00u | (mant ? 0x200u : 0));
+    int32_t e = exp - 127 + 15;
+    if (e >= 0x1f) return (uint16_t)(sign | 0x7c00u);
+    if (e <= 0) {
+        if (e < -10) return (uint16_t)sign;
+        mant |= 0x800000u;
+        uint32_t shift = (uint32_t)(14 - e);
+        uint32_t h = mant >> shift;
+        uint32_t rem = mant & ((1u << shift) - 1);
+        uint32_t halfway = 1u << (shift - 1);
+        if (rem > halfway || (rem == halfway && (h & 1u))) h++;
+        return (uint16_t)(sign | h);
+    }
+    uint32_t h = ((uint32_t)e << 10) | (mant >> 13);
+    uint32_t rem = mant & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
+    return (uint16_t)(sign | h);
+}
+
+float float_from_half(uint16_t h) {
+    uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
+    uint32_t exp = ((uint32_t)h >> 10) & 0x1fu;
+    uint32_t mant = (uint32_t)h & 0x3ffu;
+    uint32_t x;
+    if (exp == 0) {
+        if (mant == 0) {
+            x = sign;
+        } else {
+            int32_t e = -1;
+            do { e++; mant <<= 1; } while ((mant & 0x400u) == 0);
+            x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
+        }
+    } else if (exp == 0x1f) {
+        x = sign | 0x7f800000u | (mant << 13);
+    } else {
+        x = sign | ((exp - 15 + 127) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+
+/* ---------------------------------------------------------------------------------------------
+ * JSON -> tensors.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Counts the leaves of a (possibly nested) data array and, for BYTES, their encoded size. */
+bool count_leaves(const json_t *v, uint32_t dt, size_t *count, size_t *bytes, int depth) {
+    if (depth > 64) return false;
+    if (json_is_array(v)) {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
+            if (!count_leaves(e, dt, count, bytes, depth + 1)) return false;
+        }
+        return true;
+    }
+    (*count)++;
+    if (dt == MLP_DT_BYTES) {
+        if (!json_is_string(v)) return false;
+        *bytes += 4 + json_string_length(v);
+    }
+    return true;
+}
+
+
+mlp_status write_leaf(leaf_writer *w, const json_t *v) {
+    size_t es = dt_size(w->dt);
+    uint8_t *p = w->out;
+    switch (w->dt) {
+    case MLP_DT_BOOL:
+        if (!json_is_boolean(v))
+            return fail(w->call, w->err_status, "input '%s': element %zu is not a boolean (BOOL)",
+                        w->tensor, w->index);
+        p[0] = json_is_true(v) ? 1 : 0;
+        break;
+    case MLP_DT_FP16: case MLP_DT_FP32: case MLP_DT_FP64: {
+        if (!json_is_number(v))
+            return fail(w->call, w->err_status, "input '%s': element %zu is not a number (%s)",
+                        w->tensor, w->index, k_dt_names[w->dt]);
+        double d = json_number_value(v);
+        if (w->dt == MLP_DT_FP64) {
+            memcpy(p, &d, 8);
+        } else if (w->dt == MLP_DT_FP32) {
+            float f = (float)d;
+            memcpy(p, &f, 4);
+        } else {
+            uint16_t h = half_from_float((float)d);
+            memcpy(p, &h, 2);
+        }
+        break;
+    }
+    case MLP_DT_BYTES: {
+        size_t n = json_string_length(v);
+        uint32_t len = (uint32_t)n;
+        memcpy(p, &len, 4);
+        memcpy(p + 4, json_string_value(v), n);
+        w->out += 4 + n;
+        w->index++;
+        return MLP_OK;
+    }
+    default: {
+        /* Integers: exact values in range only. */
+        if (!json_is_integer(v))
+            return fail(w->call, w->err_status, "input '%s': element %zu is not an integer (%s)",
+                        w->tensor, w->index, k_dt_names[w->dt]);
+        json_int_t i = json_integer_value(v);
+        long long lo = 0, hi = 0;
+        bool is_unsigned = false;
+        switch (w->dt) {
+        case MLP_DT_UINT8: lo = 0; hi = UINT8_MAX; is_unsigned = true; break;
+        case MLP_DT_UINT16: lo = 0; hi = UINT16_MAX; is_unsigned = true; break;
+        case MLP_DT_UINT32: lo = 0; hi = UINT32_MAX; is_unsigned = true; break;
+        case MLP_DT_UINT64: lo = 0; hi = INT64_MAX; is_unsigned = true; break;
+        case MLP_DT_INT8: lo = INT8_MIN; hi = INT8_MAX; break;
+        case MLP_DT_INT16: lo = INT16_MIN; hi = INT16_MAX; break;
+        case MLP_DT_INT32: lo = INT32_MIN; hi = INT32_MAX; break;
+        default: lo = INT64_MIN; hi = INT64_MAX; break;
+        }
+        if (i < lo || i > hi)
+            return fail(w->call, w->err_status, "input '%s': element %zu = %lld is out of range for %s",
+                        w->tensor, w->index, (long long)i, k_dt_names[w->dt]);
+        (void)is_unsigned;
+        /* Little-endian hosts only (x86_64, aarch64): the low bytes of the value are the element. */
+        int64_t v64 = (int64_t)i;
+        memcpy(p, &v64, es);
+        break;
+    }
+    }
+    w->out += es;
+    w->index++;
+    return MLP_OK;
+}
+
+mlp_status write_leaves(leaf_writer *w, const json_t *v) {
+    if (json_is_array(v)) {
+        size_t i;
+        const json_t *e;
+        json_array_foreach(v, i, e) {
+            mlp_status s = write_leaves(w, e);
+            if (s != MLP_OK) return s;
+        }
+        return MLP_OK;
+    }
+    return write_leaf(w, v);
+}
+
+
+json_t *parse_body(mlp_call *call, mlp_bytes body, const char *what, mlp_status err_status,
+                          mlp_status *status) {
+    json_error_t err;
+    json_t *root = json_loadb((const char *)body.ptr, body.len, 0, &err);
+    if (!root) {
+        *status = fail(call, err_status, "%s is not valid JSON: %s (line %d, column %d)", what,
+                       err.text, err.line, err.column);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        json_decref(root);
+        *status = fail(call, err_status, "%s must be a JSON object", what);
+        return NULL;
+    }
+    *status = MLP_OK;
+    return root;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Tensors -> JSON text.
+ * ------------------------------------------------------------------------------------------- */
+
+void tb_reserve(text_buf *b, size_t extra) {
+    if (b->oom || b->len + extra <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) { b->oom = true; return; }
+    b->p = p;
+    b->cap = cap;
+}
+
+void tb_put(text_buf *b, const char *s, size_t n) {
+    tb_reserve(b, n);
+    if (b->oom) return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+void tb_str(text_buf *b, const char *s) { tb_put(b, s, strlen(s)); }
+
+__attribute__((format(printf, 2, 3)))
+void tb_fmt(text_buf *b, const char *fmt, ...) {
+    tb_reserve(b, 64);
+    if (b->oom) return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) { b->oom = true; return; }
+    if ((size_t)n >= b->cap - b->len) {
+        tb_reserve(b, (size_t)n + 1);
+        if (b->oom) return;
+        va_start(ap, fmt);
+        vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+    }
+    b->len += (size_t)n;
+}
+
+/* A JSON string literal of arbitrary bytes: control characters, quote and backslash escaped. */
+void tb_json_string(text_buf *b, const uint8_t *s, size_t n) {
+    tb_reserve(b, n + 2);
+    tb_put(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        tb_put(b, (const char *)s + run, i - run);
+        run = i + 1;
+        char esc[8];
+        switch (c) {
+        case '"': tb_put(b, "\\\"", 2); break;
+        case '\\': tb_put(b, "\\\\", 2); break;
+        case '\n': tb_put(b, "\\n", 2); break;
+        case '\r': tb_put(b, "\\r", 2); break;
+        case '\t': tb_put(b, "\\t", 2); break;
+        default:
+            snprintf(esc, sizeof esc, "\\u%04x", c);
+            tb_put(b, esc, 6);
+        }
+    }
+    tb_put(b, (const char *)s + run, n - run);
+    tb_put(b, "\"", 1);
+}
+
+void tb_double(text_buf *b, double d, bool single) {
+    if (!isfinite(d)) { tb_str(b, "null"); return; }
+    if (d == floor(d) && fabs(d) < 1e15) { tb_fmt(b, "%.1f", d); return; }
+    tb_fmt(b, single ? "%.9g" : "%.17g", d);
+}
+
+
+mlp_status flush(mlp_call *call, text_buf *b, const char *content_type) {
+    mlp_status s = MLP_OK;
+    if (b->oom) s = fail(call, MLP_ERR_NOMEM, "out of memory while encoding JSON");
+    if (s == MLP_OK && content_type) {
+        static const char ct[] = "content-type";
+        s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)ct, sizeof ct - 1},
+                               (mlp_bytes){(const uint8_t *)content_type, strlen(content_type)});
+    }
+    if (s == MLP_OK) s = g_host->write(call, b->p, b->len);
+    free(b->p);
+    return s;
+}
+
+mlp_status stateless_create(mlp_call *call, mlp_bytes config, void **out) {
+    (void)call; (void)config;
+    *out = NULL;
+    return MLP_OK;
+}
+
+void stateless_destroy(void *instance) { (void)instance; }
