@@ -32,6 +32,8 @@ bench-deps: deps
 interop-deps:
 	@[ -x .venv-interop/bin/mlserver ] || (python3 -m venv .venv-interop && \
 	  .venv-interop/bin/pip install -q -r Tests/interop/requirements.txt)
+	@[ -x .venv-kserve/bin/python ] && .venv-kserve/bin/python -c "import kserve" 2>/dev/null || \
+	  (python3 -m venv .venv-kserve && .venv-kserve/bin/pip install -q -r Tests/interop/requirements-kserve.txt)
 
 build: deps
 	$(SWIFT) build
