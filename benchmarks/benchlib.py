@@ -5,12 +5,12 @@ import signal, subprocess, time, urllib.request
 _procs = []
 
 
-def start(args, ready_url=None):
-    """Starts `args`; with `ready_url`, waits (up to 10 s) until it answers there."""
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def start(args, ready_url=None, cwd=None, ready_tries=100):
+    """Starts `args`; with `ready_url`, waits (up to ready_tries x 0.1 s) until it answers there."""
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     _procs.append(p)
     if ready_url:
-        for _ in range(100):
+        for _ in range(ready_tries):
             try:
                 urllib.request.urlopen(ready_url, timeout=1).read()
                 return p
@@ -28,7 +28,8 @@ def stop_all():
             p.send_signal(signal.SIGTERM)
     for p in _procs:
         try:
-            p.wait(timeout=10)
+            p.wait(timeout=5)
         except subprocess.TimeoutExpired:
             p.kill()
+            p.wait()
     _procs.clear()

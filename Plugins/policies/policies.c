@@ -126,10 +126,11 @@ static const mlp_policy_vtable k_static = {
  *    host sends what is queued anyway).
  * Before its first observation it sends one batch and gathers the rest while that one is out.
  *
- * Optional latency knee (`utilization` > 0, off by default): where even the largest batch keeps the
+ * Latency knee (`utilization`, 0.7 by default, 0 turns it off): where even the largest batch keeps the
  * upstream far below one replica's worth of concurrency (c = rate x L(n) / n <= utilization / 4),
- * it sends the smallest batch with c <= utilization instead, cutting latency at the same replica
- * count. Off by default because near the autoscaler's threshold it costs replicas on spikes.
+ * it sends the smallest batch with c <= utilization instead: the same replica count, far less time
+ * spent at the edge of the SLO (where a real server's latency tail turns waits into misses). It costs
+ * replicas on sudden spikes under an autoscaler (measured in the simulator).
  * ------------------------------------------------------------------------------------------- */
 #define LAT_KEPT 128
 
@@ -162,7 +163,7 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
         (s = config_number(call, cfg, "quantile", 0.95, 0.5, 1.0, &q)) != MLP_OK ||
         (s = config_number(call, cfg, "safety_ms", slo * 0.05, 0, 3600e3, &safety)) != MLP_OK ||
         (s = config_number(call, cfg, "rate_alpha", 0.25, 0.001, 1.0, &alpha)) != MLP_OK ||
-        (s = config_number(call, cfg, "utilization", 0, 0, 1.0, &utilization)) != MLP_OK) {
+        (s = config_number(call, cfg, "utilization", 0.7, 0, 1.0, &utilization)) != MLP_OK) {
         json_decref(cfg);
         return s;
     }

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""MLServer (mlserver-sklearn, from PyPI) three ways, in one run, loopback only and bounded:
+  1. direct, its own batching off;
+  2. direct, its own adaptive batching on (max_batch_size 32, max_batch_time 10 ms);
+  3. behind the proxy (adaptive-sla, SLO 100 ms), its own batching off.
+For each, open-loop Poisson load of 1-row requests at rising rates (4 s each) until more than 1% of
+requests miss the 100 ms SLO; prints the highest rate that stayed within it and its p99.
+
+Usage: make interop-deps && swift build -c release && benchmarks/mlserver_bench.py
+"""
+import argparse, json, os, subprocess, sys, tempfile
+
+from benchlib import start, stop_all
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, ".build", "release")
+VENV = os.path.join(ROOT, ".venv-interop", "bin")
+RATES = [100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800, 6400]
+SLO = 100
+
+
+def mlserver(root, port, own_batching):
+    subprocess.run([os.path.join(VENV, "python"), os.path.join(ROOT, "Tests", "interop", "train_iris.py"), root,
+                    str(port), str(port + 1), str(port + 2)], check=True, capture_output=True)
+    if own_batching:
+        path = os.path.join(root, "iris", "model-settings.json")
+        settings = json.load(open(path))
+        settings.update({"max_batch_size": 32, "max_batch_time": 0.01})
+        json.dump(settings, open(path, "w"))
+    return start([os.path.join(VENV, "mlserver"), "start", root], f"http://127.0.0.1:{port}/v2/models/iris/ready",
+                 cwd=root, ready_tries=600)
+
+
+def sweep(port, label):
+    best = None
+    for rate in RATES:
+        out = subprocess.run([os.path.join(BIN, "mlproxy-loadgen"), "--target", f"127.0.0.1:{port}", "--model", "iris",
+                              "--rate", str(rate), "--count", str(rate * 4), "--max-seconds", "4", "--slo-ms", str(SLO),
+                              "--label", label, "--connections", "512"], capture_output=True, text=True, timeout=120)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  {label} {rate} req/s: miss {r['sla_miss_pct']}%, p99 {r['p99_ms']} ms, mean batch seen {r['mean_batch_seen']}",
+              file=sys.stderr, flush=True)
+        if r["sla_miss_pct"] is None or r["sla_miss_pct"] > 1.0:
+            break
+        best = r
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy-params", default="{}", help="adaptive-sla parameters for the proxy, as a YAML/JSON mapping")
+    ap.add_argument("--only-proxy", action="store_true", help="skip the two direct runs")
+    args = ap.parse_args()
+    for b in ("mlproxy", "mlproxy-loadgen"):
+        if not os.path.exists(os.path.join(BIN, b)):
+            sys.exit(f"{BIN}/{b} is missing: swift build -c release")
+    if not os.path.exists(os.path.join(VENV, "mlserver")):
+        sys.exit("MLServer is missing: make interop-deps")
+    tmp = tempfile.mkdtemp(prefix="mlproxy-mlserver-bench-")
+    rows = []
+    try:
+        if not args.only_proxy:
+            mlserver(os.path.join(tmp, "plain"), 18701, False)
+            rows.append(("MLServer direct (own batching off)", sweep(18701, "direct")))
+            stop_all()
+            mlserver(os.path.join(tmp, "batching"), 18711, True)
+            rows.append(("MLServer direct (own adaptive batching, 32 / 10 ms)", sweep(18711, "own-batching")))
+            stop_all()
+        mlserver(os.path.join(tmp, "behind"), 18721, False)
+        cfg = os.path.join(tmp, "proxy.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"""listen: "127.0.0.1:18730"
+models:
+  - {{name: iris, upstream: "http://127.0.0.1:18721", policy: adaptive-sla, slo_ms: {SLO},
+     policy_params: {args.policy_params}, max_batch_items: 64, max_inflight_batches: 2, max_queued_items: 100000}}
+""")
+        start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--log-level", "error"],
+              "http://127.0.0.1:18730/v2/health/ready")
+        rows.append(("MLServer behind mlproxy (adaptive-sla)", sweep(18730, "proxy")))
+    finally:
+        stop_all()
+    print(f"\n| setup | highest rate with <= 1% over {SLO} ms (rows/s) | p99 ms at that rate |")
+    print("|---|---:|---:|")
+    for name, r in rows:
+        print(f"| {name} | {r['rate'] if r else 'none'} | {r['p99_ms'] if r else '-'} |")
+    if len(rows) < 3:
+        return
+    base = rows[0][1]["rate"] if rows[0][1] else None
+    own = rows[1][1]["rate"] if rows[1][1] else None
+    proxy = rows[2][1]["rate"] if rows[2][1] else None
+    if base and proxy:
+        print(f"\nproxy vs direct: {proxy / base:.1f}x" + (f"; proxy vs MLServer's own batching: {proxy / own:.1f}x" if own else ""))
+
+
+if __name__ == "__main__":
+    main()
