@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "mlproxy", targets: ["mlproxy"]),
         .executable(name: "mlproxy-loadgen", targets: ["mlproxy-loadgen"]),
+        .executable(name: "mlproxy-codecbench", targets: ["mlproxy-codecbench"]),
         // Each plugin is a dynamic library the host dlopens at run time.
         .library(name: "mlp_json", type: .dynamic, targets: ["MLPJSONPlugin"]),
         .library(name: "mlp_policies", type: .dynamic, targets: ["MLPPolicies"]),
@@ -77,6 +78,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "benchmarks/LoadGen"
+        ),
+        .executableTarget(
+            name: "mlproxy-codecbench",
+            dependencies: ["MLProxyHost", .product(name: "NIOCore", package: "swift-nio")],
+            path: "benchmarks/CodecBench"
         ),
         .testTarget(
             name: "HostTests",
