@@ -9,7 +9,7 @@ CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
 SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
 SAMPLE_FFI_POLICY := samples/ffi-policy/libpick.so
 
-.PHONY: all deps bench-deps interop-deps build release run test sample-policy sample-ffi-policy simulate results bench clean
+.PHONY: all deps bench-deps interop-deps build release run test sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-codecs live-vs-sim clean
 
 all: build
 
@@ -58,6 +58,18 @@ test: deps interop-deps sample-policy sample-ffi-policy
 
 bench: bench-deps release
 	benchmarks/run.py
+
+# MLServer direct, with its own batching, and behind the proxy: the highest rate within a 100 ms SLO.
+bench-mlserver: interop-deps release
+	cd benchmarks && ./mlserver_bench.py
+
+# Codec throughput per core next to memcpy.
+bench-codecs: release
+	.build/release/mlproxy-codecbench
+
+# The simulator against the live proxy on the same traces.
+live-vs-sim: release
+	benchmarks/live_vs_sim.py
 
 # The simulator's comparison tables and plots in docs/results.md (release build, a few minutes).
 results: release
