@@ -15,7 +15,7 @@ from benchlib import start, stop_all
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
 VENV = os.path.join(ROOT, ".venv-interop", "bin")
-RATES = [100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800, 6400]
+RATES = [100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800, 6400, 9600, 12800]
 SLO = 100
 
 
