@@ -9,26 +9,11 @@ struct BaselinePolicyTests {
     static let ms: Int64 = 1_000_000
 
     func queue(_ policy: String, params: String = "", maxItems: Int = 64, slo: Int64 = 1000, inflight: Int = 8) throws -> ModelQueue<Int> {
-        let json = "{\"slo_ms\":\(slo),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}"
-        let p = try PluginPolicy(try PolicyTests.registry.component(.policy, policy), configJSON: json)
-        return ModelQueue(limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: 100_000, maxInflightBatches: inflight,
-                                              sloNanos: slo * Self.ms, rejectLate: false), policy: p)
+        try policyQueue(policy, params: params, maxItems: maxItems, sloMillis: slo, inflight: inflight)
     }
 
     func admit(_ q: ModelQueue<Int>, _ id: Int, at: Int64, items: Int = 1) {
         #expect(q.admit(items: items, arrival: at, timeoutMicros: nil, priority: 0, batchKey: "k", payload: id) == nil)
-    }
-
-    func outcome(_ effects: [QueueEffect<Int>]) -> (batches: [[Int]], wake: Int64?, shed: [Int]) {
-        var b: [[Int]] = [], w: Int64?, s: [Int] = []
-        for e in effects {
-            switch e {
-            case .dispatch(let entries): b.append(entries.map(\.payload))
-            case .wake(let at): w = at
-            case .reject(let entries, _): s += entries.map(\.payload)
-            }
-        }
-        return (b, w, s)
     }
 
     // MARK: mlproxy-aimd
@@ -37,8 +22,8 @@ struct BaselinePolicyTests {
         // SLO 1000 ms: T = 800 ms; no latency data: 100 ms; timer = max(800 - max(100, 50), 50) = 700 ms.
         let q = try queue("mlproxy-aimd", params: "\"initial_batch\":10")
         admit(q, 0, at: 0)
-        #expect(outcome(q.pump(now: 0)).wake == 700 * Self.ms)
-        #expect(outcome(q.pump(now: 700 * Self.ms)).batches == [[0]])
+        #expect(summarize(q.pump(now: 0)).wake == 700 * Self.ms)
+        #expect(summarize(q.pump(now: 700 * Self.ms)).batches == [[0]])
     }
 
     @Test func mlproxyAimdTimerUsesP95OfTheNextSizeAndItsFloor() throws {
@@ -47,16 +32,16 @@ struct BaselinePolicyTests {
         for _ in 0..<5 { q.policy.observe(items: 2, arrivals: [0, 0], ok: true, dispatched: 0, finished: 300 * Self.ms) }
         admit(q, 0, at: 1000 * Self.ms)
         admit(q, 1, at: 1000 * Self.ms)
-        #expect(outcome(q.pump(now: 1000 * Self.ms)).wake == 1500 * Self.ms)
+        #expect(summarize(q.pump(now: 1000 * Self.ms)).wake == 1500 * Self.ms)
         // Size 3 unseen: p95 of the largest seen (2) = 300 ms still.
         admit(q, 2, at: 1001 * Self.ms)
-        #expect(outcome(q.pump(now: 1001 * Self.ms)).wake == 1500 * Self.ms)
+        #expect(summarize(q.pump(now: 1001 * Self.ms)).wake == 1500 * Self.ms)
     }
 
     @Test func mlproxyAimdDispatchesAtBItems() throws {
         let q = try queue("mlproxy-aimd", params: "\"initial_batch\":3")
         for i in 0..<4 { admit(q, i, at: 0) }
-        #expect(outcome(q.pump(now: 0)).batches == [[0, 1, 2]])
+        #expect(summarize(q.pump(now: 0)).batches == [[0, 1, 2]])
     }
 
     @Test func mlproxyAimdShrinksBWhenTheTimerDrivesDispatches() throws {
@@ -64,26 +49,26 @@ struct BaselinePolicyTests {
         // Window 1 (0-30 s): only timer-triggered dispatches -> share 1.0 >= 0.7 -> B = min(floor(7), 9) = 7.
         admit(q, 0, at: 0)
         _ = q.pump(now: 0)
-        #expect(outcome(q.pump(now: 700 * Self.ms)).batches == [[0]])
+        #expect(summarize(q.pump(now: 700 * Self.ms)).batches == [[0]])
         q.batchFinished(items: 1, arrivals: [0], ok: true, dispatched: 700 * Self.ms, finished: 710 * Self.ms)
         // At 30 s the window closes; 7 items now fill a batch, 6 do not.
         for i in 1...6 { admit(q, i, at: 30_000 * Self.ms) }
-        #expect(outcome(q.pump(now: 30_000 * Self.ms)).batches.isEmpty)
+        #expect(summarize(q.pump(now: 30_000 * Self.ms)).batches.isEmpty)
         admit(q, 7, at: 30_000 * Self.ms)
-        #expect(outcome(q.pump(now: 30_000 * Self.ms)).batches == [[1, 2, 3, 4, 5, 6, 7]])
+        #expect(summarize(q.pump(now: 30_000 * Self.ms)).batches == [[1, 2, 3, 4, 5, 6, 7]])
     }
 
     @Test func mlproxyAimdGrowsBByFiveWhenSizeDrivesDispatchesAndLatencyIsLow() throws {
         let q = try queue("mlproxy-aimd", params: "\"initial_batch\":2")
         admit(q, 0, at: 0)
         admit(q, 1, at: 0)
-        #expect(outcome(q.pump(now: 0)).batches == [[0, 1]])  // size-triggered
+        #expect(summarize(q.pump(now: 0)).batches == [[0, 1]])  // size-triggered
         q.batchFinished(items: 2, arrivals: [0, 0], ok: true, dispatched: 0, finished: 20 * Self.ms)  // 20 ms << T
         // After 30 s: B = 2 + 5 = 7.
         for i in 2..<8 { admit(q, i, at: 30_000 * Self.ms) }
-        #expect(outcome(q.pump(now: 30_000 * Self.ms)).batches.isEmpty)
+        #expect(summarize(q.pump(now: 30_000 * Self.ms)).batches.isEmpty)
         admit(q, 8, at: 30_000 * Self.ms)
-        #expect(outcome(q.pump(now: 30_000 * Self.ms)).batches == [[2, 3, 4, 5, 6, 7, 8]])
+        #expect(summarize(q.pump(now: 30_000 * Self.ms)).batches == [[2, 3, 4, 5, 6, 7, 8]])
     }
 
     // MARK: cork
@@ -93,7 +78,7 @@ struct BaselinePolicyTests {
         // 1 x (0 + 1 + 20) = 21 ms > 0.95 x 10 ms -> dispatch.
         let q = try queue("cork", slo: 300)
         admit(q, 0, at: 0)
-        #expect(outcome(q.pump(now: 0)).batches == [[0]])
+        #expect(summarize(q.pump(now: 0)).batches == [[0]])
     }
 
     @Test func corkShedsTheOldestThatCannotMakeMaxLatency() throws {
@@ -102,7 +87,7 @@ struct BaselinePolicyTests {
         admit(q, 0, at: 0)
         admit(q, 1, at: 240 * Self.ms)
         let effects = q.pump(now: 250 * Self.ms)
-        #expect(outcome(effects).shed == [0])
+        #expect(summarize(effects).rejected == [0])
         guard case .reject(_, let error) = effects.first else { Issue.record("no shed"); return }
         #expect(error.status == 503)
         #expect(error.message.contains("cork"))
@@ -118,10 +103,10 @@ struct BaselinePolicyTests {
         }
         admit(q, 0, at: 10_000 * Self.ms)
         // 1 x (0 + 1 ms + 0.001 ms) <= 95 ms -> wait one tick.
-        #expect(outcome(q.pump(now: 10_000 * Self.ms)).wake == 10_001 * Self.ms)
+        #expect(summarize(q.pump(now: 10_000 * Self.ms)).wake == 10_001 * Self.ms)
         // 100 items whose newest waited 1 ms: 100 x (1 + 1 + 0.001) ms > 95 ms -> dispatch.
         for i in 1..<100 { admit(q, i, at: 10_000 * Self.ms) }
-        #expect(outcome(q.pump(now: 10_001 * Self.ms)).batches.first?.count == 64)  // up to the max
+        #expect(summarize(q.pump(now: 10_001 * Self.ms)).batches.first?.count == 64)  // up to the max
     }
 
     // MARK: aimd (Clipper)
@@ -129,13 +114,13 @@ struct BaselinePolicyTests {
     @Test func aimdAddsOnTimeAndBacksOffWhenLate() throws {
         let q = try queue("aimd", params: "\"initial_batch\":4,\"step\":2,\"backoff\":0.9", slo: 100, inflight: 1)
         for i in 0..<10 { admit(q, i, at: 0) }
-        #expect(outcome(q.pump(now: 0)).batches == [[0, 1, 2, 3]])
+        #expect(summarize(q.pump(now: 0)).batches == [[0, 1, 2, 3]])
         // On time (50 ms <= 100 ms): B = 4 + 2 = 6.
         q.batchFinished(items: 4, arrivals: Array(repeating: 0, count: 4), ok: true, dispatched: 0, finished: 50 * Self.ms)
-        #expect(outcome(q.pump(now: 50 * Self.ms)).batches == [[4, 5, 6, 7, 8, 9]])
+        #expect(summarize(q.pump(now: 50 * Self.ms)).batches == [[4, 5, 6, 7, 8, 9]])
         // Late (150 ms > 100 ms): B = 6 x 0.9 = 5.4, sent as 5.
         q.batchFinished(items: 6, arrivals: Array(repeating: 0, count: 6), ok: true, dispatched: 50 * Self.ms, finished: 200 * Self.ms)
         for i in 10..<20 { admit(q, i, at: 200 * Self.ms) }
-        #expect(outcome(q.pump(now: 200 * Self.ms)).batches == [[10, 11, 12, 13, 14]])
+        #expect(summarize(q.pump(now: 200 * Self.ms)).batches == [[10, 11, 12, 13, 14]])
     }
 }

@@ -6,37 +6,16 @@ import Testing
 /// The bundled policy plugins, driven through the real ABI with a manual clock.
 @Suite("Batching policies with a manual clock")
 struct PolicyTests {
-    static let registry: PluginRegistry = {
-        let r = PluginRegistry()
-        r.loadAll(extra: [])
-        return r
-    }()
-
     static let ms: Int64 = 1_000_000
 
     func queue(policy: String, params: String = "", maxItems: Int = 4, slo: Int64 = 1000, inflight: Int = 1,
                rejectLate: Bool = false) throws -> ModelQueue<Int> {
-        let json = "{\"slo_ms\":\(slo),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}"
-        let p = try PluginPolicy(try Self.registry.component(.policy, policy), configJSON: json)
-        return ModelQueue(limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: 1000, maxInflightBatches: inflight,
-                                              sloNanos: slo * Self.ms, rejectLate: rejectLate), policy: p)
+        try policyQueue(policy, params: params, maxItems: maxItems, sloMillis: slo, inflight: inflight, maxQueued: 1000,
+                        rejectLate: rejectLate)
     }
 
     func admit(_ q: ModelQueue<Int>, id: Int, items: Int = 1, at: Int64, timeoutMicros: Int64? = nil) {
         #expect(q.admit(items: items, arrival: at, timeoutMicros: timeoutMicros, priority: 0, batchKey: "k", payload: id) == nil)
-    }
-
-    /// The ids of dispatched batches, and the wake time if any.
-    func summarize(_ effects: [QueueEffect<Int>]) -> (batches: [[Int]], wake: Int64?, rejected: [Int]) {
-        var batches: [[Int]] = [], wake: Int64?, rejected: [Int] = []
-        for e in effects {
-            switch e {
-            case .dispatch(let entries): batches.append(entries.map(\.payload))
-            case .wake(let at): wake = at
-            case .reject(let entries, _): rejected += entries.map(\.payload)
-            }
-        }
-        return (batches, wake, rejected)
     }
 
     @Test func noneSendsEveryRequestAlone() throws {

@@ -164,3 +164,32 @@ func freePort() throws -> Int {
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
     return Int(UInt16(bigEndian: addr.sin_port))
 }
+
+/// The bundled policies, loaded once for the manual-clock tests.
+let bundledPolicies: PluginRegistry = {
+    let r = PluginRegistry()
+    r.loadAll(extra: [])
+    return r
+}()
+
+/// A model queue around a bundled policy (`params` is extra JSON members), for manual-clock tests.
+func policyQueue(_ policy: String, params: String = "", maxItems: Int, sloMillis: Int64, inflight: Int,
+                 maxQueued: Int = 100_000, rejectLate: Bool = false) throws -> ModelQueue<Int> {
+    let json = "{\"slo_ms\":\(sloMillis),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}"
+    let p = try PluginPolicy(try bundledPolicies.component(.policy, policy), configJSON: json)
+    return ModelQueue(limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
+                                          sloNanos: sloMillis * 1_000_000, rejectLate: rejectLate), policy: p)
+}
+
+/// What a pump decided: the ids of each dispatched batch, the wake time if any, the rejected ids.
+func summarize(_ effects: [QueueEffect<Int>]) -> (batches: [[Int]], wake: Int64?, rejected: [Int]) {
+    var batches: [[Int]] = [], wake: Int64?, rejected: [Int] = []
+    for e in effects {
+        switch e {
+        case .dispatch(let entries): batches.append(entries.map(\.payload))
+        case .wake(let at): wake = at
+        case .reject(let entries, _): rejected += entries.map(\.payload)
+        }
+    }
+    return (batches, wake, rejected)
+}
