@@ -17,6 +17,7 @@ let package = Package(
         // Each plugin is a dynamic library the host dlopens at run time.
         .library(name: "mlp_json", type: .dynamic, targets: ["MLPJSONPlugin"]),
         .library(name: "mlp_policies", type: .dynamic, targets: ["MLPPolicies"]),
+        .library(name: "mlp_tensor", type: .dynamic, targets: ["MLPTensorCodecs"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -61,6 +62,11 @@ let package = Package(
             path: "Plugins/json",
             cSettings: strictC,
             linkerSettings: [.linkedLibrary("jansson")]
+        ),
+        .target(
+            name: "MLPTensorCodecs",
+            path: "Plugins/tensor",
+            cSettings: strictC
         ),
         .target(
             name: "MLPPolicies",

@@ -54,7 +54,8 @@ struct PluginLoaderTests {
         let registry = PluginRegistry()
         let errors = registry.loadAll(extra: [])
         #expect(errors.isEmpty, "\(errors)")
-        for (kind, name) in [(ComponentKind.codec, "json"), (.backend, "kserve-v2"), (.policy, "none"),
+        for (kind, name) in [(ComponentKind.codec, "json"), (.codec, "tfserving"), (.codec, "npy"), (.backend, "kserve-v2"),
+                             (.backend, "tfserving"), (.policy, "none"), (.policy, "mlproxy-aimd"), (.policy, "cork"), (.policy, "aimd"),
                              (.policy, "static"), (.policy, "adaptive-sla")] {
             let c = try registry.component(kind, name)
             #expect(c.file.hasSuffix(".so"))
@@ -90,11 +91,14 @@ struct FuzzEntryTests {
         let handle = try #require(dlopen(path, RTLD_NOW | RTLD_LOCAL))
         typealias Entry = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
         var rng = SplitMix64(seed: 99)
-        let corpus = ["", "{", "[]", "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}",
+        let corpus = ["", "{", "[]", "\u{93}NUMPY\u{01}\u{00}\u{10}\u{00}{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}",
                       "{\"instances\":[[1,2],[3]]}", "{\"instances\":[{\"b64\":\"@@@\"}]}", "{\"inputs\":{\"a\":[[[[[]]]]]}}",
                       String(repeating: "[", count: 5000), "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"BYTES\",\"shape\":[99999999999],\"data\":[]}]}"]
-        for symbol in ["mlp_v2_fuzz_decode_request", "mlp_tfserving_fuzz_decode_request"] {
-            let entry = unsafeBitCast(try #require(dlsym(handle, symbol)), to: Entry.self)
+        let tensorPath = try #require(registry.resolve("libmlp_tensor.so"))
+        let tensorHandle = try #require(dlopen(tensorPath, RTLD_NOW | RTLD_LOCAL))
+        for (lib, symbol) in [(handle, "mlp_v2_fuzz_decode_request"), (handle, "mlp_tfserving_fuzz_decode_request"),
+                              (tensorHandle, "mlp_npy_fuzz_decode_request")] {
+            let entry = unsafeBitCast(try #require(dlsym(lib, symbol)), to: Entry.self)
             var statuses = Set<Int32>()
             for text in corpus { statuses.insert(Array(text.utf8).withUnsafeBufferPointer { entry($0.baseAddress, $0.count) }) }
             for _ in 0..<2000 {

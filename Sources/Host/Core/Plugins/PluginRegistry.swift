@@ -43,7 +43,7 @@ public final class PluginRegistry: @unchecked Sendable {
     public let searchPaths: [String]
 
     /// The files of the bundled plugins, loaded when they are found on the search path.
-    public static let bundledFiles = ["libmlp_json.so", "libmlp_policies.so"]
+    public static let bundledFiles = ["libmlp_json.so", "libmlp_tensor.so", "libmlp_policies.so"]
 
     /// Search order: the config's paths, then MLPROXY_PLUGIN_PATH (colon-separated), then the folder
     /// of the running executable (the build output, where SwiftPM puts the bundled plugins).
