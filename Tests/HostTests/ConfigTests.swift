@@ -45,6 +45,16 @@ struct ConfigTests {
         #expect(m.policyParamsJSON.contains("\"slo_ms\":250"))
     }
 
+    @Test func codecsTakeParameters() throws {
+        let c = try ProxyConfig.parse(yaml: """
+            models:
+              - {name: a, upstream: "http://127.0.0.1:9000", codecs: [json, {name: npy, params: {input_name: x}}]}
+            """)
+        #expect(c.models[0].codecs == ["json", "npy"])
+        #expect(c.models[0].codecParamsJSON == ["{}", "{\"input_name\":\"x\"}"])
+        #expect(error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", codecs: [{params: {}}]}\n").contains("'name' is required"))
+    }
+
     @Test func theShippedSamplesParse() throws {
         for file in ["samples/quickstart.yaml", "samples/c-policy/config.yaml"] {
             _ = try ProxyConfig.load(file: repoRoot.appendingPathComponent(file).path)

@@ -11,7 +11,7 @@ struct NpyCodecTests {
             throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
         }
         let cluster = try TestCluster(models: """
-              - {name: m, upstream: "UPSTREAM", policy: none, codecs: [json, npy]}
+              - {name: m, upstream: "UPSTREAM", policy: none, codecs: [json, {name: npy, params: {input_name: features}}]}
             """)
         defer { cluster.stop() }
         let out = try run(python, [repoRoot.appendingPathComponent("Tests/interop/npy_client.py").path, cluster.url + "/v2/models/m/infer"])

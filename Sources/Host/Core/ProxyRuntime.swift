@@ -58,7 +58,9 @@ public final class ProxyRuntime: @unchecked Sendable {
     }
 
     private func makeModel(_ m: ModelConfig) throws -> ModelService {
-        let codecs = try m.codecs.map { try CodecInstance(try registry.component(.codec, $0)) }
+        let codecs = try zip(m.codecs, m.codecParamsJSON).map {
+            try CodecInstance(try registry.component(.codec, $0.0), configJSON: $0.1)
+        }
         let backend = try BackendInstance(try registry.component(.backend, m.backend))
         let policy: BatchingPolicy
         if let f = m.foreignPolicy {

@@ -26,6 +26,8 @@ public struct ModelConfig: Sendable {
     public var upstreamVersion: String
     public var upstreamTimeoutMillis: Int64
     public var codecs: [String]
+    /// Each codec's parameters as JSON text ("{}" when none), in the order of `codecs`.
+    public var codecParamsJSON: [String]
     public var policy: String
     /// A foreign policy (a plain C function bound with libffi) instead of a plugin's, when set.
     public var foreignPolicy: ForeignPolicySpec?
@@ -222,7 +224,25 @@ extension ProxyConfig {
             do { _ = try ForeignPolicy.Signature.parse(foreign!.signature) } catch let e as ConfigError { throw sig.fail(e.message) }
             if m["policy"] != nil || m["policy_params"] != nil { throw f.fail("a model has either 'policy' or 'foreign_policy', not both") }
         }
-        let codecs = try m["codecs"]?.list().map { try $0.string() } ?? ["json"]
+        // A codec is a name, or {name: ..., params: {...}}.
+        var codecs: [String] = [], codecParams: [String] = []
+        for c in try m["codecs"]?.list() ?? [Node(file: node.file, path: node.path + ".codecs[0]", value: "json")] {
+            if let name = c.value as? String {
+                codecs.append(name)
+                codecParams.append("{}")
+                continue
+            }
+            let cm = try c.mapping(known: ["name", "params"])
+            guard let name = cm["name"] else { throw c.fail("'name' is required") }
+            codecs.append(try name.string())
+            let params = (cm["params"]?.value as? [String: Any]) ?? [:]
+            if let p = cm["params"], !(p.value is [String: Any]) { throw p.fail("expected a mapping") }
+            guard JSONSerialization.isValidJSONObject(params),
+                  let data = try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys]) else {
+                throw c.fail("params must be numbers, strings, booleans, lists or mappings")
+            }
+            codecParams.append(String(decoding: data, as: UTF8.self))
+        }
         if codecs.isEmpty { throw m["codecs"]!.fail("at least one codec is required") }
         return ModelConfig(
             name: name,
@@ -232,6 +252,7 @@ extension ProxyConfig {
             upstreamVersion: try m["upstream_version"]?.string() ?? "",
             upstreamTimeoutMillis: Int64(try m["upstream_timeout_ms"]?.int(min: 1) ?? 30_000),
             codecs: codecs,
+            codecParamsJSON: codecParams,
             policy: try foreign.map { "foreign:" + (try ForeignPolicy.Signature.parse($0.signature)).symbol }
                 ?? m["policy"]?.string() ?? "adaptive-sla",
             foreignPolicy: foreign,
