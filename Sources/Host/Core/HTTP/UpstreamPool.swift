@@ -103,12 +103,14 @@ public enum UpstreamError: Error, CustomStringConvertible {
     case connect(String, String)
     case timeout(Int64)
     case closed
+    case io(String)
 
     public var description: String {
         switch self {
         case .connect(let a, let e): return "cannot connect to the model server at \(a): \(e)"
         case .timeout(let ms): return "the model server did not answer within \(ms) ms (upstream_timeout_ms)"
         case .closed: return "the model server closed the connection before answering"
+        case .io(let e): return "the connection to the model server failed: \(e)"
         }
     }
 
@@ -174,7 +176,7 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        fail(UpstreamError.connect("upstream", "\(error)"))
+        fail(UpstreamError.io("\(error)"))
         context.close(promise: nil)
     }
 }

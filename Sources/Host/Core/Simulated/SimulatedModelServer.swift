@@ -42,9 +42,6 @@ public final class SimulatedModelServer: @unchecked Sendable {
 
     public func stop() { channel?.close(promise: nil) }
 
-    /// Latency in milliseconds for a batch of `n` items: linear between profile points.
-    public func latencyMillis(items n: Int) -> Double { profile.millis(items: n) }
-
     private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let parts = req.path.split(separator: "/")
         switch (req.method, parts.count) {
