@@ -114,6 +114,14 @@ struct MLServerInteropTests {
             // tritonclient's default: the binary tensor extension, both ways.
             #expect(json["proxy_binary"] as? [[Int]] == json["direct"] as? [[Int]])
             #expect(json["proxy_binary_id"] as? String == "tc-1")
+            // Model metadata is the server's own (versions, platform, parameters), plus the proxy's settings.
+            let proxyMeta = try #require(json["proxy_meta"] as? [String: Any])
+            let directMeta = try #require(json["direct_meta"] as? [String: Any])
+            #expect(proxyMeta["name"] as? String == "iris")
+            #expect(proxyMeta["versions"] as? [String] == directMeta["versions"] as? [String])
+            #expect(proxyMeta["platform"] as? String == directMeta["platform"] as? String)
+            let mlproxy = (proxyMeta["parameters"] as? [String: Any])?["mlproxy"] as? [String: Any]
+            #expect(mlproxy?["policy"] as? String == "adaptive-sla")
         }
     }
 }

@@ -24,4 +24,5 @@ for label, url in (("proxy", sys.argv[1]), ("direct", sys.argv[2])):
                            request_id="tc-1")
         out[label + mode] = res.as_numpy("predict").tolist()
         out[label + mode + "_id"] = res.get_response().get("id")
+    out[label + "_meta"] = client.get_model_metadata("iris")
 print(json.dumps(out))

@@ -100,7 +100,7 @@ public final class ProxyRuntime: @unchecked Sendable {
             let ready = unavailable.isEmpty
             return loop.makeSucceededFuture(.json(ready ? 200 : 503, "{\"ready\":\(ready)}"))
         case (.GET, 2, "models"):
-            return loop.makeSucceededFuture(metadata(model))
+            return metadata(model, loop: loop)
         case (.GET, 3, "models") where action == "ready":
             if models[model] != nil { return loop.makeSucceededFuture(.json(200, "{\"name\":\(jsonString(model)),\"ready\":true}")) }
             return loop.makeSucceededFuture(modelMissing(model))
@@ -118,12 +118,40 @@ public final class ProxyRuntime: @unchecked Sendable {
         return .error(404, "unknown model '\(m)'; this proxy serves: \(models.keys.sorted().joined(separator: ", "))")
     }
 
-    private func metadata(_ m: String) -> OutgoingResponse {
-        guard let model = models[m] else { return modelMissing(m) }
+    /// The model's metadata: the upstream's own (inputs, outputs, platform) for v2 backends, under the
+    /// proxy's model name, with the proxy's settings in `parameters.mlproxy`; the proxy's alone when the
+    /// upstream does not answer.
+    private func metadata(_ m: String, loop: EventLoop) -> EventLoopFuture<OutgoingResponse> {
+        guard let model = models[m] else { return loop.makeSucceededFuture(modelMissing(m)) }
         let c = model.config
-        return .json(200, "{\"name\":\(jsonString(m)),\"versions\":[],\"platform\":\"mlproxy\",\"inputs\":[],\"outputs\":[],"
-            + "\"parameters\":{\"backend\":\(jsonString(c.backend)),\"policy\":\(jsonString(c.policy)),"
-            + "\"slo_ms\":\(Double(c.limits.sloNanos) / 1e6),\"max_batch_items\":\(c.limits.maxBatchItems)}}")
+        let settings: [String: Any] = ["backend": c.backend, "policy": c.policy, "slo_ms": Double(c.limits.sloNanos) / 1e6,
+                                       "max_batch_items": c.limits.maxBatchItems, "upstream_model": c.upstreamModel]
+        let mine = (try? JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys])) ?? Data("{}".utf8)
+        guard c.backend == "kserve-v2" else { return loop.makeSucceededFuture(Self.localMetadata(m, mine, note: nil)) }
+        let path = "/v2/models/\(c.upstreamModel)" + (c.upstreamVersion.isEmpty ? "" : "/versions/\(c.upstreamVersion)")
+        return model.fetch(path: path, on: loop).map { response in
+            guard response.status == 200,
+                  var meta = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView))) as? [String: Any]
+            else { return Self.localMetadata(m, mine, note: "the model server answered \(response.status)") }
+            meta["name"] = m
+            var params = meta["parameters"] as? [String: Any] ?? [:]
+            params["mlproxy"] = (try? JSONSerialization.jsonObject(with: mine)) ?? [:]
+            meta["parameters"] = params
+            return Self.jsonResponse(meta)
+        }.recover { error in Self.localMetadata(m, mine, note: "\(error)") }
+    }
+
+    /// The proxy's own metadata for a model, with why the upstream's is missing when it is.
+    private static func localMetadata(_ name: String, _ settings: Data, note: String?) -> OutgoingResponse {
+        var params = (try? JSONSerialization.jsonObject(with: settings)) as? [String: Any] ?? [:]
+        if let note { params["upstream_metadata"] = note }
+        return jsonResponse(["name": name, "versions": [], "platform": "mlproxy", "inputs": [], "outputs": [],
+                             "parameters": ["mlproxy": params]])
+    }
+
+    private static func jsonResponse(_ object: [String: Any]) -> OutgoingResponse {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return OutgoingResponse(status: 200, headers: [("content-type", "application/json")], body: ByteBuffer(bytes: data))
     }
 
     private func infer(model name: String, _ req: IncomingRequest, protocolName: String) -> EventLoopFuture<OutgoingResponse> {

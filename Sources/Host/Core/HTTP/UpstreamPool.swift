@@ -30,9 +30,10 @@ public final class UpstreamPool: @unchecked Sendable {
 
     /// Sends one request and completes with the whole response, or fails on connect errors, a
     /// closed connection or the timeout.
-    public func send(path: String, headers: [(String, String)], body: ByteBuffer) -> EventLoopFuture<UpstreamResponse> {
+    public func send(path: String, headers: [(String, String)], body: ByteBuffer,
+                     method: HTTPMethod = .POST) -> EventLoopFuture<UpstreamResponse> {
         loop.preconditionInEventLoop()
-        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "host", value: address.description)
         for (k, v) in headers { head.headers.add(name: k, value: v) }
         head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))

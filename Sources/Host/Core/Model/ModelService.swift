@@ -84,6 +84,12 @@ public final class ModelService: @unchecked Sendable {
         run(effects, on: promise.futureResult.eventLoop)
     }
 
+    /// A GET to the model server (e.g. its model metadata), from `io` with that loop's pool.
+    func fetch(path: String, on io: EventLoop) -> EventLoopFuture<UpstreamResponse> {
+        let pool = pools[ObjectIdentifier(io)] ?? pools[ObjectIdentifier(loop)]!
+        return io.flatSubmit { pool.send(path: path, headers: [], body: ByteBuffer(), method: .GET) }
+    }
+
     /// Queued requests and batches in flight.
     func load() -> (queued: Int, inflight: Int) {
         lock.withLock { (queue.count, queue.inflight) }
