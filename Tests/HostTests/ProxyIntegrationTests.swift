@@ -75,6 +75,15 @@ struct ProxyIntegrationTests {
             }
         }
         #expect(batched > 0, "the good requests were never batched")
+        // Every answer is counted in the Prometheus metrics, by status.
+        let metrics = try run("/usr/bin/curl", ["-sS", cluster.url + "/metrics"])
+        #expect(metrics.contains("mlproxy_responses_total{model=\"m\",code=\"200\"} 36"), "\(metrics)")
+        #expect(metrics.contains("mlproxy_responses_total{model=\"m\",code=\"400\"} 4"), "\(metrics)")
+        let batches = metrics.split(separator: "\n").first { $0.hasPrefix("mlproxy_batches_total{model=\"m\"}") }
+        let batchCount = batches.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        #expect(batchCount >= 2 && batchCount < 36, "\(metrics)")
+        #expect(metrics.contains("mlproxy_batch_items_count{model=\"m\"} \(batchCount)"))
+        #expect(metrics.contains("mlproxy_queue_seconds_count{model=\"m\"} 36"))
         // And the proxy still serves.
         let after = try curlParallel(url: cluster.url + "/v2/models/m/infer", bodies: [v2Request(id: "after", rows: [[2, 2]])])
         #expect(after[0].status == 200)

@@ -76,6 +76,9 @@ public final class ProxyRuntime: @unchecked Sendable {
     private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let loop = req.eventLoop
         let parts = req.path.split(separator: "/").map(String.init)
+        if req.method == .GET && parts == ["metrics"] {
+            return loop.makeSucceededFuture(metricsResponse())
+        }
         if parts.first == "v1", parts.count >= 3, parts[1] == "models", let last = parts.last, last.hasSuffix(":predict"),
            parts.count == 3 || (parts.count == 5 && parts[3] == "versions") {
             // TF Serving REST: /v1/models/{m}:predict or /v1/models/{m}/versions/{v}:predict.
@@ -169,18 +172,24 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
         let decoded: DecodedRequest
         switch codec.decode(body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) }) {
-        case .failure(let e): return loop.makeSucceededFuture(.error(e.status, e.message))
+        case .failure(let e):
+            model.metrics.response(status: e.status)
+            return loop.makeSucceededFuture(.error(e.status, e.message))
         case .success(let d): decoded = d
         }
         let items: Int
         switch BatchAssembler.validate(inputs: decoded.inputs) {
-        case .failure(let e): return loop.makeSucceededFuture(.error(e.status, e.message))
+        case .failure(let e):
+            model.metrics.response(status: e.status)
+            return loop.makeSucceededFuture(.error(e.status, e.message))
         case .success(let n): items = n
         }
         let promise = loop.makePromise(of: InferReply.self)
         model.submit(decoded, items: items, arrival: arrival, promise: promise)
         let version = model.config.upstreamVersion
+        let metrics = model.metrics
         return promise.futureResult.map { reply in
+            defer { metrics.response(status: { if case .failure(let e) = reply { return e.status } else { return 200 } }()) }
             switch reply {
             case .failure(let e):
                 return .error(e.status, e.message)
@@ -201,6 +210,27 @@ public final class ProxyRuntime: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    // MARK: Metrics
+
+    /// Every model's counters in the Prometheus text format (GET /metrics).
+    private func metricsResponse() -> OutgoingResponse {
+        var out = "# HELP mlproxy_responses_total Inference responses by HTTP status.\n# TYPE mlproxy_responses_total counter\n"
+            + "# HELP mlproxy_rejected_total Requests answered without reaching the model: queue_full, invalid, shed, deadline.\n# TYPE mlproxy_rejected_total counter\n"
+            + "# HELP mlproxy_batches_total Upstream requests (batches) sent.\n# TYPE mlproxy_batches_total counter\n"
+            + "# HELP mlproxy_upstream_failures_total Batches whose upstream request failed.\n# TYPE mlproxy_upstream_failures_total counter\n"
+            + "# HELP mlproxy_batch_items Items per batch.\n# TYPE mlproxy_batch_items histogram\n"
+            + "# HELP mlproxy_queue_seconds Time requests waited in the proxy's queue.\n# TYPE mlproxy_queue_seconds histogram\n"
+            + "# HELP mlproxy_upstream_seconds Upstream latency per batch.\n# TYPE mlproxy_upstream_seconds histogram\n"
+            + "# HELP mlproxy_queued_requests Requests waiting now.\n# TYPE mlproxy_queued_requests gauge\n"
+            + "# HELP mlproxy_inflight_batches Batches at the model server now.\n# TYPE mlproxy_inflight_batches gauge\n"
+        for name in models.keys.sorted() {
+            let model = models[name]!
+            let load = model.load()
+            model.metrics.render(model: name, queued: load.queued, inflight: load.inflight, into: &out)
+        }
+        return OutgoingResponse(status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: ByteBuffer(string: out))
     }
 
     // MARK: Shutdown

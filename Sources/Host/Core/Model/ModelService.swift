@@ -34,6 +34,7 @@ public final class ModelService: @unchecked Sendable {
     /// The loop that runs the model's timer.
     public let loop: EventLoop
     public let codecs: [CodecInstance]
+    public let metrics = ModelMetrics()
     let backend: BackendInstance
     /// One upstream pool per event loop of the group, each used only on its own loop.
     private let pools: [ObjectIdentifier: UpstreamPool]
@@ -80,7 +81,10 @@ public final class ModelService: @unchecked Sendable {
                                   payload: PendingInfer(request: request, promise: promise))
             return refused == nil ? pumpLocked() : []
         }
-        if let refused { return promise.succeed(.failure(refused)) }
+        if let refused {
+            metrics.rejected(reason: refused.status == 429 ? "queue_full" : "invalid", count: 1)
+            return promise.succeed(.failure(refused))
+        }
         run(effects, on: promise.futureResult.eventLoop)
     }
 
@@ -131,7 +135,9 @@ public final class ModelService: @unchecked Sendable {
         for effect in effects {
             switch effect {
             case .dispatch(let entries): dispatch(entries, on: io)
-            case .reject(let entries, let error): for e in entries { e.payload.promise.succeed(.failure(error)) }
+            case .reject(let entries, let error):
+                metrics.rejected(reason: error.status == 504 ? "deadline" : "shed", count: entries.count)
+                for e in entries { e.payload.promise.succeed(.failure(error)) }
             case .wake: break
             }
         }
@@ -200,6 +206,8 @@ public final class ModelService: @unchecked Sendable {
 
     /// Frees the batch's slot and lets the queue move on, from the loop the batch finished on.
     private func batchDone(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64, on io: EventLoop) {
+        metrics.batch(items: items, upstreamNanos: finished - dispatched, ok: ok)
+        for a in arrivals { metrics.queued(nanos: dispatched - a) }
         let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
             queue.batchFinished(items: items, arrivals: arrivals, ok: ok, dispatched: dispatched, finished: finished)
             return pumpLocked()

@@ -1,0 +1,68 @@
+import NIOConcurrencyHelpers
+
+/// A fixed-bucket histogram in Prometheus' cumulative form.
+struct Histogram {
+    let bounds: [Double]
+    var counts: [UInt64]
+    var sum = 0.0
+    var count: UInt64 = 0
+
+    init(bounds: [Double]) {
+        self.bounds = bounds
+        counts = Array(repeating: 0, count: bounds.count)
+    }
+
+    mutating func observe(_ v: Double) {
+        for (i, b) in bounds.enumerated() where v <= b { counts[i] += 1 }
+        sum += v
+        count += 1
+    }
+
+    func render(_ name: String, labels: String, into out: inout String) {
+        for (b, c) in zip(bounds, counts) { out += "\(name)_bucket{\(labels),le=\"\(b)\"} \(c)\n" }
+        out += "\(name)_bucket{\(labels),le=\"+Inf\"} \(count)\n\(name)_sum{\(labels)} \(sum)\n\(name)_count{\(labels)} \(count)\n"
+    }
+}
+
+/// One model's counters and histograms, safe to update from any event loop. Rendered in the
+/// Prometheus text format by `MetricsRegistry`.
+public final class ModelMetrics: @unchecked Sendable {
+    private let lock = NIOLock()
+    // Guarded by `lock`.
+    private var responses: [Int: UInt64] = [:]
+    private var rejected: [String: UInt64] = [:]
+    private var batches: UInt64 = 0
+    private var batchItems = Histogram(bounds: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])
+    private var queueSeconds = Histogram(bounds: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5])
+    private var upstreamSeconds = Histogram(bounds: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5])
+    private var upstreamFailures: UInt64 = 0
+
+    public init() {}
+
+    func response(status: Int) { lock.withLock { responses[status, default: 0] += 1 } }
+    func queued(nanos: Int64) { lock.withLock { queueSeconds.observe(Double(nanos) / 1e9) } }
+    func rejected(reason: String, count: Int) { lock.withLock { rejected[reason, default: 0] += UInt64(count) } }
+
+    func batch(items: Int, upstreamNanos: Int64, ok: Bool) {
+        lock.withLock {
+            batches += 1
+            batchItems.observe(Double(items))
+            upstreamSeconds.observe(Double(upstreamNanos) / 1e9)
+            if !ok { upstreamFailures += 1 }
+        }
+    }
+
+    func render(model: String, queued: Int, inflight: Int, into out: inout String) {
+        let m = "model=\"\(model)\""
+        lock.withLock {
+            for (code, n) in responses.sorted(by: { $0.key < $1.key }) { out += "mlproxy_responses_total{\(m),code=\"\(code)\"} \(n)\n" }
+            for (reason, n) in rejected.sorted(by: { $0.key < $1.key }) { out += "mlproxy_rejected_total{\(m),reason=\"\(reason)\"} \(n)\n" }
+            out += "mlproxy_batches_total{\(m)} \(batches)\n"
+            out += "mlproxy_upstream_failures_total{\(m)} \(upstreamFailures)\n"
+            batchItems.render("mlproxy_batch_items", labels: m, into: &out)
+            queueSeconds.render("mlproxy_queue_seconds", labels: m, into: &out)
+            upstreamSeconds.render("mlproxy_upstream_seconds", labels: m, into: &out)
+        }
+        out += "mlproxy_queued_requests{\(m)} \(queued)\nmlproxy_inflight_batches{\(m)} \(inflight)\n"
+    }
+}
