@@ -16,14 +16,7 @@ const mlp_host_api *g_host;
 /* ---------------------------------------------------------------------------------------------
  * Errors: formatted, then copied by the host.
  * ------------------------------------------------------------------------------------------- */
-__attribute__((format(printf, 3, 4)))
-mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    mlp_status s = mlp_failv(g_host, call, status, fmt, ap);
-    va_end(ap);
-    return s;
-}
+MLP_DEFINE_FAIL()
 
 /* ---------------------------------------------------------------------------------------------
  * Datatypes.

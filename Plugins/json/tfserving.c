@@ -280,6 +280,13 @@ static bool tensor_is_sane(const mlp_tensor *t) {
     return p == end;
 }
 
+/* `"name":` of a tensor as a member of a JSON object, after a comma unless it is the first. */
+static void write_key(text_buf *b, const mlp_tensor *t, bool first) {
+    if (!first) tb_put(b, ",", 1);
+    tb_json_string(b, t->name.ptr, t->name.len);
+    tb_put(b, ":", 1);
+}
+
 /* {"predictions": [...]} (rows) or {"outputs": ...} (columns) from tensors whose dim 0 is the batch. */
 static mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts, uint32_t stride, uint32_t count,
                               bool rows, const char *rows_key, const char *columns_key) {
@@ -295,11 +302,7 @@ static mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts,
             if (!single) tb_put(b, "{", 1);
             for (uint32_t i = 0; i < count; i++) {
                 const mlp_tensor *t = mlp_tensor_at(ts, stride, i);
-                if (!single) {
-                    if (i) tb_put(b, ",", 1);
-                    tb_json_string(b, t->name.ptr, t->name.len);
-                    tb_put(b, ":", 1);
-                }
+                if (!single) write_key(b, t, i == 0);
                 if (t->shape[0] != items) return fail(call, MLP_ERR_INTERNAL, "outputs disagree on dim 0");
                 write_row(b, t, r);
             }
@@ -311,11 +314,7 @@ static mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts,
         if (!single) tb_put(b, "{", 1);
         for (uint32_t i = 0; i < count; i++) {
             const mlp_tensor *t = mlp_tensor_at(ts, stride, i);
-            if (!single) {
-                if (i) tb_put(b, ",", 1);
-                tb_json_string(b, t->name.ptr, t->name.len);
-                tb_put(b, ":", 1);
-            }
+            if (!single) write_key(b, t, i == 0);
             const uint8_t *p = t->data.ptr;
             write_nested(b, t, 0, &p);
         }
@@ -432,8 +431,7 @@ static mlp_status tf_backend_encode(void *instance, mlp_call *call, const mlp_ba
         tb_str(&b, "{\"instances\":[");
         for (int64_t r = 0; r < t->shape[0]; r++) {
             tb_str(&b, r ? ",{" : "{");
-            tb_json_string(&b, t->name.ptr, t->name.len);
-            tb_put(&b, ":", 1);
+            write_key(&b, t, true);
             write_row(&b, t, r);
             tb_put(&b, "}", 1);
         }

@@ -10,14 +10,7 @@
 
 const mlp_host_api *g_host;
 
-__attribute__((format(printf, 3, 4)))
-mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    mlp_status s = mlp_failv(g_host, call, status, fmt, ap);
-    va_end(ap);
-    return s;
-}
+MLP_DEFINE_FAIL()
 
 /* Reads a number from the config object; `*found` tells whether it was there. Non-numbers fail. */
 mlp_status config_number(mlp_call *call, const json_t *cfg, const char *key, double dflt,

@@ -15,14 +15,7 @@
 
 static const mlp_host_api *g_host;
 
-__attribute__((format(printf, 3, 4)))
-static mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    mlp_status s = mlp_failv(g_host, call, status, fmt, ap);
-    va_end(ap);
-    return s;
-}
+MLP_DEFINE_FAIL(static)
 
 /* NumPy dtype descriptions <-> v2 datatypes (little-endian or byte-sized only). */
 static const struct { const char *descr; uint32_t dt; size_t size; } k_types[] = {
