@@ -2,7 +2,7 @@
 # everything CI runs. Both install the Debian packages they need when missing.
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := libjansson-dev libffi-dev pkg-config curl
+DEB_PACKAGES := libjansson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config curl
 BENCH_PACKAGES := nginx-light wrk
 
 CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
@@ -28,12 +28,19 @@ bench-deps: deps
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# Real model servers and clients from PyPI for the interop tests, in a virtual environment.
-interop-deps:
-	@[ -x .venv-interop/bin/mlserver ] || (python3 -m venv .venv-interop && \
-	  .venv-interop/bin/pip install -q -r Tests/interop/requirements.txt)
-	@[ -x .venv-kserve/bin/python ] && .venv-kserve/bin/python -c "import kserve" 2>/dev/null || \
-	  (python3 -m venv .venv-kserve && .venv-kserve/bin/pip install -q -r Tests/interop/requirements-kserve.txt)
+# Real model servers and clients from PyPI for the interop tests, in virtual environments,
+# (re)installed whenever their requirements change.
+interop-deps: .venv-interop/.installed .venv-kserve/.installed
+
+.venv-interop/.installed: Tests/interop/requirements.txt
+	@[ -x .venv-interop/bin/pip ] || python3 -m venv .venv-interop
+	.venv-interop/bin/pip install -q -r Tests/interop/requirements.txt
+	@touch $@
+
+.venv-kserve/.installed: Tests/interop/requirements-kserve.txt
+	@[ -x .venv-kserve/bin/pip ] || python3 -m venv .venv-kserve
+	.venv-kserve/bin/pip install -q -r Tests/interop/requirements-kserve.txt
+	@touch $@
 
 build: deps
 	$(SWIFT) build

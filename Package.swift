@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "mlp_json", type: .dynamic, targets: ["MLPJSONPlugin"]),
         .library(name: "mlp_policies", type: .dynamic, targets: ["MLPPolicies"]),
         .library(name: "mlp_tensor", type: .dynamic, targets: ["MLPTensorCodecs"]),
+        .library(name: "mlp_image", type: .dynamic, targets: ["MLPImageStages"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -67,6 +68,12 @@ let package = Package(
             name: "MLPTensorCodecs",
             path: "Plugins/tensor",
             cSettings: strictC
+        ),
+        .target(
+            name: "MLPImageStages",
+            path: "Plugins/image",
+            cSettings: strictC,
+            linkerSettings: [.linkedLibrary("jansson"), .linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("m")]
         ),
         .target(
             name: "MLPPolicies",

@@ -8,6 +8,7 @@
  * (FP32 unless the codec's config says "number_type"). An unnamed input is called "input".
  * Replies mirror the request: {"predictions": [...]} for rows, {"outputs": ...} for columns. */
 #include "mlp_json.h"
+#include "mlp_base64.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,39 +19,8 @@ static const char k_unnamed[] = "input";
 /* ---------------------------------------------------------------------------------------------
  * Reading values: shape, kind and size, then the elements.
  * ------------------------------------------------------------------------------------------- */
-static bool is_b64(const json_t *v) {
+bool is_b64(const json_t *v) {
     return json_is_object(v) && json_object_size(v) == 1 && json_is_string(json_object_get(v, "b64"));
-}
-
-static int b64_value(char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-}
-
-/* Decodes base64 (standard or URL alphabet, padding optional) into `out` (NULL to only measure).
- * Returns the decoded length, or -1 when the text is not base64. */
-static long b64_decode(const char *s, size_t n, uint8_t *out) {
-    while (n > 0 && s[n - 1] == '=') n--;
-    if (n % 4 == 1) return -1;
-    size_t o = 0;
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        int v = b64_value(s[i]);
-        if (v < 0) return -1;
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            if (out) out[o] = (uint8_t)(acc >> bits);
-            o++;
-        }
-    }
-    return (long)o;
 }
 
 typedef enum { KIND_NONE, KIND_NUMBER, KIND_BOOL, KIND_BYTES } leaf_kind;
@@ -95,7 +65,7 @@ static const char *walk(const json_t *v, value_info *info, uint32_t depth) {
         info->bytes += 4 + json_string_length(v);
     } else if (is_b64(v)) {
         const json_t *s = json_object_get(v, "b64");
-        long n = b64_decode(json_string_value(s), json_string_length(s), NULL);
+        long n = mlp_b64_decode(json_string_value(s), json_string_length(s), NULL);
         if (n < 0) return "has a b64 value that is not base64";
         k = KIND_BYTES;
         info->bytes += 4 + (size_t)n;
@@ -118,7 +88,7 @@ static mlp_status write_bytes_leaves(const json_t *v, uint8_t **out) {
     uint32_t len;
     if (is_b64(v)) {
         const json_t *s = json_object_get(v, "b64");
-        len = (uint32_t)b64_decode(json_string_value(s), json_string_length(s), *out + 4);
+        len = (uint32_t)mlp_b64_decode(json_string_value(s), json_string_length(s), *out + 4);
     } else {
         len = (uint32_t)json_string_length(v);
         memcpy(*out + 4, json_string_value(v), len);
@@ -130,8 +100,8 @@ static mlp_status write_bytes_leaves(const json_t *v, uint8_t **out) {
 
 /* Adds one tensor from `value`, whose first dim is the batch. `rows` is set for the row format, where
  * `value` is the array of per-instance values (so the batch dim is the array itself). */
-static mlp_status add_value(mlp_call *call, const char *name, size_t name_len, const json_t *value,
-                            uint32_t number_type, mlp_status err_status, const char *what) {
+mlp_status add_value(mlp_call *call, const char *name, size_t name_len, const json_t *value,
+                     uint32_t number_type, mlp_status err_status, const char *what) {
     value_info info = {.kind = KIND_NONE, .all_integers = true};
     if (!json_is_array(value))
         return fail(call, err_status, "%s '%.*s' must be an array whose first dimension is the batch", what,
@@ -153,14 +123,15 @@ static mlp_status add_value(mlp_call *call, const char *name, size_t name_len, c
     return write_leaves(&w, value);
 }
 
-/* Row format: named inputs are gathered from every instance into one array per name. */
-static mlp_status add_rows(mlp_call *call, const json_t *instances, uint32_t number_type, mlp_status err_status,
-                           const char *what) {
+/* Row format: named inputs are gathered from every instance into one array per name; plain values
+ * become one tensor called `unnamed`. */
+mlp_status add_rows(mlp_call *call, const json_t *instances, uint32_t number_type, mlp_status err_status,
+                    const char *what, const char *unnamed) {
     if (!json_is_array(instances) || json_array_size(instances) == 0)
-        return fail(call, err_status, "'instances' must be a non-empty array");
+        return fail(call, err_status, "the %ss must be a non-empty array of rows", what);
     const json_t *first = json_array_get(instances, 0);
     if (!json_is_object(first) || is_b64(first))
-        return add_value(call, k_unnamed, sizeof k_unnamed - 1, instances, number_type, err_status, what);
+        return add_value(call, unnamed, strlen(unnamed), instances, number_type, err_status, what);
     const char *key;
     const json_t *unused;
     json_object_foreach((json_t *)first, key, unused) {
@@ -287,15 +258,17 @@ static void write_key(text_buf *b, const mlp_tensor *t, bool first) {
     tb_put(b, ":", 1);
 }
 
-/* {"predictions": [...]} (rows) or {"outputs": ...} (columns) from tensors whose dim 0 is the batch. */
-static mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts, uint32_t stride, uint32_t count,
-                              bool rows, const char *rows_key, const char *columns_key) {
+/* {"predictions": [...]} (rows) or {"outputs": ...} (columns) from tensors whose dim 0 is the batch;
+ * with rows and no rows_key, the bare list of rows. */
+mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts, uint32_t stride, uint32_t count,
+                       bool rows, const char *rows_key, const char *columns_key) {
     for (uint32_t i = 0; i < count; i++)
         if (!tensor_is_sane(mlp_tensor_at(ts, stride, i)))
             return fail(call, MLP_ERR_INTERNAL, "tensor %u does not match its shape", i);
     bool single = count == 1;
     if (rows) {
-        tb_fmt(b, "{\"%s\":[", rows_key);
+        if (rows_key) tb_fmt(b, "{\"%s\":[", rows_key);
+        else tb_put(b, "[", 1);
         int64_t items = count ? mlp_tensor_at(ts, stride, 0)->shape[0] : 0;
         for (int64_t r = 0; r < items; r++) {
             if (r) tb_put(b, ",", 1);
@@ -308,7 +281,7 @@ static mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts,
             }
             if (!single) tb_put(b, "}", 1);
         }
-        tb_str(b, "]}");
+        tb_str(b, rows_key ? "]}" : "]");
     } else {
         tb_fmt(b, "{\"%s\":", columns_key);
         if (!single) tb_put(b, "{", 1);
@@ -367,7 +340,7 @@ static mlp_status tf_codec_decode(void *instance, mlp_call *call, const mlp_requ
     if (instances && inputs) {
         status = fail(call, MLP_ERR_INVALID_INPUT, "a TF Serving request has 'instances' or 'inputs', not both");
     } else if (instances) {
-        status = add_rows(call, instances, c->number_type, MLP_ERR_INVALID_INPUT, "input");
+        status = add_rows(call, instances, c->number_type, MLP_ERR_INVALID_INPUT, "input", k_unnamed);
         if (status == MLP_OK) status = g_host->set_codec_state(call, (mlp_bytes){(const uint8_t *)"r", 1});
     } else if (inputs) {
         status = add_columns(call, inputs, c->number_type, MLP_ERR_INVALID_INPUT, "input");
@@ -454,7 +427,7 @@ static mlp_status tf_backend_decode(void *instance, mlp_call *call, const mlp_up
         const json_t *preds = json_object_get(root, "predictions");
         const json_t *first = json_array_get(preds, 0);
         if (json_is_object(first) && !is_b64(first)) {
-            s = add_rows(call, preds, 0, MLP_ERR_UPSTREAM, "output");
+            s = add_rows(call, preds, 0, MLP_ERR_UPSTREAM, "output", "predictions");
         } else {
             static const char name[] = "predictions";
             s = json_is_array(preds) ? add_value(call, name, sizeof name - 1, preds, 0, MLP_ERR_UPSTREAM, "output")

@@ -315,7 +315,7 @@ done:
     return status;
 }
 
-static mlp_status codec_encode(void *instance, mlp_call *call, const mlp_response_view *r) {
+mlp_status v2_encode_response(void *instance, mlp_call *call, const mlp_response_view *r) {
     (void)instance;
     text_buf b = {0};
     tb_str(&b, "{\"model_name\":");
@@ -372,7 +372,7 @@ static const mlp_codec_vtable k_json_codec = {
     .create = stateless_create,
     .destroy = stateless_destroy,
     .decode_request = codec_decode,
-    .encode_response = codec_encode,
+    .encode_response = v2_encode_response,
     .protocol = "v2",
 };
 
@@ -468,8 +468,19 @@ static const mlp_component k_tf_backend_component = {
     .struct_size = sizeof(mlp_component), .kind = MLP_KIND_BACKEND, .name = "tfserving",
     .description = "TF Serving REST predict (TF Serving, KServe v1)", .vtable = &mlp_tfserving_backend,
 };
+static const mlp_component k_raw_codec_component = {
+    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_CODEC, .name = "raw",
+    .description = "the whole body as one BYTES element (images, audio, text) for chain stages; v2 JSON replies",
+    .vtable = &mlp_raw_codec,
+};
+static const mlp_component k_torchserve_component = {
+    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_BACKEND, .name = "torchserve",
+    .description = "TorchServe inference API (POST /predictions/{m}), the batch as one JSON list",
+    .vtable = &mlp_torchserve_backend,
+};
 static const mlp_component *const k_components[] = {&k_codec_component, &k_backend_component,
-                                                    &k_tf_codec_component, &k_tf_backend_component};
+                                                    &k_tf_codec_component, &k_tf_backend_component,
+                                                    &k_raw_codec_component, &k_torchserve_component};
 
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
     mlp_status s = mlp_plugin_begin(host, out, "v2");

@@ -38,7 +38,7 @@ struct ConfigTests {
         let m = try #require(c.models.first)
         #expect(m.policy == "adaptive-sla")
         #expect(m.backend == "kserve-v2")
-        #expect(m.codecs == ["json"])
+        #expect(m.codecs == [CodecChainSpec([ChainElement(name: "json")])])
         #expect(m.upstream == ListenAddress(host: "127.0.0.1", port: 9000))
         #expect(m.limits.sloNanos == 250_000_000)
         #expect(m.policyParamsJSON.contains("\"quantile\":0.9"))
@@ -50,9 +50,8 @@ struct ConfigTests {
             models:
               - {name: a, upstream: "http://127.0.0.1:9000", codecs: [json, {name: npy, params: {input_name: x}}]}
             """)
-        #expect(c.models[0].codecs == ["json", "npy"])
-        #expect(c.models[0].codecParamsJSON == ["{}", "{\"input_name\":\"x\"}"])
-        #expect(error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", codecs: [{params: {}}]}\n").contains("'name' is required"))
+        #expect(c.models[0].codecs.map(\.elements) == [[ChainElement(name: "json")], [ChainElement(name: "npy", paramsJSON: "{\"input_name\":\"x\"}")]])
+        #expect(error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", codecs: [{params: {}}]}\n").contains("'name' (a codec) or 'chain'"))
     }
 
     @Test func theShippedSamplesParse() throws {

@@ -27,14 +27,40 @@ struct PluginLoaderTests {
     @Test func wrongMajorIsRefusedNamingBothVersions() throws {
         let e = try loadError("wrong_major")
         #expect(e.reason.contains("ABI 2.0"))
-        #expect(e.reason.contains("ABI 1.0"))
+        #expect(e.reason.contains("ABI \(ABIVersion.major).\(ABIVersion.minor)"))
         #expect(e.reason.contains("major"))
     }
 
     @Test func newerMinorIsRefused() throws {
         let e = try loadError("newer_minor")
-        #expect(e.reason.contains("ABI 1.1"))
+        #expect(e.reason.contains("ABI 1.\(ABIVersion.minor + 1)"))
         #expect(e.reason.contains("newer"))
+    }
+
+    /// A plugin compiled against the frozen 1.0 header (Tests/Fixtures/abi-1.0), as users built them
+    /// before 1.1, loads into this host and works: the C sample policy, which knows nothing of 1.1.
+    @Test func pluginsBuiltForABI10StillLoad() throws {
+        #expect(ABIVersion.minor >= 1)
+        let dir = try scratchDir("abi10")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let so = dir.appendingPathComponent("libpairs_abi10.so").path
+        try run("/usr/bin/cc", ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+                                 "-I", repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.0").path, "-o", so,
+                                 repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c").path, "-ljansson"])
+        // The frozen header really is 1.0, and really lacks what 1.1 added.
+        let header = try String(contentsOf: repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.0/mlproxy/mlproxy.h"), encoding: .utf8)
+        #expect(header.contains("#define MLP_ABI_MINOR 0"))
+        #expect(!header.contains("pass_tensor"))
+        let registry = PluginRegistry(configPaths: [])
+        try registry.load(path: so)
+        let policy = try PluginPolicy(try registry.component(.policy, "pairs"),
+                                      configJSON: "{\"slo_ms\":100,\"max_batch_items\":8,\"max_inflight_batches\":1}")
+        let queue = ModelQueue<Int>(limits: QueueLimits(maxBatchItems: 8, maxQueuedItems: 100, maxInflightBatches: 1,
+                                                        sloNanos: 100_000_000, rejectLate: false), policy: policy)
+        _ = queue.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 1)
+        #expect(summarize(queue.pump(now: 1)).batches.isEmpty, "one request waits for its pair")
+        _ = queue.admit(items: 1, arrival: 2, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 2)
+        #expect(summarize(queue.pump(now: 3)).batches == [[1, 2]])
     }
 
     @Test func missingEntrySymbolIsNamed() throws {
@@ -108,6 +134,24 @@ struct FuzzEntryTests {
                 statuses.insert(bytes.withUnsafeBufferPointer { entry($0.baseAddress, $0.count) })
             }
             #expect(statuses.contains(Int32(MLP_ERR_INVALID_INPUT.rawValue)), "\(symbol) never reported invalid input")
+        }
+        // The image decoder (libjpeg-turbo, libpng) on mutated JPEG and PNG files.
+        let imagePath = try #require(registry.resolve("libmlp_image.so"))
+        let imageHandle = try #require(dlopen(imagePath, RTLD_NOW | RTLD_LOCAL) as UnsafeMutableRawPointer?)
+        let imageEntry = unsafeBitCast(try #require(dlsym(imageHandle, "mlp_image_fuzz_decode")),
+                                       to: Entry.self)
+        for file in ["red_16x8.jpg", "rgb_4x3.png"] {
+            let original = Array(try Data(contentsOf: repoRoot.appendingPathComponent("Tests/Fixtures/images/\(file)")))
+            var statuses = Set<Int32>()
+            statuses.insert(original.withUnsafeBufferPointer { imageEntry($0.baseAddress, $0.count) })
+            #expect(statuses == [Int32(MLP_OK.rawValue)], "\(file) must decode")
+            for _ in 0..<2000 {
+                var bytes = original
+                for _ in 0..<3 { bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+                if rng.next() % 4 == 0 { bytes.removeLast(Int(rng.next() % UInt64(bytes.count))) }
+                statuses.insert(bytes.withUnsafeBufferPointer { imageEntry($0.baseAddress, $0.count) })
+            }
+            #expect(statuses.contains(Int32(MLP_ERR_INVALID_INPUT.rawValue)), "\(file): no mutation was refused")
         }
     }
 }

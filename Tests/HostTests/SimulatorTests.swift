@@ -5,7 +5,7 @@ import Testing
 @Suite("Simulator")
 struct SimulatorTests {
     func policy(_ name: String, _ params: String = "", slo: Int = 200, maxItems: Int = 64, inflight: Int = 1000) throws -> PluginPolicy {
-        try PluginPolicy(try bundledPolicies.component(.policy, name),
+        try PluginPolicy(try bundledPlugins.component(.policy, name),
                          configJSON: "{\"slo_ms\":\(slo),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}")
     }
 

@@ -109,16 +109,21 @@ struct CurlResult {
 /// and returns the responses in the order of `bodies`.
 func curlParallel(url: String, bodies: [String], contentType: String = "application/json",
                   concurrency: Int = 500) throws -> [CurlResult] {
+    try curlParallel(url: url, requests: bodies.map { (Data($0.utf8), contentType) }, concurrency: concurrency)
+}
+
+/// The same with raw bodies, each with its own content type.
+func curlParallel(url: String, requests: [(body: Data, contentType: String)], concurrency: Int = 500) throws -> [CurlResult] {
     let dir = try scratchDir("curl")
     defer { try? FileManager.default.removeItem(at: dir) }
     var config = ""
-    for (i, body) in bodies.enumerated() {
-        try body.write(to: dir.appendingPathComponent("\(i).req"), atomically: false, encoding: .utf8)
+    for (i, request) in requests.enumerated() {
+        try request.body.write(to: dir.appendingPathComponent("\(i).req"))
         if i > 0 { config += "next\n" }
         config += """
             url = "\(url)"
             data-binary = "@\(dir.path)/\(i).req"
-            header = "content-type: \(contentType)"
+            header = "content-type: \(request.contentType)"
             output = "\(dir.path)/\(i).out"
             dump-header = "\(dir.path)/\(i).hdr"
             max-time = 60
@@ -129,7 +134,7 @@ func curlParallel(url: String, bodies: [String], contentType: String = "applicat
     try config.write(to: cfg, atomically: false, encoding: .utf8)
     try run("/usr/bin/curl", ["--no-progress-meter", "--parallel", "--parallel-immediate",
                               "--parallel-max", String(concurrency), "-K", cfg.path])
-    return try bodies.indices.map { i in
+    return try requests.indices.map { i in
         let raw = try String(contentsOf: dir.appendingPathComponent("\(i).hdr"), encoding: .utf8)
         var status = 0
         var headers: [String: String] = [:]
@@ -165,8 +170,8 @@ func freePort() throws -> Int {
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
-/// The bundled policies, loaded once for the manual-clock tests.
-let bundledPolicies: PluginRegistry = {
+/// The bundled plugins (policies, codecs, stages, backends), loaded once.
+let bundledPlugins: PluginRegistry = {
     let r = PluginRegistry()
     r.loadAll(extra: [])
     return r
@@ -176,7 +181,7 @@ let bundledPolicies: PluginRegistry = {
 func policyQueue(_ policy: String, params: String = "", maxItems: Int, sloMillis: Int64, inflight: Int,
                  maxQueued: Int = 100_000, rejectLate: Bool = false) throws -> ModelQueue<Int> {
     let json = "{\"slo_ms\":\(sloMillis),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}"
-    let p = try PluginPolicy(try bundledPolicies.component(.policy, policy), configJSON: json)
+    let p = try PluginPolicy(try bundledPlugins.component(.policy, policy), configJSON: json)
     return ModelQueue(limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
                                           sloNanos: sloMillis * 1_000_000, rejectLate: rejectLate), policy: p)
 }

@@ -1,8 +1,11 @@
 /*
- * mlproxy.h -- the MLProxy plugin ABI, version 1.0.
+ * mlproxy.h -- the MLProxy plugin ABI, version 1.1.
+ *
+ * 1.1 (appended to 1.0, which still loads): chain stages (MLP_KIND_STAGE, mlp_stage_vtable) that turn a
+ * request's decoded tensors into new ones, and host->pass_tensor for them.
  *
  * This header is the whole contract between the MLProxy host and its plugins (batching policies,
- * request codecs and backend adapters). A plugin is a shared library that exports one function,
+ * request codecs, chain stages and backend adapters). A plugin is a shared library that exports one function,
  * `mlp_plugin_init`, and includes nothing of ours but this file. The host exports no symbols.
  *
  * Rules that hold for every declaration below:
@@ -34,7 +37,7 @@ extern "C" {
 #endif
 
 #define MLP_ABI_MAJOR 1
-#define MLP_ABI_MINOR 0
+#define MLP_ABI_MINOR 1
 
 /* The one symbol a plugin exports. */
 #define MLP_PLUGIN_INIT_SYMBOL "mlp_plugin_init"
@@ -142,7 +145,8 @@ typedef struct mlp_host_api {
      * (owned by the host; the plugin may write it until the hook returns and must fill all of it).
      * Returns NULL if the call does not accept tensors or memory is exhausted; the plugin then
      * returns MLP_ERR_NOMEM or the status the host already recorded.
-     * Valid in: codec decode_request (request inputs), backend decode_response (batch outputs). */
+     * Valid in: codec decode_request (request inputs), backend decode_response (batch outputs),
+     * stage apply (ABI 1.1). */
     uint8_t *(*add_tensor)(mlp_call *call, const mlp_tensor_desc *desc);
 
     /* Appends bytes to the body the hook is producing. Valid in: codec encode_response, backend
@@ -171,6 +175,13 @@ typedef struct mlp_host_api {
      * (e.g. which outputs the client wants in binary). Borrowed, copied; handed back as
      * mlp_response_view.codec_state. Valid in: codec decode_request. */
     mlp_status (*set_codec_state)(mlp_call *call, mlp_bytes state);
+
+    /* ---- ABI 1.1 (check struct_size before use; a 1.1 host always has it) ---- */
+
+    /* Hands input tensor `index` of a stage's mlp_stage_input on unchanged, without copying, in the
+     * position of the call (outputs keep the order in which add_tensor and pass_tensor were called).
+     * Valid in: stage apply. Returns MLP_ERR_INVALID_INPUT for an index out of range. */
+    mlp_status (*pass_tensor)(mlp_call *call, uint32_t index);
 } mlp_host_api;
 
 /* ------------------------------------------------------------------------------------------------
@@ -315,6 +326,35 @@ typedef struct mlp_codec_vtable {
 } mlp_codec_vtable;
 
 /* ------------------------------------------------------------------------------------------------
+ * Chain stages (ABI 1.1): one request's decoded tensors -> new tensors, after the codec's
+ * decode_request and before the request is queued, e.g. base64 -> image -> resize -> normalise.
+ * A model's config chains a codec with stages; each stage sees what the previous one produced.
+ * A failing stage answers only its own request (MLP_ERR_INVALID_INPUT: 400, MLP_ERR_UNSUPPORTED: 415).
+ * Threading: as for codecs (concurrent calls on one instance are allowed).
+ * ---------------------------------------------------------------------------------------------- */
+
+typedef struct mlp_stage_input {
+    uint32_t struct_size;
+    uint32_t tensor_count;
+    const mlp_tensor *tensors;/* borrowed for the call; tensor_count entries `tensor_stride` apart */
+    uint32_t tensor_stride;
+    uint32_t reserved;
+    mlp_bytes model_name;     /* borrowed for the call */
+} mlp_stage_input;
+
+typedef struct mlp_stage_vtable {
+    uint32_t struct_size;
+    uint32_t reserved;
+    /* config_json: the stage's params from the model's config as a JSON object; a chain written as
+     * "resize(224,224)" passes {"args":[224,224]}. */
+    mlp_status (*create)(mlp_call *call, mlp_bytes config_json, void **instance_out);
+    void (*destroy)(void *instance);
+    /* Produces the request's complete new set of tensors, in order: new ones via host->add_tensor,
+     * unchanged ones via host->pass_tensor. Every tensor must keep the same dim 0 (items). */
+    mlp_status (*apply)(void *instance, mlp_call *call, const mlp_stage_input *in);
+} mlp_stage_vtable;
+
+/* ------------------------------------------------------------------------------------------------
  * Backend adapters: a batch <-> one upstream HTTP request in a model server's protocol. The host does
  * the HTTP. Threading: as for codecs (concurrent calls on one instance are allowed).
  * ---------------------------------------------------------------------------------------------- */
@@ -363,7 +403,8 @@ typedef struct mlp_backend_vtable {
 typedef enum mlp_component_kind {
     MLP_KIND_POLICY = 1,
     MLP_KIND_CODEC = 2,
-    MLP_KIND_BACKEND = 3
+    MLP_KIND_BACKEND = 3,
+    MLP_KIND_STAGE = 4        /* ABI 1.1 */
 } mlp_component_kind;
 
 typedef struct mlp_component {
@@ -371,7 +412,8 @@ typedef struct mlp_component {
     uint32_t kind;            /* mlp_component_kind */
     const char *name;         /* static, NUL-terminated, e.g. "adaptive-sla" */
     const char *description;  /* static, NUL-terminated, one line */
-    /* Static vtable of the kind: mlp_policy_vtable, mlp_codec_vtable or mlp_backend_vtable. */
+    /* Static vtable of the kind: mlp_policy_vtable, mlp_codec_vtable, mlp_backend_vtable or
+     * mlp_stage_vtable. */
     const void *vtable;
 } mlp_component;
 

@@ -1,6 +1,6 @@
 /* The JSON protocols plugin: the `json` codec and `kserve-v2` backend (Open Inference Protocol v2,
- * v2.c) and the `tfserving` codec and backend (TF Serving REST, tfserving.c), with the helpers they
- * share (json_text.c). Everything here is internal; the library exports mlp_plugin_init and the
+ * v2.c), the `tfserving` codec and backend (TF Serving REST, tfserving.c), the `raw` codec (raw.c),
+ * the `torchserve` backend (torchserve.c), with the helpers they share (json_text.c). Everything here is internal; the library exports mlp_plugin_init and the
  * fuzz entry points. */
 #ifndef MLP_JSON_H
 #define MLP_JSON_H
@@ -73,8 +73,28 @@ MLP_INTERNAL void stateless_destroy(void *instance);
 /* A host table for the fuzz entry points: hands out scratch memory, discards everything. */
 MLP_INTERNAL const mlp_host_api *mlp_fuzz_host(void);
 
+/* The v2 JSON response (binary outputs where the codec state asks for them); the `json` and `raw`
+ * codecs answer with it. */
+MLP_INTERNAL mlp_status v2_encode_response(void *instance, mlp_call *call, const mlp_response_view *r);
+
 /* TF Serving components, in tfserving.c. */
 MLP_INTERNAL extern const mlp_codec_vtable mlp_tfserving_codec;
 MLP_INTERNAL extern const mlp_backend_vtable mlp_tfserving_backend;
+
+/* TF Serving's row format, shared with the TorchServe backend: {"<rows_key>": [...]} or
+ * {"<columns_key>": ...} from tensors whose dim 0 is the batch (rows_key NULL: a bare list of rows),
+ * and tensors from a JSON list of rows (one value per item, or an object of named values per item;
+ * plain values make one tensor called `unnamed`). `what` ("input", "output") names them in errors. */
+MLP_INTERNAL mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts, uint32_t stride, uint32_t count,
+                                    bool rows, const char *rows_key, const char *columns_key);
+MLP_INTERNAL mlp_status add_rows(mlp_call *call, const json_t *instances, uint32_t number_type, mlp_status err_status,
+                                 const char *what, const char *unnamed);
+MLP_INTERNAL mlp_status add_value(mlp_call *call, const char *name, size_t name_len, const json_t *value,
+                                  uint32_t number_type, mlp_status err_status, const char *what);
+MLP_INTERNAL bool is_b64(const json_t *v);
+
+/* The `raw` codec (raw.c) and the `torchserve` backend (torchserve.c). */
+MLP_INTERNAL extern const mlp_codec_vtable mlp_raw_codec;
+MLP_INTERNAL extern const mlp_backend_vtable mlp_torchserve_backend;
 
 #endif

@@ -58,9 +58,7 @@ public final class ProxyRuntime: @unchecked Sendable {
     }
 
     private func makeModel(_ m: ModelConfig) throws -> ModelService {
-        let codecs = try zip(m.codecs, m.codecParamsJSON).map {
-            try CodecInstance(try registry.component(.codec, $0.0), configJSON: $0.1)
-        }
+        let codecs = try m.codecs.map { try makeChain($0, model: m.name) }
         let backend = try BackendInstance(try registry.component(.backend, m.backend))
         let policy: BatchingPolicy
         if let f = m.foreignPolicy {
@@ -69,6 +67,24 @@ public final class ProxyRuntime: @unchecked Sendable {
             policy = try PluginPolicy(try registry.component(.policy, m.policy), configJSON: m.policyParamsJSON)
         }
         return ModelService(config: m, group: group, codecs: codecs, backend: backend, policy: policy)
+    }
+
+    /// Builds a codec chain; one that starts with a stage gets the `raw` codec (the body as one BYTES
+    /// element) in front.
+    private func makeChain(_ spec: CodecChainSpec, model: String) throws -> CodecChain {
+        var elements = spec.elements
+        if (try? registry.component(.codec, elements[0].name)) == nil, (try? registry.component(.stage, elements[0].name)) != nil {
+            elements.insert(ChainElement(name: "raw"), at: 0)
+        }
+        do {
+            let codec = try CodecInstance(try registry.component(.codec, elements[0].name), configJSON: elements[0].paramsJSON)
+            let stages = try elements.dropFirst().map {
+                try StageInstance(try registry.component(.stage, $0.name), configJSON: $0.paramsJSON)
+            }
+            return CodecChain(codec: codec, stages: stages, contentTypes: spec.contentTypes, rank: spec.rank)
+        } catch let e as ConfigError {
+            throw ConfigError(message: "model '\(model)': codec chain '\(spec)': \(e.message)")
+        }
     }
 
     // MARK: Routes
@@ -165,9 +181,10 @@ public final class ProxyRuntime: @unchecked Sendable {
         guard let codec = model.codec(for: contentType, protocolName: protocolName) else {
             let serving = model.codecs.filter { $0.protocolName == protocolName }
             if serving.isEmpty {
-                return loop.makeSucceededFuture(.error(404, "model '\(name)' does not serve \(protocolName) requests; its codecs are \(model.codecs.map(\.component.name).joined(separator: ", ")) (add \(protocolName == "tfserving" ? "tfserving" : "json") to its codecs)"))
+                return loop.makeSucceededFuture(.error(404, "model '\(name)' does not serve \(protocolName) requests; its codecs are \(model.codecs.map(\.summary).joined(separator: ", ")) (add \(protocolName == "tfserving" ? "tfserving" : "json") to its codecs)"))
             }
-            let accepted = serving.flatMap(\.contentTypes).filter { !$0.isEmpty }
+            var accepted: [String] = []
+            for t in serving.flatMap(\.contentTypes) where !t.isEmpty && !accepted.contains(t) { accepted.append(t) }
             return loop.makeSucceededFuture(.error(415, "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"))
         }
         let decoded: DecodedRequest
@@ -194,7 +211,7 @@ public final class ProxyRuntime: @unchecked Sendable {
             case .failure(let e):
                 return .error(e.status, e.message)
             case .success(let r):
-                switch codec.encode(model: name, version: version, id: decoded.id, outputs: r.outputs,
+                switch codec.codec.encode(model: name, version: version, id: decoded.id, outputs: r.outputs,
                                     parametersJSON: r.parametersJSON, codecState: decoded.codecState,
                                     allocator: req.allocator) {
                 case .failure(let e):

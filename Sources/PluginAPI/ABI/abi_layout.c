@@ -18,12 +18,18 @@ STARTS_WITH_SIZE(mlp_codec_vtable);
 STARTS_WITH_SIZE(mlp_batch_view);
 STARTS_WITH_SIZE(mlp_upstream_reply);
 STARTS_WITH_SIZE(mlp_backend_vtable);
+STARTS_WITH_SIZE(mlp_stage_input);
+STARTS_WITH_SIZE(mlp_stage_vtable);
 STARTS_WITH_SIZE(mlp_component);
 STARTS_WITH_SIZE(mlp_plugin_info);
 
 /* The first fields of the host table and of plugin info are what version negotiation reads. */
 _Static_assert(offsetof(mlp_host_api, abi_major) == 4, "host api version moved");
 _Static_assert(offsetof(mlp_plugin_info, abi_major) == 4, "plugin info version moved");
+
+/* 1.1 only appended: the 1.0 host table ends where pass_tensor begins. */
+_Static_assert(offsetof(mlp_host_api, pass_tensor) == offsetof(mlp_host_api, set_codec_state) + sizeof(void *),
+               "ABI 1.1 fields must follow the 1.0 ones");
 
 /* Exposed so the host can log the header version it was compiled with. */
 unsigned mlp_abi_header_version(void) { return (MLP_ABI_MAJOR << 16) | MLP_ABI_MINOR; }

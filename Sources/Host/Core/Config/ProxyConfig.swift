@@ -25,15 +25,49 @@ public struct ModelConfig: Sendable {
     public var upstreamModel: String
     public var upstreamVersion: String
     public var upstreamTimeoutMillis: Int64
-    public var codecs: [String]
-    /// Each codec's parameters as JSON text ("{}" when none), in the order of `codecs`.
-    public var codecParamsJSON: [String]
+    /// How request bodies are decoded: codec chains, picked by content type and rank.
+    public var codecs: [CodecChainSpec]
     public var policy: String
     /// A foreign policy (a plain C function bound with libffi) instead of a plugin's, when set.
     public var foreignPolicy: ForeignPolicySpec?
     /// Policy parameters as JSON text, with slo_ms, max_batch_items and max_inflight_batches added.
     public var policyParamsJSON: String
     public var limits: QueueLimits
+    /// When set (`pad: true`), requests whose inputs differ only in trailing dims are batched
+    /// together, padded with this value; otherwise they are batched separately by shape.
+    public var padValue: Double?
+}
+
+/// One element of a codec chain: a codec or stage name and its params as JSON text ("{}" when none).
+public struct ChainElement: Sendable, Equatable, CustomStringConvertible {
+    public var name: String
+    public var paramsJSON: String
+
+    public init(name: String, paramsJSON: String = "{}") {
+        self.name = name
+        self.paramsJSON = paramsJSON
+    }
+
+    public var description: String { paramsJSON == "{}" ? name : "\(name)\(paramsJSON)" }
+}
+
+/// A codec followed by zero or more stages (`b64 -> image -> resize(224,224) -> normalise`). When the
+/// first element names a stage rather than a codec, the `raw` codec (the body as one BYTES element)
+/// is put in front when the model starts. Among the chains that take a request's content type, the
+/// highest `rank` wins, then the first in the config.
+public struct CodecChainSpec: Sendable, Equatable, CustomStringConvertible {
+    public var elements: [ChainElement]
+    /// Content types this chain takes instead of its codec's own list, when set.
+    public var contentTypes: [String]?
+    public var rank: Int
+
+    public init(_ elements: [ChainElement], contentTypes: [String]? = nil, rank: Int = 0) {
+        self.elements = elements
+        self.contentTypes = contentTypes
+        self.rank = rank
+    }
+
+    public var description: String { elements.map(\.description).joined(separator: " -> ") }
 }
 
 public struct ForeignPolicySpec: Sendable {
@@ -183,11 +217,87 @@ extension ProxyConfig {
             seed: UInt64(try m["seed"]?.int(min: 0) ?? 1))
     }
 
+    /// A codec chain: "json", "b64 -> image -> resize(224,224) -> normalise", or a mapping with
+    /// name/params (one codec) or chain, plus stages, content_types and rank.
+    private static func parseChain(_ c: Node) throws -> CodecChainSpec {
+        if let text = c.value as? String { return CodecChainSpec(try parseChainText(text, c)) }
+        let cm = try c.mapping(known: ["name", "params", "chain", "stages", "content_types", "rank"])
+        var elements: [ChainElement]
+        switch (cm["name"], cm["chain"]) {
+        case (let name?, nil):
+            elements = [ChainElement(name: try name.string(), paramsJSON: try paramsJSON(cm["params"]))]
+        case (nil, let chain?):
+            if cm["params"] != nil { throw c.fail("'params' goes with 'name'; in a 'chain' write params as name(args) or use 'stages'") }
+            if let text = chain.value as? String {
+                elements = try parseChainText(text, chain)
+            } else {
+                elements = try chain.list().map { try parseChainElement($0) }
+            }
+        case (nil, nil): throw c.fail("'name' (a codec) or 'chain' (e.g. \"b64 -> image -> resize(224,224)\") is required")
+        case (_?, _?): throw c.fail("give 'name' or 'chain', not both")
+        }
+        for s in try cm["stages"]?.list() ?? [] { elements.append(try parseChainElement(s)) }
+        if elements.isEmpty { throw c.fail("a chain needs at least one element") }
+        let types = try cm["content_types"].map { n -> [String] in
+            let list = try n.list().map { try $0.string().lowercased() }
+            if list.isEmpty { throw n.fail("list at least one content type") }
+            return list
+        }
+        return CodecChainSpec(elements, contentTypes: types, rank: try cm["rank"]?.int(min: -1_000_000, max: 1_000_000) ?? 0)
+    }
+
+    /// A stage or codec as a string ("resize(224,224)") or {name, params}.
+    private static func parseChainElement(_ n: Node) throws -> ChainElement {
+        if let text = n.value as? String {
+            let parts = try parseChainText(text, n)
+            if parts.count != 1 { throw n.fail("one element per list entry; '->' belongs in a 'chain' string") }
+            return parts[0]
+        }
+        let m = try n.mapping(known: ["name", "params"])
+        guard let name = m["name"] else { throw n.fail("'name' is required") }
+        return ChainElement(name: try name.string(), paramsJSON: try paramsJSON(m["params"]))
+    }
+
+    /// "a -> b(1, 2) -> c(bgr)": names with optional arguments, which become {"args": [...]}.
+    private static func parseChainText(_ text: String, _ n: Node) throws -> [ChainElement] {
+        try text.components(separatedBy: "->").map { raw in
+            let part = raw.trimmingCharacters(in: .whitespaces)
+            var name = part, args: [Any]?
+            if let open = part.firstIndex(of: "(") {
+                guard part.hasSuffix(")") else { throw n.fail("'\(part)': arguments must end with ')'") }
+                name = String(part[..<open]).trimmingCharacters(in: .whitespaces)
+                let inner = part[part.index(after: open)..<part.index(before: part.endIndex)]
+                args = inner.split(separator: ",").map { a -> Any in
+                    let t = a.trimmingCharacters(in: .whitespaces)
+                    if let i = Int(t) { return i }
+                    if let d = Double(t) { return d }
+                    return t
+                }
+            }
+            guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_".contains($0) }) else {
+                throw n.fail("'\(part)' is not a codec or stage name (letters, digits, '-', '_'), e.g. \"b64 -> image -> resize(224,224)\"")
+            }
+            guard let args else { return ChainElement(name: name) }
+            let data = try JSONSerialization.data(withJSONObject: ["args": args], options: [.sortedKeys])
+            return ChainElement(name: name, paramsJSON: String(decoding: data, as: UTF8.self))
+        }
+    }
+
+    private static func paramsJSON(_ p: Node?) throws -> String {
+        guard let p else { return "{}" }
+        guard let dict = p.value as? [String: Any] else { throw p.fail("expected a mapping") }
+        guard JSONSerialization.isValidJSONObject(dict),
+              let data = try? JSONSerialization.data(withJSONObject: dict, options: [.sortedKeys]) else {
+            throw p.fail("params must be numbers, strings, booleans, lists or mappings")
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
     private static func parseModel(_ node: Node) throws -> ModelConfig {
         let m = try node.mapping(known: [
             "name", "backend", "upstream", "upstream_model", "upstream_version", "upstream_timeout_ms", "codecs",
             "policy", "policy_params", "foreign_policy", "slo_ms", "max_batch_items", "max_queued_items",
-            "max_inflight_batches", "late_requests",
+            "max_inflight_batches", "late_requests", "pad", "pad_value",
         ])
         guard let nameNode = m["name"] else { throw node.fail("'name' is required") }
         let name = try nameNode.string()
@@ -224,26 +334,18 @@ extension ProxyConfig {
             do { _ = try ForeignPolicy.Signature.parse(foreign!.signature) } catch let e as ConfigError { throw sig.fail(e.message) }
             if m["policy"] != nil || m["policy_params"] != nil { throw f.fail("a model has either 'policy' or 'foreign_policy', not both") }
         }
-        // A codec is a name, or {name: ..., params: {...}}.
-        var codecs: [String] = [], codecParams: [String] = []
+        var codecs: [CodecChainSpec] = []
         for c in try m["codecs"]?.list() ?? [Node(file: node.file, path: node.path + ".codecs[0]", value: "json")] {
-            if let name = c.value as? String {
-                codecs.append(name)
-                codecParams.append("{}")
-                continue
-            }
-            let cm = try c.mapping(known: ["name", "params"])
-            guard let name = cm["name"] else { throw c.fail("'name' is required") }
-            codecs.append(try name.string())
-            let params = (cm["params"]?.value as? [String: Any]) ?? [:]
-            if let p = cm["params"], !(p.value is [String: Any]) { throw p.fail("expected a mapping") }
-            guard JSONSerialization.isValidJSONObject(params),
-                  let data = try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys]) else {
-                throw c.fail("params must be numbers, strings, booleans, lists or mappings")
-            }
-            codecParams.append(String(decoding: data, as: UTF8.self))
+            codecs.append(try parseChain(c))
         }
         if codecs.isEmpty { throw m["codecs"]!.fail("at least one codec is required") }
+        let pad: Bool
+        if let p = m["pad"] {
+            guard let b = p.value as? Bool else { throw p.fail("expected true or false") }
+            pad = b
+        } else { pad = false }
+        let padValue = try m["pad_value"]?.double(min: -Double.greatestFiniteMagnitude)
+        if padValue != nil && !pad { throw m["pad_value"]!.fail("'pad_value' needs 'pad: true'") }
         return ModelConfig(
             name: name,
             backend: try m["backend"]?.string() ?? "kserve-v2",
@@ -252,12 +354,12 @@ extension ProxyConfig {
             upstreamVersion: try m["upstream_version"]?.string() ?? "",
             upstreamTimeoutMillis: Int64(try m["upstream_timeout_ms"]?.int(min: 1) ?? 30_000),
             codecs: codecs,
-            codecParamsJSON: codecParams,
             policy: try foreign.map { "foreign:" + (try ForeignPolicy.Signature.parse($0.signature)).symbol }
                 ?? m["policy"]?.string() ?? "adaptive-sla",
             foreignPolicy: foreign,
             policyParamsJSON: String(decoding: json, as: UTF8.self),
             limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
-                                sloNanos: Int64(slo * 1e6), rejectLate: late == "reject"))
+                                sloNanos: Int64(slo * 1e6), rejectLate: late == "reject"),
+            padValue: pad ? (padValue ?? 0) : nil)
     }
 }

@@ -33,7 +33,7 @@ public final class ModelService: @unchecked Sendable {
     public let config: ModelConfig
     /// The loop that runs the model's timer.
     public let loop: EventLoop
-    public let codecs: [CodecInstance]
+    public let codecs: [CodecChain]
     public let metrics = ModelMetrics()
     let backend: BackendInstance
     /// One upstream pool per event loop of the group, each used only on its own loop.
@@ -46,7 +46,7 @@ public final class ModelService: @unchecked Sendable {
     private var wakeAt: Int64 = .max
     private var wakeGeneration = 0
 
-    init(config: ModelConfig, group: EventLoopGroup, codecs: [CodecInstance], backend: BackendInstance, policy: BatchingPolicy) {
+    init(config: ModelConfig, group: EventLoopGroup, codecs: [CodecChain], backend: BackendInstance, policy: BatchingPolicy) {
         let loop = group.next()
         self.config = config
         self.loop = loop
@@ -65,15 +65,16 @@ public final class ModelService: @unchecked Sendable {
         queue.onPolicyError = { e in log.error("policy failed, sending queued requests without it: \(e.message)") }
     }
 
-    /// The codec that serves this protocol ("v2", "tfserving") and takes this content type, if any.
-    public func codec(for contentType: String?, protocolName: String) -> CodecInstance? {
-        codecs.first { $0.protocolName == protocolName && $0.accepts(contentType: contentType) }
+    /// The codec chain that serves this protocol ("v2", "tfserving") and takes this content type:
+    /// the highest rank, then the first in the config.
+    public func codec(for contentType: String?, protocolName: String) -> CodecChain? {
+        CodecChain.pick(codecs, contentType: contentType, protocolName: protocolName)
     }
 
     /// Queues a decoded, validated request; the promise is completed exactly once. Call it on the
     /// promise's event loop.
     func submit(_ request: DecodedRequest, items: Int, arrival: Int64, promise: EventLoopPromise<InferReply>) {
-        let key = BatchAssembler.batchKey(of: request.inputs)
+        let key = BatchAssembler.batchKey(of: request.inputs, padded: config.padValue != nil)
         var refused: RequestError?
         let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
             refused = queue.admit(items: items, arrival: arrival, timeoutMicros: request.timeoutMicros,
@@ -150,7 +151,7 @@ public final class ModelService: @unchecked Sendable {
         do {  // a scope, so the early returns below end the dispatch
             let items = entries.reduce(0) { $0 + $1.items }
             let requests = entries.map(\.payload.request)
-            let inputs = BatchAssembler.merge(requests.map(\.inputs))
+            let inputs = BatchAssembler.merge(requests.map(\.inputs), padValue: config.padValue)
             // Ask upstream for the union of requested outputs, or all when anyone wants all.
             var wanted: [String] = []
             if !requests.contains(where: { $0.requestedOutputs.isEmpty }) {

@@ -162,14 +162,6 @@ public final class CodecInstance: @unchecked Sendable {
 
     deinit { vtable.pointee.destroy?(instance) }
 
-    /// Whether this codec takes a body of `contentType` (parameters such as charset are ignored).
-    public func accepts(contentType: String?) -> Bool {
-        let raw = contentType ?? ""
-        // The common case, an exact match, without allocating.
-        if contentTypes.contains(raw) { return true }
-        let base = raw.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
-        return contentTypes.contains(base)
-    }
 
     public func decode(body: ByteBuffer, contentType: String?, model: String,
                        headers: [(String, String)] = []) -> Result<DecodedRequest, RequestError> {
@@ -292,5 +284,47 @@ public final class BackendInstance: @unchecked Sendable {
             return .failure(call.failure(PluginStatus(raw: status), what: "decoding the model server's reply"))
         }
         return .success(UpstreamOutputs(outputs: call.tensors, parametersJSON: call.parametersJSON))
+    }
+}
+
+// MARK: - Stages
+
+/// A chain stage instance (ABI 1.1): one request's tensors in, new tensors out. Immutable after
+/// create; calls may come from any event loop.
+public final class StageInstance: @unchecked Sendable {
+    public let component: LoadedComponent
+    private let vtable: UnsafePointer<mlp_stage_vtable>
+    private let instance: UnsafeMutableRawPointer?
+
+    public init(_ component: LoadedComponent, configJSON: String = "{}") throws {
+        precondition(component.kind == .stage)
+        self.component = component
+        vtable = component.vtable.assumingMemoryBound(to: mlp_stage_vtable.self)
+        guard let create = vtable.pointee.create, vtable.pointee.apply != nil else {
+            throw ConfigError(message: "stage '\(component.name)' (\(component.file)) lacks a hook")
+        }
+        instance = try createInstance(component, configJSON: configJSON, create)
+    }
+
+    deinit { vtable.pointee.destroy?(instance) }
+
+    public func apply(_ inputs: [Tensor], model: String) -> Result<[Tensor], RequestError> {
+        let call = HostCall(mode: .stage)
+        call.stageInputs = inputs
+        let arena = Arena()
+        var input = mlp_stage_input()
+        input.struct_size = UInt32(MemoryLayout<mlp_stage_input>.size)
+        input.tensor_count = UInt32(inputs.count)
+        input.tensors = UnsafePointer(arena.tensors(inputs))
+        input.tensor_stride = UInt32(MemoryLayout<mlp_tensor>.stride)
+        input.model_name = arena.bytes(model)
+        let status = withExtendedLifetime(inputs) {
+            call.withPointer { vtable.pointee.apply!(instance, $0, &input) }
+        }
+        guard status == MLP_OK else {
+            let s = PluginStatus(raw: status)
+            return .failure(call.failure(s == .upstream ? .invalidInput : s, what: "stage '\(component.name)'"))
+        }
+        return .success(call.tensors)
     }
 }

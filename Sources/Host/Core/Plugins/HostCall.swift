@@ -6,12 +6,14 @@ import PluginAPI
 /// Plugins see it as an opaque `mlp_call *`; it lives on the calling thread's stack frame's watch
 /// (created before the hook, read after it returns) and is never shared between threads.
 final class HostCall {
-    enum Mode { case decodeRequest, encodeResponse, encodeUpstream, decodeUpstream, policy, create }
+    enum Mode { case decodeRequest, encodeResponse, encodeUpstream, decodeUpstream, stage, policy, create }
 
     let mode: Mode
     var error: String?
-    // Tensors from decode_request / decode_response.
+    // Tensors from decode_request / decode_response / stage apply.
     var tensors: [Tensor] = []
+    // A stage's inputs, which pass_tensor hands on.
+    var stageInputs: [Tensor] = []
     // Request metadata from decode_request.
     var id: [UInt8]?
     var priority: Int32 = 0
@@ -29,7 +31,7 @@ final class HostCall {
         self.body = allocator.buffer(capacity: bodyCapacity)
     }
 
-    var acceptsTensors: Bool { mode == .decodeRequest || mode == .decodeUpstream }
+    var acceptsTensors: Bool { mode == .decodeRequest || mode == .decodeUpstream || mode == .stage }
     var producesMessage: Bool { mode == .encodeResponse || mode == .encodeUpstream }
 
     /// Runs `body` with this call as an `mlp_call *`.
@@ -139,6 +141,15 @@ nonisolated(unsafe) let hostAPITable: UnsafeMutablePointer<mlp_host_api> = {
         guard let c = HostCall.from(call), c.mode == .decodeRequest || c.mode == .decodeUpstream
         else { return MLP_ERR_INTERNAL }
         c.parametersJSON = bytes(json)
+        return MLP_OK
+    }
+    t.pointee.pass_tensor = { call, index in
+        guard let c = HostCall.from(call), c.mode == .stage else { return MLP_ERR_INTERNAL }
+        guard Int(index) < c.stageInputs.count else {
+            c.error = c.error ?? "stage passed on tensor \(index) of \(c.stageInputs.count)"
+            return MLP_ERR_INVALID_INPUT
+        }
+        c.tensors.append(c.stageInputs[Int(index)])
         return MLP_OK
     }
     return t

@@ -6,13 +6,14 @@ import Logging
 import PluginAPI
 
 public enum ComponentKind: UInt32, Sendable, CustomStringConvertible {
-    case policy = 1, codec = 2, backend = 3
+    case policy = 1, codec = 2, backend = 3, stage = 4
 
     public var description: String {
         switch self {
         case .policy: return "policy"
         case .codec: return "codec"
         case .backend: return "backend"
+        case .stage: return "stage"
         }
     }
 }
@@ -43,7 +44,7 @@ public final class PluginRegistry: @unchecked Sendable {
     public let searchPaths: [String]
 
     /// The files of the bundled plugins, loaded when they are found on the search path.
-    public static let bundledFiles = ["libmlp_json.so", "libmlp_tensor.so", "libmlp_policies.so"]
+    public static let bundledFiles = ["libmlp_json.so", "libmlp_tensor.so", "libmlp_image.so", "libmlp_policies.so"]
 
     /// Search order: the config's paths, then MLPROXY_PLUGIN_PATH (colon-separated), then the folder
     /// of the running executable (the build output, where SwiftPM puts the bundled plugins).
@@ -135,9 +136,10 @@ public final class PluginRegistry: @unchecked Sendable {
             case .policy: need = MemoryLayout<mlp_policy_vtable>.size
             case .codec: need = MemoryLayout<mlp_codec_vtable>.size
             case .backend: need = MemoryLayout<mlp_backend_vtable>.size
+            case .stage: need = MemoryLayout<mlp_stage_vtable>.size
             }
             guard vtableSize >= need else {
-                throw PluginLoadError(file: path, reason: "\(kind) '\(String(cString: name))' has a vtable of \(vtableSize) bytes, ABI 1.0 needs \(need)")
+                throw PluginLoadError(file: path, reason: "\(kind) '\(String(cString: name))' has a vtable of \(vtableSize) bytes, the ABI needs \(need)")
             }
             found.append(LoadedComponent(kind: kind, name: String(cString: name),
                                          summary: c.description.map { String(cString: $0) } ?? "",
