@@ -77,4 +77,34 @@ struct BatchAssemblerTests {
         let short = Tensor(name: "z", datatype: .fp32, shape: [2, 2], storage: TensorStorage(count: 12))
         #expect(short.validate()?.contains("needs 16 bytes") == true)
     }
+
+    @Test func paddingGrowsTrailingDimsWithThePadValue() {
+        let a = [Tensor.fp64(name: "x", shape: [1, 2], values: [1, 2])]
+        let b = [Tensor.fp64(name: "x", shape: [2, 3], values: [1, 2, 3, 4, 5, 6])]
+        #expect(BatchAssembler.batchKey(of: a, padded: true) == BatchAssembler.batchKey(of: b, padded: true))
+        let c = [Tensor.fp64(name: "x", shape: [1, 2, 1], values: [1, 2])]
+        #expect(BatchAssembler.batchKey(of: a, padded: true) != BatchAssembler.batchKey(of: c, padded: true), "ranks differ")
+        let merged = BatchAssembler.merge([a, b], padValue: -1)
+        #expect(merged[0].shape == [3, 3])
+        #expect(merged[0].doubles() == [1, 2, -1, 1, 2, 3, 4, 5, 6])
+        // Two trailing dims, an integer type, padding in both.
+        func int32(_ shape: [Int64], _ v: [Int32]) -> Tensor {
+            Tensor(name: "m", datatype: .int32, shape: shape, storage: v.withUnsafeBytes { TensorStorage(bytes: $0) })
+        }
+        let grid = BatchAssembler.merge([[int32([1, 1, 2], [1, 2])], [int32([1, 2, 1], [3, 4])]], padValue: 9)
+        #expect(grid[0].shape == [2, 2, 2])
+        #expect(grid[0].doubles() == [1, 2, 9, 9, 3, 9, 4, 9])
+        // BYTES pad with empty elements; the simulated server counts lengths, so "r7" + "" = 2.
+        let s1 = request(base: 7, items: 1)[1]
+        var two: [UInt8] = []
+        for word in ["ab", "cde"] {
+            withUnsafeBytes(of: UInt32(word.utf8.count).littleEndian) { two += $0 }
+            two += Array(word.utf8)
+        }
+        let s2 = Tensor(name: "s", datatype: .bytes, shape: [1, 2], storage: two.withUnsafeBytes { TensorStorage(bytes: $0) })
+        let s1Wide = Tensor(name: "s", datatype: .bytes, shape: [1, 1], storage: s1.storage)
+        let words = BatchAssembler.merge([[s1Wide], [s2]], padValue: 0)[0]
+        #expect(words.shape == [2, 2] && words.validate() == nil)
+        #expect(words.doubles() == [2, 0, 2, 3])
+    }
 }

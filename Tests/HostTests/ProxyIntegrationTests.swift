@@ -192,4 +192,23 @@ struct ProxyIntegrationTests {
         #expect(wrongType.status == 415)
         #expect((wrongType.json?["error"] as? String)?.contains("application/json") == true)
     }
+
+    /// Two requests of different widths: with `pad: true` they share one batch, the narrower padded
+    /// with pad_value (the simulated model's row sum shows the padding); without it each goes alone.
+    @Test func paddingBatchesDifferentShapesTogether() throws {
+        let cluster = try TestCluster(models: """
+              - {name: padded, upstream: "UPSTREAM", pad: true, pad_value: 100, policy: static, policy_params: {batch_items: 2, max_delay_ms: 300}}
+              - {name: plain, upstream: "UPSTREAM", policy: static, policy_params: {batch_items: 2, max_delay_ms: 100}}
+            """)
+        defer { cluster.stop() }
+        let bodies = [v2Request(id: "narrow", rows: [[1, 2]]), v2Request(id: "wide", rows: [[1, 2, 3]])]
+        let padded = try curlParallel(url: cluster.url + "/v2/models/padded/infer", bodies: bodies)
+        #expect(padded.map(\.status) == [200, 200], "\(padded.map(\.body))")
+        #expect(padded[0].output("sum") == [103], "padded with 100: \(padded[0].body)")
+        #expect(padded[1].output("sum") == [6])
+        #expect(padded.map { $0.headers["mlproxy-batch-requests"] } == ["2", "2"])
+        let plain = try curlParallel(url: cluster.url + "/v2/models/plain/infer", bodies: bodies)
+        #expect(plain.map { $0.output("sum") } == [[3], [6]])
+        #expect(plain.map { $0.headers["mlproxy-batch-requests"] } == ["1", "1"], "different shapes are batched apart")
+    }
 }

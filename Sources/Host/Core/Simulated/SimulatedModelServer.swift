@@ -2,11 +2,14 @@ import Foundation
 import NIOCore
 import PluginAPI
 
-/// A model server that speaks v2 JSON and behaves like one Knative replica per `replicas`: each
-/// serves one request at a time, taking latency(batch items) from a profile (with optional noise),
-/// and extra requests wait in FIFO order. Its answer is a deterministic function of each row,
-/// output "sum" (FP64, [items, 1]) = the sum of that row's elements over all inputs (a BYTES
-/// element counts as its length), so a test can prove each client got its own row back.
+/// A model server that speaks v2 JSON (and TorchServe's POST /predictions/{m}) and behaves like one
+/// Knative replica per `replicas`: each serves one request at a time, taking latency(batch items)
+/// from a profile (with optional noise), and extra requests wait in FIFO order. Its answer is a
+/// deterministic function of each row, output "sum" (FP64, [items, 1]) = the sum of that row's
+/// elements over all inputs (a BYTES element counts as its length), so a test can prove each client
+/// got its own row back. On /predictions it reads a JSON list with one row per item (numbers, nested
+/// lists, or an object of named values) and answers a list of [sum] per row, as a TorchServe handler
+/// that takes the proxy's whole batch in one request does.
 public final class SimulatedModelServer: @unchecked Sendable {
     public let config: SimulatedServerConfig
     private let codec: CodecInstance
@@ -54,6 +57,8 @@ public final class SimulatedModelServer: @unchecked Sendable {
         case (.POST, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "infer",
              (.POST, 6) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "versions" && parts[5] == "infer":
             return infer(model: String(parts[2]), req)
+        case (.POST, 2) where parts[0] == "predictions", (.POST, 3) where parts[0] == "predictions":
+            return predictions(req)
         default:
             return req.eventLoop.makeSucceededFuture(.error(404, "no route for \(req.method) \(req.path)"))
         }
@@ -84,6 +89,35 @@ public final class SimulatedModelServer: @unchecked Sendable {
         case .failure(let e): response = .error(500, e.message)
         case .success(let m): response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
         }
+        return enqueue(items: n, response: response)
+    }
+
+    /// TorchServe's inference API, with the handler contract the `torchserve` backend documents.
+    private func predictions(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+        func fail(_ message: String) -> EventLoopFuture<OutgoingResponse> {
+            req.eventLoop.makeSucceededFuture(.json(400, "{\"code\":400,\"type\":\"BadRequest\",\"message\":\(jsonString(message))}"))
+        }
+        guard let rows = (try? JSONSerialization.jsonObject(with: Data(req.body.readableBytesView))) as? [Any], !rows.isEmpty else {
+            return fail("the body must be a non-empty JSON list with one element per item")
+        }
+        func leaves(_ v: Any) -> Double? {
+            if let n = v as? NSNumber { return n.doubleValue }
+            if let s = v as? String { return Double(s.utf8.count) }
+            if let a = v as? [Any] { return a.reduce(0.0 as Double?) { acc, x in acc.flatMap { a in leaves(x).map { a + $0 } } } }
+            if let o = v as? [String: Any] { return leaves(Array(o.values)) }
+            return nil
+        }
+        var out = "["
+        for (i, row) in rows.enumerated() {
+            guard let sum = leaves(row) else { return fail("row \(i) holds something other than numbers and strings") }
+            out += (i == 0 ? "[" : ",[") + "\(sum)]"
+        }
+        out += "]"
+        return enqueue(items: rows.count, response: .json(200, out))
+    }
+
+    /// Serves the job when a replica is free, in arrival order otherwise.
+    private func enqueue(items n: Int, response: OutgoingResponse) -> EventLoopFuture<OutgoingResponse> {
         let promise = loop.makePromise(of: OutgoingResponse.self)
         loop.execute {
             self.requests += 1

@@ -50,7 +50,7 @@ public enum BatchAssembler {
                 if p.byteCount > 0 { (storage.base + at).copyMemory(from: p.bytes.baseAddress!, byteCount: p.byteCount) }
                 at += p.byteCount
             }
-            var shape = proto.shape
+            var shape = parts[0].shape  // padded, when padding
             shape[0] = parts.reduce(0) { $0 + $1.shape[0] }
             return Tensor(name: proto.name, datatype: proto.datatype, shape: shape, storage: storage)
         }
