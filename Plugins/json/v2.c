@@ -188,14 +188,41 @@ static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t
  * The `json` codec (clients speak v2 JSON).
  * ------------------------------------------------------------------------------------------- */
 
-/* The value of header `name` (lower case), or len 0. */
-static mlp_bytes header_value(const mlp_request_message *msg, const char *name) {
+/* The value of header `name` (lower case) among `count` headers, or len 0. */
+static mlp_bytes find_header(const mlp_header *headers, uint32_t count, const char *name) {
     size_t n = strlen(name);
-    if (msg->struct_size >= offsetof(mlp_request_message, headers) + sizeof msg->headers && msg->headers)
-        for (uint32_t i = 0; i < msg->header_count; i++)
-            if (msg->headers[i].name.len == n && memcmp(msg->headers[i].name.ptr, name, n) == 0)
-                return msg->headers[i].value;
+    for (uint32_t i = 0; headers && i < count; i++)
+        if (headers[i].name.len == n && memcmp(headers[i].name.ptr, name, n) == 0) return headers[i].value;
     return (mlp_bytes){NULL, 0};
+}
+
+static mlp_bytes header_value(const mlp_request_message *msg, const char *name) {
+    if (msg->struct_size < offsetof(mlp_request_message, headers) + sizeof msg->headers) return (mlp_bytes){NULL, 0};
+    return find_header(msg->headers, msg->header_count, name);
+}
+
+/* v2 binary tensor extension: with an Inference-Header-Content-Length value `hlen`, the JSON head is
+ * that many bytes of `body` and the tensors' raw bytes follow it (*binp points at `bin`); without
+ * one, the whole body is JSON (*binp stays NULL). */
+static mlp_status split_binary(mlp_call *call, mlp_bytes hlen, mlp_bytes body, mlp_bytes *head, binary_cursor *bin,
+                               binary_cursor **binp, mlp_status err_status) {
+    *head = body;
+    *binp = NULL;
+    if (!hlen.len) return MLP_OK;
+    size_t n = 0;
+    for (size_t i = 0; i < hlen.len; i++) {
+        if (hlen.ptr[i] < '0' || hlen.ptr[i] > '9' || n > SIZE_MAX / 10 - 10)
+            return fail(call, err_status, "Inference-Header-Content-Length '%.*s' is not a byte count",
+                        (int)(hlen.len > 40 ? 40 : hlen.len), (const char *)hlen.ptr);
+        n = n * 10 + (size_t)(hlen.ptr[i] - '0');
+    }
+    if (n > body.len)
+        return fail(call, err_status, "Inference-Header-Content-Length %zu is larger than the body (%zu bytes)", n, body.len);
+    head->len = n;
+    bin->at = body.ptr + n;
+    bin->left = body.len - n;
+    *binp = bin;
+    return MLP_OK;
 }
 
 /* Which outputs the client wants in binary (the v2 binary tensor extension), kept as codec state:
@@ -240,27 +267,11 @@ static bool wants_binary(mlp_bytes state, mlp_bytes name) {
 static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request_message *msg) {
     (void)instance;
     mlp_status status;
-    /* v2 binary tensor extension: the JSON head is Inference-Header-Content-Length bytes long and the
-     * tensors' raw bytes follow it. */
     mlp_bytes head = msg->body;
     binary_cursor bin = {NULL, 0}, *binp = NULL;
-    mlp_bytes hlen = header_value(msg, "inference-header-content-length");
-    if (hlen.len) {
-        size_t n = 0;
-        for (size_t i = 0; i < hlen.len; i++) {
-            if (hlen.ptr[i] < '0' || hlen.ptr[i] > '9' || n > SIZE_MAX / 10 - 10)
-                return fail(call, MLP_ERR_INVALID_INPUT, "Inference-Header-Content-Length '%.*s' is not a byte count",
-                            (int)(hlen.len > 40 ? 40 : hlen.len), (const char *)hlen.ptr);
-            n = n * 10 + (size_t)(hlen.ptr[i] - '0');
-        }
-        if (n > msg->body.len)
-            return fail(call, MLP_ERR_INVALID_INPUT, "Inference-Header-Content-Length %zu is larger than the body (%zu bytes)",
-                        n, msg->body.len);
-        head.len = n;
-        bin.at = msg->body.ptr + n;
-        bin.left = msg->body.len - n;
-        binp = &bin;
-    }
+    status = split_binary(call, header_value(msg, "inference-header-content-length"), msg->body, &head, &bin, &binp,
+                          MLP_ERR_INVALID_INPUT);
+    if (status != MLP_OK) return status;
     json_t *root = parse_body(call, head, "request body", MLP_ERR_INVALID_INPUT, &status);
     if (!root) return status;
 
@@ -379,8 +390,51 @@ static const mlp_codec_vtable k_json_codec = {
 /* ---------------------------------------------------------------------------------------------
  * The `kserve-v2` backend (POST /v2/models/{m}[/versions/{v}]/infer).
  * ------------------------------------------------------------------------------------------- */
+/* Params {"binary": "auto" | "always" | "never"}: whether inputs go in the binary tensor extension.
+ * auto (the default) sends JSON, except BYTES inputs that JSON cannot carry (bytes that are not
+ * UTF-8, or NUL), which go binary, with binary outputs asked for too; always suits Triton, which reads
+ * binary tensors without parsing numbers; never is for servers without the extension. */
+typedef enum { BINARY_AUTO, BINARY_ALWAYS, BINARY_NEVER } binary_mode;
+
+static mlp_status backend_create(mlp_call *call, mlp_bytes config, void **out) {
+    json_t *cfg = config.len ? json_loadb((const char *)config.ptr, config.len, 0, NULL) : json_object();
+    const json_t *b = json_is_object(cfg) ? json_object_get(cfg, "binary") : NULL;
+    const char *v = json_is_string(b) ? json_string_value(b) : NULL;
+    binary_mode mode = BINARY_AUTO;
+    bool ok = json_is_object(cfg) && json_object_size(cfg) == (b ? 1u : 0u);
+    if (ok && v) {
+        if (strcmp(v, "always") == 0) mode = BINARY_ALWAYS;
+        else if (strcmp(v, "never") == 0) mode = BINARY_NEVER;
+        else ok = strcmp(v, "auto") == 0;
+    } else if (b) {
+        ok = false;
+    }
+    json_decref(cfg);
+    if (!ok) return fail(call, MLP_ERR_CONFIG, "kserve-v2 backend: params are {binary: auto | always | never}");
+    binary_mode *m = malloc(sizeof *m);
+    if (!m) return fail(call, MLP_ERR_NOMEM, "out of memory");
+    *m = mode;
+    *out = m;
+    return MLP_OK;
+}
+
+static void backend_destroy(void *instance) { free(instance); }
+
+/* Whether a BYTES tensor's elements can go in JSON strings: UTF-8 without NUL. */
+static bool bytes_fit_json(const mlp_tensor *t) {
+    const uint8_t *p = t->data.ptr, *end = p + t->data.len;
+    while (end - p >= 4) {
+        uint32_t n;
+        memcpy(&n, p, 4);
+        p += 4;
+        if ((size_t)(end - p) < n || !utf8_valid(p, n) || memchr(p, 0, n)) return false;
+        p += n;
+    }
+    return true;
+}
+
 static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch_view *batch) {
-    (void)instance;
+    const binary_mode mode = instance ? *(const binary_mode *)instance : BINARY_AUTO;
     text_buf path = {0};
     tb_str(&path, "/v2/models/");
     tb_put(&path, (const char *)batch->model_name.ptr, batch->model_name.len);
@@ -394,11 +448,20 @@ static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch
     free(path.p);
     if (s != MLP_OK) return fail(call, s, "could not set the upstream path");
 
+    bool any_binary = false;
+    bool binary[64] = {false};
+    for (uint32_t i = 0; i < batch->input_count; i++) {
+        const mlp_tensor *t = mlp_tensor_at(batch->inputs, batch->tensor_stride, i);
+        bool b = mode == BINARY_ALWAYS || (mode == BINARY_AUTO && t->datatype == MLP_DT_BYTES && !bytes_fit_json(t));
+        if (i < 64) binary[i] = b;
+        else if (b) return fail(call, MLP_ERR_UNSUPPORTED, "binary inputs beyond the 64th are not supported");
+        any_binary = any_binary || b;
+    }
     text_buf b = {0};
     tb_str(&b, "{\"inputs\":[");
     for (uint32_t i = 0; i < batch->input_count; i++) {
         if (i) tb_put(&b, ",", 1);
-        s = encode_tensor(call, &b, mlp_tensor_at(batch->inputs, batch->tensor_stride, i), false);
+        s = encode_tensor(call, &b, mlp_tensor_at(batch->inputs, batch->tensor_stride, i), i < 64 && binary[i]);
         if (s != MLP_OK) { free(b.p); return s; }
     }
     tb_str(&b, "]");
@@ -411,8 +474,21 @@ static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch
         }
         tb_str(&b, "]");
     }
+    /* A server that takes binary inputs can answer in binary too, which carries any bytes. */
+    if (any_binary) tb_str(&b, ",\"parameters\":{\"binary_data_output\":true}");
     tb_str(&b, "}");
-    return flush(call, &b, "application/json");
+    if (!any_binary) return flush(call, &b, "application/json");
+    char len[32];
+    int n = snprintf(len, sizeof len, "%zu", b.len);
+    static const char hname[] = "inference-header-content-length";
+    s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)hname, sizeof hname - 1}, (mlp_bytes){(const uint8_t *)len, (size_t)n});
+    if (s == MLP_OK) s = flush(call, &b, "application/octet-stream");
+    else free(b.p);
+    for (uint32_t i = 0; s == MLP_OK && i < batch->input_count; i++) {
+        const mlp_tensor *t = mlp_tensor_at(batch->inputs, batch->tensor_stride, i);
+        if (binary[i] && t->data.len) s = g_host->write(call, t->data.ptr, t->data.len);
+    }
+    return s;
 }
 
 static mlp_status backend_decode(void *instance, mlp_call *call, const mlp_upstream_reply *reply) {
@@ -431,19 +507,26 @@ static mlp_status backend_decode(void *instance, mlp_call *call, const mlp_upstr
         return s;
     }
     mlp_status status;
-    json_t *root = parse_body(call, reply->body, "model server reply", MLP_ERR_UPSTREAM, &status);
+    mlp_bytes head;
+    binary_cursor bin = {NULL, 0}, *binp = NULL;
+    bool has_headers = reply->struct_size >= offsetof(mlp_upstream_reply, reserved2) + sizeof reply->reserved2;
+    mlp_bytes hlen = has_headers ? find_header(reply->headers, reply->header_count, "inference-header-content-length")
+                                 : (mlp_bytes){NULL, 0};
+    status = split_binary(call, hlen, reply->body, &head, &bin, &binp, MLP_ERR_UPSTREAM);
+    if (status != MLP_OK) return status;
+    json_t *root = parse_body(call, head, "model server reply", MLP_ERR_UPSTREAM, &status);
     if (!root) return status;
     status = pass_parameters(call, json_object_get(root, "parameters"), "reply", MLP_ERR_UPSTREAM);
     if (status == MLP_OK)
-        status = decode_tensor_array(call, json_object_get(root, "outputs"), "outputs", "output", MLP_ERR_UPSTREAM, NULL);
+        status = decode_tensor_array(call, json_object_get(root, "outputs"), "outputs", "output", MLP_ERR_UPSTREAM, binp);
     json_decref(root);
     return status;
 }
 
 static const mlp_backend_vtable k_kserve_v2 = {
     .struct_size = sizeof(mlp_backend_vtable),
-    .create = stateless_create,
-    .destroy = stateless_destroy,
+    .create = backend_create,
+    .destroy = backend_destroy,
     .encode_request = backend_encode,
     .decode_response = backend_decode,
 };

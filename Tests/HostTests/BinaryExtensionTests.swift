@@ -1,5 +1,6 @@
 import Foundation
 import MLProxyHost
+import NIOCore
 import Testing
 
 /// The v2 binary tensor extension (JSON head + raw tensors, Inference-Header-Content-Length), sent
@@ -71,5 +72,56 @@ struct BinaryExtensionTests {
         // And the proxy still serves.
         let (status, _, _) = try post(url, head: head, binary: floats([1, 2, 3, 4]))
         #expect(status == 200)
+    }
+}
+
+/// tritonclient (PyPI) with many datatypes, binary and JSON mixed, through the proxy.
+@Suite("tritonclient datatypes", .serialized)
+struct TritonClientDatatypeTests {
+    @Test func fp16BytesBoolAndIntegersRoundTripInBinaryAndJSON() throws {
+        let python = repoRoot.appendingPathComponent(".venv-interop/bin/python").path
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
+        }
+        let cluster = try TestCluster(simEcho: true, models: """
+              - {name: m, upstream: "UPSTREAM", policy: static, policy_params: {batch_items: 16, max_delay_ms: 50}}
+            """)
+        defer { cluster.stop() }
+        let out = try run(python, [repoRoot.appendingPathComponent("Tests/interop/tritonclient_types.py").path,
+                                   "127.0.0.1:\(cluster.proxy.port)", "m"])
+        let r = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(out)")
+        #expect(r["checked"] as? Int == 8)
+        #expect((r["problems"] as? [String]) == [], "\(r["problems"] ?? "")")
+        // They were batched: the simulated server saw fewer requests than the client sent.
+        let stats = try run("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(cluster.simPort)/sim/stats"])
+        let requests = (try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["requests"] as? Int
+        #expect((requests ?? 99) < 8, "\(stats)")
+    }
+}
+
+@Suite("kserve-v2 backend binary modes", .serialized)
+struct BackendBinaryModeTests {
+    @Test func alwaysSendsBinaryAndBadModesAreRefused() throws {
+        let backend = try BackendInstance(try bundledPlugins.component(.backend, "kserve-v2"), configJSON: "{\"binary\":\"always\"}")
+        let x = Tensor.fp64(name: "x", shape: [2, 1], values: [1.5, 2.5])
+        let m = try backend.encode(inputs: [x], items: 2, model: "m", version: "", requestedOutputs: [], allocator: ByteBufferAllocator()).get()
+        let headLength = try #require(m.headers.first { $0.0 == "inference-header-content-length" }.flatMap { Int($0.1) })
+        #expect(m.body.readableBytes == headLength + 16, "the JSON head, then 2 FP64 values")
+        let head = String(buffer: m.body.getSlice(at: m.body.readerIndex, length: headLength)!)
+        #expect(head.contains("\"binary_data_size\":16") && head.contains("\"binary_data_output\":true"), "\(head)")
+        // The default sends JSON when JSON can carry it.
+        let auto = try BackendInstance(try bundledPlugins.component(.backend, "kserve-v2"))
+        let j = try auto.encode(inputs: [x], items: 2, model: "m", version: "", requestedOutputs: [], allocator: ByteBufferAllocator()).get()
+        #expect(j.contentType == "application/json" && !j.headers.contains { $0.0 == "inference-header-content-length" })
+        #expect(throws: ConfigError.self) {
+            try BackendInstance(try bundledPlugins.component(.backend, "kserve-v2"), configJSON: "{\"binary\":\"sometimes\"}")
+        }
+        // End to end: the simulated server reads the binary batch and answers each client its rows.
+        let cluster = try TestCluster(models: """
+              - {name: m, upstream: "UPSTREAM", backend_params: {binary: always}, policy: static, policy_params: {batch_items: 4, max_delay_ms: 30}}
+            """)
+        defer { cluster.stop() }
+        let results = try curlParallel(url: cluster.url + "/v2/models/m/infer", bodies: (0..<8).map { v2Request(id: "\($0)", rows: [[Double($0), 1]]) })
+        #expect(results.map { $0.output("sum") } == (0..<8).map { [Double($0) + 1] })
     }
 }

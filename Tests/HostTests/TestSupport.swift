@@ -61,12 +61,12 @@ final class TestCluster: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(proxy.port)" }
 
     /// `models` is the YAML list of models; `UPSTREAM` in it is replaced by the simulated server's URL.
-    init(simLatency: String = "{1: 2, 100: 6}", replicas: Int = 1, extraTop: String = "", models: String) throws {
+    init(simLatency: String = "{1: 2, 100: 6}", replicas: Int = 1, simEcho: Bool = false, extraTop: String = "", models: String) throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         sim = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
             listen: "127.0.0.1:0"
             simulated_servers:
-              - {listen: "127.0.0.1:0", replicas: \(replicas), latency_ms: \(simLatency)}
+              - {listen: "127.0.0.1:0", replicas: \(replicas), latency_ms: \(simLatency), echo: \(simEcho)}
             models:
               - {name: unused, upstream: "http://127.0.0.1:1"}
             """), group: group)

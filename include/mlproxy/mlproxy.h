@@ -2,7 +2,8 @@
  * mlproxy.h -- the MLProxy plugin ABI, version 1.1.
  *
  * 1.1 (appended to 1.0, which still loads): chain stages (MLP_KIND_STAGE, mlp_stage_vtable) that turn a
- * request's decoded tensors into new ones, and host->pass_tensor for them.
+ * request's decoded tensors into new ones, host->pass_tensor for them, and the upstream reply's
+ * headers in mlp_upstream_reply.
  *
  * This header is the whole contract between the MLProxy host and its plugins (batching policies,
  * request codecs, chain stages and backend adapters). A plugin is a shared library that exports one function,
@@ -382,6 +383,11 @@ typedef struct mlp_upstream_reply {
     mlp_bytes model_name;     /* borrowed for the call */
     uint32_t batch_items;     /* items that were sent */
     uint32_t reserved;
+    /* ABI 1.1 (check struct_size): the reply's headers, names in lower case, borrowed for the call,
+     * e.g. Inference-Header-Content-Length of a v2 binary reply. */
+    const mlp_header *headers;
+    uint32_t header_count;
+    uint32_t reserved2;
 } mlp_upstream_reply;
 
 typedef struct mlp_backend_vtable {

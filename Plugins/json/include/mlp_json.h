@@ -64,6 +64,9 @@ MLP_INTERNAL void tb_fmt(text_buf *b, const char *fmt, ...) __attribute__((forma
 MLP_INTERNAL void tb_json_string(text_buf *b, const uint8_t *s, size_t n);
 MLP_INTERNAL void tb_double(text_buf *b, double d, bool single);
 
+/* Whether `n` bytes at `s` are well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
+MLP_INTERNAL bool utf8_valid(const uint8_t *s, size_t n);
+
 /* Sets content-type (when given), writes the buffer as the body and frees it. */
 MLP_INTERNAL mlp_status flush(mlp_call *call, text_buf *b, const char *content_type);
 

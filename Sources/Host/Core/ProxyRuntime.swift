@@ -59,7 +59,7 @@ public final class ProxyRuntime: @unchecked Sendable {
 
     private func makeModel(_ m: ModelConfig) throws -> ModelService {
         let codecs = try m.codecs.map { try makeChain($0, model: m.name) }
-        let backend = try BackendInstance(try registry.component(.backend, m.backend))
+        let backend = try BackendInstance(try registry.component(.backend, m.backend), configJSON: m.backendParamsJSON)
         let policy: BatchingPolicy
         if let f = m.foreignPolicy {
             policy = try ForeignPolicy(library: f.library, signature: f.signature, pollMillis: f.pollMillis)

@@ -30,6 +30,8 @@ _Static_assert(offsetof(mlp_plugin_info, abi_major) == 4, "plugin info version m
 /* 1.1 only appended: the 1.0 host table ends where pass_tensor begins. */
 _Static_assert(offsetof(mlp_host_api, pass_tensor) == offsetof(mlp_host_api, set_codec_state) + sizeof(void *),
                "ABI 1.1 fields must follow the 1.0 ones");
+_Static_assert(offsetof(mlp_upstream_reply, headers) == offsetof(mlp_upstream_reply, reserved) + sizeof(uint32_t),
+               "ABI 1.1 fields must follow the 1.0 ones");
 
 /* Exposed so the host can log the header version it was compiled with. */
 unsigned mlp_abi_header_version(void) { return (MLP_ABI_MAJOR << 16) | MLP_ABI_MINOR; }

@@ -21,6 +21,8 @@ public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
 public struct ModelConfig: Sendable {
     public var name: String
     public var backend: String
+    /// The backend adapter's params as JSON text ("{}" when none).
+    public var backendParamsJSON: String = "{}"
     public var upstream: ListenAddress
     public var upstreamModel: String
     public var upstreamVersion: String
@@ -89,6 +91,8 @@ public struct SimulatedServerConfig: Sendable {
     public var latencyMillis: [(items: Int, ms: Double)]
     public var noise: Double
     public var seed: UInt64
+    /// Also answer each input back as output "<name>_echo" (for checking datatypes end to end).
+    public var echo: Bool = false
 }
 
 public struct ProxyConfig: Sendable {
@@ -197,7 +201,7 @@ extension ProxyConfig {
     }
 
     private static func parseSimulated(_ node: Node) throws -> SimulatedServerConfig {
-        let m = try node.mapping(known: ["listen", "replicas", "latency_ms", "noise", "seed"])
+        let m = try node.mapping(known: ["listen", "replicas", "latency_ms", "noise", "seed", "echo"])
         guard let listen = m["listen"] else { throw node.fail("'listen' is required") }
         var points: [(Int, Double)] = []
         if let lat = m["latency_ms"] {
@@ -214,7 +218,11 @@ extension ProxyConfig {
             replicas: try m["replicas"]?.int(min: 1, max: 1_000_000) ?? 1,
             latencyMillis: points.map { (items: $0.0, ms: $0.1) },
             noise: try m["noise"]?.double(min: 0) ?? 0,
-            seed: UInt64(try m["seed"]?.int(min: 0) ?? 1))
+            seed: UInt64(try m["seed"]?.int(min: 0) ?? 1),
+            echo: try m["echo"].map { n -> Bool in
+                guard let b = n.value as? Bool else { throw n.fail("expected true or false") }
+                return b
+            } ?? false)
     }
 
     /// A codec chain: "json", "b64 -> image -> resize(224,224) -> normalise", or a mapping with
@@ -295,7 +303,7 @@ extension ProxyConfig {
 
     private static func parseModel(_ node: Node) throws -> ModelConfig {
         let m = try node.mapping(known: [
-            "name", "backend", "upstream", "upstream_model", "upstream_version", "upstream_timeout_ms", "codecs",
+            "name", "backend", "backend_params", "upstream", "upstream_model", "upstream_version", "upstream_timeout_ms", "codecs",
             "policy", "policy_params", "foreign_policy", "slo_ms", "max_batch_items", "max_queued_items",
             "max_inflight_batches", "late_requests", "pad", "pad_value",
         ])
@@ -349,6 +357,7 @@ extension ProxyConfig {
         return ModelConfig(
             name: name,
             backend: try m["backend"]?.string() ?? "kserve-v2",
+            backendParamsJSON: try paramsJSON(m["backend_params"]),
             upstream: try upstream.url(),
             upstreamModel: try m["upstream_model"]?.string() ?? name,
             upstreamVersion: try m["upstream_version"]?.string() ?? "",

@@ -176,7 +176,8 @@ public final class ModelService: @unchecked Sendable {
                 }
                 let split = self.backend.decode(status: response.status, body: response.body,
                                                 contentType: response.headers.first(name: "content-type"),
-                                                model: self.config.upstreamModel, items: items)
+                                                model: self.config.upstreamModel, items: items,
+                                                headers: response.headers.map { ($0.name, $0.value) })
                     .mapError { RequestError(status: $0.status == 500 ? 500 : 502, message: $0.message) }
                     .flatMap { out in
                         BatchAssembler.split(out.outputs, itemCounts: entries.map(\.items)).map { ($0, out.parametersJSON) }

@@ -267,7 +267,7 @@ public final class BackendInstance: @unchecked Sendable {
     }
 
     public func decode(status httpStatus: Int, body: ByteBuffer, contentType: String?, model: String,
-                       items: Int) -> Result<UpstreamOutputs, RequestError> {
+                       items: Int, headers: [(String, String)] = []) -> Result<UpstreamOutputs, RequestError> {
         let call = HostCall(mode: .decodeUpstream)
         let arena = Arena()
         let status: mlp_status = body.withUnsafeReadableBytes { raw in
@@ -278,6 +278,8 @@ public final class BackendInstance: @unchecked Sendable {
             reply.content_type = arena.bytes(contentType ?? "")
             reply.model_name = arena.bytes(model)
             reply.batch_items = UInt32(items)
+            reply.headers = UnsafePointer(arena.array(headers.map { mlp_header(name: arena.bytes($0.0.lowercased()), value: arena.bytes($0.1)) }))
+            reply.header_count = UInt32(headers.count)
             return call.withPointer { vtable.pointee.decode_response!(instance, $0, &reply) }
         }
         guard status == MLP_OK else {

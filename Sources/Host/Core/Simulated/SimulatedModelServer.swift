@@ -7,7 +7,7 @@ import PluginAPI
 /// from a profile (with optional noise), and extra requests wait in FIFO order. Its answer is a
 /// deterministic function of each row, output "sum" (FP64, [items, 1]) = the sum of that row's
 /// elements over all inputs (a BYTES element counts as its length), so a test can prove each client
-/// got its own row back. On /predictions it reads a JSON list with one row per item (numbers, nested
+/// got its own row back. With `echo`, each input also comes back as output "<name>_echo". On /predictions it reads a JSON list with one row per item (numbers, nested
 /// lists, or an object of named values) and answers a list of [sum] per row, as a TorchServe handler
 /// that takes the proxy's whole batch in one request does.
 public final class SimulatedModelServer: @unchecked Sendable {
@@ -82,9 +82,17 @@ public final class SimulatedModelServer: @unchecked Sendable {
             let per = t.elementsPerItem
             for (i, v) in values.enumerated() where per > 0 { sums[i / per] += v }
         }
-        let output = Tensor.fp64(name: "sum", shape: [Int64(n), 1], values: sums)
+        var outputs = [Tensor.fp64(name: "sum", shape: [Int64(n), 1], values: sums)]
+        if config.echo {
+            for t in decoded.inputs {
+                var e = t
+                e.name += "_echo"
+                outputs.append(e)
+            }
+        }
+        if !decoded.requestedOutputs.isEmpty { outputs = outputs.filter { decoded.requestedOutputs.contains($0.name) } }
         let response: OutgoingResponse
-        switch codec.encode(model: model, version: "", id: decoded.id, outputs: [output], parametersJSON: nil,
+        switch codec.encode(model: model, version: "", id: decoded.id, outputs: outputs, parametersJSON: nil,
                             codecState: decoded.codecState, allocator: req.allocator) {
         case .failure(let e): response = .error(500, e.message)
         case .success(let m): response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
