@@ -427,22 +427,23 @@ static bool is_image_tensor(const mlp_tensor *t) {
     return t->rank == 4 && (t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_FP32);
 }
 
-static float load_px(const mlp_tensor *t, size_t i) {
-    if (t->datatype == MLP_DT_UINT8) return (float)t->data.ptr[i];
+static double load_px(const mlp_tensor *t, size_t i) {
+    if (t->datatype == MLP_DT_UINT8) return (double)t->data.ptr[i];
     float f;
     memcpy(&f, t->data.ptr + i * 4, 4);
     return f;
 }
 
-/* Source index and weight of the next pixel, for output position o of n over a source of m. */
-static void axis_map(int64_t n, int64_t m, int64_t *lo, float *w) {
+/* Source index and weight of the next pixel, for output position o of n over a source of m. In
+ * double, so results round the same way as a float64 reference (ties stay ties). */
+static void axis_map(int64_t n, int64_t m, int64_t *lo, double *w) {
     for (int64_t o = 0; o < n; o++) {
-        float src = ((float)o + 0.5f) * (float)m / (float)n - 0.5f;
+        double src = ((double)o + 0.5) * (double)m / (double)n - 0.5;
         if (src < 0) src = 0;
         int64_t i = (int64_t)src;
         if (i > m - 1) i = m - 1;
         lo[o] = i;
-        w[o] = i + 1 < m ? src - (float)i : 0.0f;
+        w[o] = i + 1 < m ? src - (double)i : 0.0;
     }
 }
 
@@ -461,10 +462,10 @@ static mlp_status resize_apply(void *instance, mlp_call *call, const mlp_stage_i
         int64_t shape[4] = {n, h, w, C};
         uint8_t *out = add(call, t, t->datatype, shape, 4, (size_t)(n * h * w * C) * esize);
         int64_t *ylo = malloc(sizeof(int64_t) * (size_t)(h + w));
-        float *yw = malloc(sizeof(float) * (size_t)(h + w));
+        double *yw = malloc(sizeof(double) * (size_t)(h + w));
         if (!out || !ylo || !yw) { free(ylo); free(yw); return fail(call, MLP_ERR_NOMEM, "resize: out of memory"); }
         int64_t *xlo = ylo + h;
-        float *xw = yw + h;
+        double *xw = yw + h;
         axis_map(h, H, ylo, yw);
         axis_map(w, W, xlo, xw);
         size_t o = 0;
@@ -474,11 +475,15 @@ static mlp_status resize_apply(void *instance, mlp_call *call, const mlp_stage_i
                     for (int64_t c = 0; c < C; c++, o++) {
                         size_t row0 = (size_t)(((b * H + ylo[y]) * W) * C), row1 = row0 + (yw[y] > 0 ? (size_t)(W * C) : 0);
                         size_t c0 = (size_t)(xlo[x] * C + c), c1 = c0 + (xw[x] > 0 ? (size_t)C : 0);
-                        float top = load_px(t, row0 + c0) * (1 - xw[x]) + load_px(t, row0 + c1) * xw[x];
-                        float bot = load_px(t, row1 + c0) * (1 - xw[x]) + load_px(t, row1 + c1) * xw[x];
-                        float v = top * (1 - yw[y]) + bot * yw[y];
-                        if (esize == 1) out[o] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : lrintf(v));
-                        else memcpy(out + o * 4, &v, 4);
+                        double top = load_px(t, row0 + c0) * (1 - xw[x]) + load_px(t, row0 + c1) * xw[x];
+                        double bot = load_px(t, row1 + c0) * (1 - xw[x]) + load_px(t, row1 + c1) * xw[x];
+                        double v = top * (1 - yw[y]) + bot * yw[y];
+                        if (esize == 1) {
+                            out[o] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : lrint(v));
+                        } else {
+                            float f = (float)v;
+                            memcpy(out + o * 4, &f, 4);
+                        }
                     }
         free(ylo);
         free(yw);
@@ -505,7 +510,7 @@ static mlp_status normalise_apply(void *instance, mlp_call *call, const mlp_stag
         if (!out) return fail(call, MLP_ERR_NOMEM, "normalise: the host refused %zu bytes", count * 4);
         for (size_t k = 0; k < count; k++) {
             size_t c = s->channel_params > 1 ? k % (size_t)C : 0;
-            float v = (load_px(t, k) * s->scale - s->mean[c]) / s->std[c];
+            float v = ((float)load_px(t, k) * s->scale - s->mean[c]) / s->std[c];
             memcpy(out + k * 4, &v, 4);
         }
     }

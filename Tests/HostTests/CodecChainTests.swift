@@ -229,3 +229,34 @@ struct CodecChainTests {
         #expect(refused[0].body.contains("image/png") && refused[0].body.contains("text/plain"), "\(refused[0].body)")
     }
 }
+
+/// Pillow (PyPI) as the client: what reaches the model equals Pillow's decoding put through the same
+/// resize and normalisation in NumPy.
+@Suite("Images from Pillow", .serialized)
+struct PillowImageTests {
+    @Test func pillowImagesArriveAsTheirReferenceTensors() throws {
+        let python = repoRoot.appendingPathComponent(".venv-interop/bin/python").path
+        guard FileManager.default.isExecutableFile(atPath: python) else {
+            throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
+        }
+        let cluster = try TestCluster(simEcho: true, models: """
+              - name: img
+                upstream: "UPSTREAM"
+                backend_params: {binary: always}
+                policy: static
+                policy_params: {batch_items: 6, max_delay_ms: 40}
+                codecs:
+                  - "image -> resize(20,24) -> normalise(imagenet)"
+                  - {chain: "b64 -> image -> resize(20,24) -> normalise(imagenet)", content_types: [text/plain]}
+                  - "tfserving -> image -> resize(20,24) -> normalise(imagenet)"
+            """)
+        defer { cluster.stop() }
+        let out = try run(python, [repoRoot.appendingPathComponent("Tests/interop/image_client.py").path, cluster.url, "img", "20", "24"])
+        let r = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(out)")
+        #expect(r["checked"] as? Int == 24)
+        #expect((r["problems"] as? [String]) == [], "\(r["problems"] ?? "")")
+        let stats = try run("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(cluster.simPort)/sim/stats"])
+        let requests = (try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["requests"] as? Int
+        #expect((requests ?? 99) < 24, "images were batched: \(stats)")
+    }
+}
