@@ -129,7 +129,8 @@ static const mlp_policy_vtable k_static = {
  * Latency knee (`utilization`, 0.7 by default, 0 turns it off): where even the largest batch keeps the
  * upstream far below one replica's worth of concurrency (c = rate x L(n) / n <= utilization / 4),
  * it sends the smallest batch with c <= utilization instead: the same replica count, far less time
- * spent at the edge of the SLO (where a real server's latency tail turns waits into misses). It costs
+ * spent at the edge of the SLO (where a real server's latency tail turns waits into misses); from
+ * utilization / 4 to utilization / 2 the batch slides continuously back to the largest. The knee costs
  * replicas on sudden spikes under an autoscaler (measured in the simulator).
  * ------------------------------------------------------------------------------------------- */
 #define LAT_KEPT 128
@@ -306,17 +307,22 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
     }
     if (target > n && p->utilization > 0) {
         /* Batches in flight at a batch size m: c(m) = rate x L(m) / m. An autoscaler with a
-         * concurrency target of one per replica pays for ceil(c / utilization) replicas, so batches
-         * larger than the smallest that needs as many replicas as `target` only add latency. */
+         * concurrency target of one per replica pays for ceil(c / utilization) replicas, so well below
+         * one replica, batches larger than the smallest with c <= utilization (the knee) only add
+         * latency. Near the autoscaler's threshold the largest batch wins instead (bursts that smaller
+         * batches let through buy replicas, measured in the simulator). Between the two the target
+         * slides continuously from the knee to the largest batch as c(target) goes from
+         * utilization/4 to utilization/2, so a small change in the measured rate or latency makes a
+         * small change in the batch (a hard threshold flipped batches between ~7 and ~40 items). */
         double c_target = rate * latency_of(p, target) / target;
-        /* Only well below one replica: near the autoscaler's threshold, bursts that a smaller batch
-         * lets through buy replicas (measured in the simulator), so there the largest batch wins. */
-        if (c_target <= p->utilization / 4) {
+        double lo = p->utilization / 4, hi = p->utilization / 2;
+        double w = c_target <= lo ? 1.0 : c_target >= hi ? 0.0 : (hi - c_target) / (hi - lo);
+        if (w > 0) {
             uint32_t knee = target;
             for (uint32_t m = n; m < target; m++) {
                 if (m > 0 && rate * latency_of(p, m) / m <= p->utilization) { knee = m; break; }
             }
-            target = knee;
+            target = (uint32_t)lround((double)target - w * (double)(target - knee));
         }
     }
     if (target > n) {

@@ -119,6 +119,40 @@ struct PolicyTests {
         #expect(tight <= 44 * Self.ms - 10 * Self.ms)
     }
 
+    /// The latency knee, from its definition with L(m) = 10 ms + 0.5 ms x m (what `taught` shows it):
+    /// target = the largest batch that can be gathered and sent in time; c = rate x L(target) / target;
+    /// knee = the smallest m with rate x L(m) / m <= 0.7; the batch slides from the knee (c <= 0.175)
+    /// to the target (c >= 0.35). The policy waits until deadline - L(batch), so the wake-up tells
+    /// the batch it chose.
+    @Test func adaptiveKneeSlidesBetweenTheKneeAndTheLargestBatch() throws {
+        for (gapMs, expected) in [(1.5, 64), (2.2, 48), (5.0, 4)] {
+            let q = try queue(policy: "adaptive-sla", params: "\"safety_ms\":0", maxItems: 64, slo: 1000)
+            taught(q, maxItems: 64)
+            let gap = Int64(gapMs * Double(Self.ms))
+            for i in 0..<3 { admit(q, id: i, at: Int64(i) * gap) }
+            let s = summarize(q.pump(now: 2 * gap))
+            #expect(s.batches.isEmpty)
+            let wake = try #require(s.wake)
+            // deadline 1000 ms - L(batch) = 990 ms - 0.5 ms x batch.
+            let chosen = Double(990 * Self.ms - wake) / (0.5 * Double(Self.ms))
+            #expect(abs(chosen - Double(expected)) < 0.01, "gap \(gapMs) ms: batch \(chosen), expected \(expected)")
+            // The same from the formula, so the expected values above are not magic.
+            let rate: Double = 1 / gapMs
+            let slack: Double = 1000 - 2 * gapMs - 10
+            let best: Double = (slack + 3 * gapMs) / (gapMs + 0.5)
+            let target: Double = min(64, best).rounded(.down)
+            let c: Double = rate * (10 + 0.5 * target) / target
+            let w: Double = max(0, min(1, (0.35 - c) / 0.175))
+            var knee: Double = target
+            for m in 3..<Int(target) where rate * (10 + 0.5 * Double(m)) / Double(m) <= 0.7 {
+                knee = Double(m)
+                break
+            }
+            let slid: Double = target - w * (target - knee)
+            #expect(slid.rounded() == Double(expected), "gap \(gapMs) ms: formula gives \(slid)")
+        }
+    }
+
     @Test func adaptiveStopsWaitingWhenTrafficStops() throws {
         let q = try queue(policy: "adaptive-sla", maxItems: 32, slo: 100)
         taught(q, maxItems: 32)
