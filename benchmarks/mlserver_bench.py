@@ -15,13 +15,16 @@ from benchlib import start, stop_all
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
 VENV = os.path.join(ROOT, ".venv-interop", "bin")
-RATES = [100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800, 6400, 9600, 12800]
+RATES = [100, 200, 400, 800, 1200, 1600, 2400, 3200, 4800, 6400, 9600, 12800, 16000, 19200]
 SLO = 100
+
+
+WORKERS = 0
 
 
 def mlserver(root, port, own_batching):
     subprocess.run([os.path.join(VENV, "python"), os.path.join(ROOT, "Tests", "interop", "train_iris.py"), root,
-                    str(port), str(port + 1), str(port + 2)], check=True, capture_output=True)
+                    str(port), str(port + 1), str(port + 2), str(WORKERS)], check=True, capture_output=True)
     if own_batching:
         path = os.path.join(root, "iris", "model-settings.json")
         settings = json.load(open(path))
@@ -50,7 +53,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--policy-params", default="{}", help="adaptive-sla parameters for the proxy, as a YAML/JSON mapping")
     ap.add_argument("--only-proxy", action="store_true", help="skip the two direct runs")
+    ap.add_argument("--max-batch-items", type=int, default=64, help="the proxy's max_batch_items")
+    ap.add_argument("--max-inflight-batches", type=int, default=2, help="the proxy's max_inflight_batches")
+    ap.add_argument("--parallel-workers", type=int, default=0,
+                    help="MLServer's parallel_workers (0: inference in the server process; MLServer's default is 1, "
+                         "which MLServer 1.7.1 could not start with here: uvloop 'no current event loop')")
     args = ap.parse_args()
+    global WORKERS
+    WORKERS = args.parallel_workers
+    print(f"MLServer parallel_workers: {WORKERS}", flush=True)
     for b in ("mlproxy", "mlproxy-loadgen"):
         if not os.path.exists(os.path.join(BIN, b)):
             sys.exit(f"{BIN}/{b} is missing: swift build -c release")
@@ -72,7 +83,8 @@ def main():
             f.write(f"""listen: "127.0.0.1:18730"
 models:
   - {{name: iris, upstream: "http://127.0.0.1:18721", policy: adaptive-sla, slo_ms: {SLO},
-     policy_params: {args.policy_params}, max_batch_items: 64, max_inflight_batches: 2, max_queued_items: 100000}}
+     policy_params: {args.policy_params}, max_batch_items: {args.max_batch_items},
+     max_inflight_batches: {args.max_inflight_batches}, max_queued_items: 100000}}
 """)
         start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--log-level", "error"],
               "http://127.0.0.1:18730/v2/health/ready")

@@ -58,5 +58,23 @@ struct CodecBench {
         }
         print(String(format: "\nJSON decode is %.0fx slower than memcpy, JSON encode %.0fx, binary decode %.1fx.",
                      copy / dec, copy / enc, copy / bin))
+
+        // An image chain, as a model's codecs would run it per request.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let jpeg = try Data(contentsOf: root.appendingPathComponent("samples/images/photo_640x480.jpg"))
+        let raw = try CodecInstance(try registry.component(.codec, "raw"))
+        let stages = try ["{}", "{\"args\":[224,224]}", "{\"args\":[\"imagenet\"]}", "{}"].enumerated().map { i, params in
+            try StageInstance(try registry.component(.stage, ["image", "resize", "normalise", "chw"][i]), configJSON: params)
+        }
+        let chain = CodecChain(codec: raw, stages: stages)
+        let body = ByteBuffer(bytes: jpeg)
+        guard case .success = chain.decode(body: body, contentType: "image/jpeg", model: "m") else { fatalError("image chain failed") }
+        print("\nImage chain raw -> image -> resize(224,224) -> normalise(imagenet) -> chw, JPEG 640x480 (\(jpeg.count / 1024) KiB):\n")
+        print("| path | MB/s of JPEG, one core |")
+        print("|---|---:|")
+        let mbps = measure("JPEG decode + resize + normalise + CHW", bytes: jpeg.count) {
+            _ = chain.decode(body: body, contentType: "image/jpeg", model: "m")
+        }
+        print(String(format: "\n%.0f images per second per core.", mbps * 1e6 / Double(jpeg.count)))
     }
 }
