@@ -332,6 +332,21 @@ mlp_status flush(mlp_call *call, text_buf *b, const char *content_type) {
     return s;
 }
 
+mlp_status set_model_path(mlp_call *call, const char *prefix, mlp_bytes model, const char *version_sep,
+                          mlp_bytes version, const char *suffix) {
+    text_buf path = {0};
+    tb_str(&path, prefix);
+    tb_put(&path, (const char *)model.ptr, model.len);
+    if (version.len) {
+        tb_str(&path, version_sep);
+        tb_put(&path, (const char *)version.ptr, version.len);
+    }
+    tb_str(&path, suffix);
+    mlp_status s = path.oom ? MLP_ERR_NOMEM : g_host->set_path(call, (mlp_bytes){(const uint8_t *)path.p, path.len});
+    free(path.p);
+    return s == MLP_OK ? MLP_OK : fail(call, s, "could not set the upstream path");
+}
+
 mlp_status stateless_create(mlp_call *call, mlp_bytes config, void **out) {
     (void)call; (void)config;
     *out = NULL;

@@ -378,17 +378,8 @@ const mlp_codec_vtable mlp_tfserving_codec = {
  * ------------------------------------------------------------------------------------------- */
 static mlp_status tf_backend_encode(void *instance, mlp_call *call, const mlp_batch_view *batch) {
     (void)instance;
-    text_buf path = {0};
-    tb_str(&path, "/v1/models/");
-    tb_put(&path, (const char *)batch->model_name.ptr, batch->model_name.len);
-    if (batch->model_version.len) {
-        tb_str(&path, "/versions/");
-        tb_put(&path, (const char *)batch->model_version.ptr, batch->model_version.len);
-    }
-    tb_str(&path, ":predict");
-    mlp_status s = path.oom ? MLP_ERR_NOMEM : g_host->set_path(call, (mlp_bytes){(const uint8_t *)path.p, path.len});
-    free(path.p);
-    if (s != MLP_OK) return fail(call, s, "could not set the upstream path");
+    mlp_status s = set_model_path(call, "/v1/models/", batch->model_name, "/versions/", batch->model_version, ":predict");
+    if (s != MLP_OK) return s;
     /* One input called "input" goes as plain instances; several go as objects of named values. */
     bool unnamed = batch->input_count == 1 &&
                    mlp_tensor_at(batch->inputs, batch->tensor_stride, 0)->name.len == sizeof k_unnamed - 1 &&

@@ -16,16 +16,8 @@
 
 static mlp_status ts_encode(void *instance, mlp_call *call, const mlp_batch_view *batch) {
     (void)instance;
-    text_buf path = {0};
-    tb_str(&path, "/predictions/");
-    tb_put(&path, (const char *)batch->model_name.ptr, batch->model_name.len);
-    if (batch->model_version.len) {
-        tb_str(&path, "/");
-        tb_put(&path, (const char *)batch->model_version.ptr, batch->model_version.len);
-    }
-    mlp_status s = path.oom ? MLP_ERR_NOMEM : g_host->set_path(call, (mlp_bytes){(const uint8_t *)path.p, path.len});
-    free(path.p);
-    if (s != MLP_OK) return fail(call, s, "could not set the upstream path");
+    mlp_status s = set_model_path(call, "/predictions/", batch->model_name, "/", batch->model_version, "");
+    if (s != MLP_OK) return s;
     text_buf b = {0};
     s = write_reply(call, &b, batch->inputs, batch->tensor_stride, batch->input_count, true, NULL, NULL);
     if (s != MLP_OK) { free(b.p); return s; }

@@ -435,18 +435,8 @@ static bool bytes_fit_json(const mlp_tensor *t) {
 
 static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch_view *batch) {
     const binary_mode mode = instance ? *(const binary_mode *)instance : BINARY_AUTO;
-    text_buf path = {0};
-    tb_str(&path, "/v2/models/");
-    tb_put(&path, (const char *)batch->model_name.ptr, batch->model_name.len);
-    if (batch->model_version.len) {
-        tb_str(&path, "/versions/");
-        tb_put(&path, (const char *)batch->model_version.ptr, batch->model_version.len);
-    }
-    tb_str(&path, "/infer");
-    mlp_status s = path.oom ? MLP_ERR_NOMEM
-                            : g_host->set_path(call, (mlp_bytes){(const uint8_t *)path.p, path.len});
-    free(path.p);
-    if (s != MLP_OK) return fail(call, s, "could not set the upstream path");
+    mlp_status s = set_model_path(call, "/v2/models/", batch->model_name, "/versions/", batch->model_version, "/infer");
+    if (s != MLP_OK) return s;
 
     bool any_binary = false;
     bool binary[64] = {false};

@@ -79,10 +79,7 @@ struct BinaryExtensionTests {
 @Suite("tritonclient datatypes", .serialized)
 struct TritonClientDatatypeTests {
     @Test func fp16BytesBoolAndIntegersRoundTripInBinaryAndJSON() throws {
-        let python = repoRoot.appendingPathComponent(".venv-interop/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
-        }
+        let python = try interopPython()
         let cluster = try TestCluster(simEcho: true, models: """
               - {name: m, upstream: "UPSTREAM", policy: static, policy_params: {batch_items: 16, max_delay_ms: 50}}
             """)

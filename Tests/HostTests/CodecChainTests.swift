@@ -235,10 +235,7 @@ struct CodecChainTests {
 @Suite("Images from Pillow", .serialized)
 struct PillowImageTests {
     @Test func pillowImagesArriveAsTheirReferenceTensors() throws {
-        let python = repoRoot.appendingPathComponent(".venv-interop/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
-        }
+        let python = try interopPython()
         let cluster = try TestCluster(simEcho: true, models: """
               - name: img
                 upstream: "UPSTREAM"

@@ -19,10 +19,7 @@ struct DocsExampleTests {
     }
 
     @Test func everyExampleRunsAgainstTheQuickstart() throws {
-        let python = repoRoot.appendingPathComponent(".venv-interop/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
-        }
+        let python = try interopPython()
         let proxyPort = try freePort(), simPort = try freePort()
         let yaml = try String(contentsOf: repoRoot.appendingPathComponent("samples/quickstart.yaml"), encoding: .utf8)
             .replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:\(proxyPort)")

@@ -6,10 +6,7 @@ import Testing
 @Suite("npy codec", .serialized)
 struct NpyCodecTests {
     @Test func numpyArraysRoundTripAndBadFilesAreRefused() throws {
-        let python = repoRoot.appendingPathComponent(".venv-interop/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
-        }
+        let python = try interopPython()
         let cluster = try TestCluster(models: """
               - {name: m, upstream: "UPSTREAM", policy: none, codecs: [json, {name: npy, params: {input_name: features}}]}
             """)

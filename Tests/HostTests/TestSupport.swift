@@ -36,6 +36,16 @@ func run(_ executable: String, _ args: [String], stdin: Data? = nil) throws -> S
     return text
 }
 
+/// The interop virtual environment's Python (MLServer, tritonclient, Pillow, NumPy); a test that needs
+/// it fails, not skips, when it is missing.
+func interopPython() throws -> String {
+    let python = repoRoot.appendingPathComponent(".venv-interop/bin/python").path
+    guard FileManager.default.isExecutableFile(atPath: python) else {
+        throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
+    }
+    return python
+}
+
 /// A fresh scratch directory.
 func scratchDir(_ name: String) throws -> URL {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mlproxy-tests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")

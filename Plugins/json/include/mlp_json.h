@@ -67,6 +67,11 @@ MLP_INTERNAL void tb_double(text_buf *b, double d, bool single);
 /* Whether `n` bytes at `s` are well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
 MLP_INTERNAL bool utf8_valid(const uint8_t *s, size_t n);
 
+/* Sets the upstream path prefix + model [+ version_sep + version] + suffix (the version part only when
+ * a version is configured). */
+MLP_INTERNAL mlp_status set_model_path(mlp_call *call, const char *prefix, mlp_bytes model, const char *version_sep,
+                                       mlp_bytes version, const char *suffix);
+
 /* Sets content-type (when given), writes the buffer as the body and frees it. */
 MLP_INTERNAL mlp_status flush(mlp_call *call, text_buf *b, const char *content_type);
 
