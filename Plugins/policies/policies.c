@@ -126,6 +126,14 @@ static const mlp_policy_vtable k_static = {
  *    host sends what is queued anyway).
  * Before its first observation it sends one batch and gathers the rest while that one is out.
  *
+ * In-flight cap (`headroom`, 4 by default, 0 turns it off): full batches need c_full = rate x S(B) / B
+ * batches in flight, S the upstream's service time; the policy keeps at most ceil(c_full x headroom)
+ * + 1 out and lets the rest wait in the proxy, where they are cut into full batches as slots free up.
+ * A backlog sent at once only queues at the upstream, and an autoscaler that counts in-flight requests
+ * (Knative's KPA) buys a replica for each: on an 8x spike with a 2 s cold start that was 126 replicas
+ * for a minute where 3 serve the load (measured in the simulator). S comes from batches that were not
+ * outliers (see svc_a), so the backlog itself does not raise the cap.
+ *
  * Latency knee (`utilization`, 0.7 by default, 0 turns it off): where even the largest batch keeps the
  * upstream far below one replica's worth of concurrency (c = rate x L(n) / n <= utilization / 4),
  * it sends the smallest batch with c <= utilization instead: the same replica count, far less time
@@ -141,11 +149,18 @@ typedef struct adaptive_policy {
     int64_t safety_ns;
     double rate_alpha;
     double utilization;  /* 0 disables the knee: always the largest batch that meets the deadline */
+    double headroom;     /* in-flight cap: ceil(c_full x headroom) + 1 batches; 0 disables it */
     /* Latency model. */
     struct { double n, ns; } lat[LAT_KEPT];
     uint32_t lat_kept, lat_next;
     double a, b, margin;
     bool have_data;
+    /* The upstream's service time for pacing: the fit as of the last batch that was not an outlier
+     * (more than twice this prediction: queued behind a cold start or a backlog), so a backlog at the
+     * upstream does not pass for a slower model and raise the in-flight cap with it. Accepted anyway
+     * once outliers have lasted 10 s (the model really is slower). */
+    double svc_a, svc_b;
+    int64_t outliers_since;
     uint32_t largest_seen; /* the largest batch observed; batches grow at most to twice it */
     /* Arrival rate. */
     int64_t last_arrival_ns;
@@ -154,17 +169,18 @@ typedef struct adaptive_policy {
 } adaptive_policy;
 
 static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) {
-    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_alpha", "utilization", NULL};
+    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_alpha", "utilization", "headroom", NULL};
     mlp_status s;
     json_t *cfg = config_parse(call, config, known, &s);
     if (!cfg) return s;
-    double max_items, slo, q, safety, alpha, utilization;
+    double max_items, slo, q, safety, alpha, utilization, headroom;
     if ((s = config_number(call, cfg, "max_batch_items", 1, 1, 65536, &max_items)) != MLP_OK ||
         (s = config_number(call, cfg, "slo_ms", 100, 0.001, 3600e3, &slo)) != MLP_OK ||
         (s = config_number(call, cfg, "quantile", 0.95, 0.5, 1.0, &q)) != MLP_OK ||
         (s = config_number(call, cfg, "safety_ms", slo * 0.05, 0, 3600e3, &safety)) != MLP_OK ||
         (s = config_number(call, cfg, "rate_alpha", 0.25, 0.001, 1.0, &alpha)) != MLP_OK ||
-        (s = config_number(call, cfg, "utilization", 0.7, 0, 1.0, &utilization)) != MLP_OK) {
+        (s = config_number(call, cfg, "utilization", 0.7, 0, 1.0, &utilization)) != MLP_OK ||
+        (s = config_number(call, cfg, "headroom", 4, 0, 100, &headroom)) != MLP_OK) {
         json_decref(cfg);
         return s;
     }
@@ -176,6 +192,7 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
     p->safety_ns = (int64_t)(safety * 1e6);
     p->rate_alpha = alpha;
     p->utilization = utilization;
+    p->headroom = headroom;
     p->last_arrival_ns = INT64_MIN;
     *out = p;
     return MLP_OK;
@@ -219,7 +236,16 @@ static void adaptive_observe(void *instance, const mlp_batch_report *r) {
     p->lat_next = (p->lat_next + 1) % LAT_KEPT;
     if (p->lat_kept < LAT_KEPT) p->lat_kept++;
     if (r->items > p->largest_seen) p->largest_seen = r->items;
+    double ns = (double)(r->finished_ns - r->dispatched_ns);
+    bool outlier = p->have_data && ns > 2 * (p->svc_a + p->svc_b * r->items) + 1e6;
     adaptive_refit(p);
+    if (!outlier || (p->outliers_since && r->finished_ns - p->outliers_since > 10000000000LL)) {
+        p->svc_a = p->a;
+        p->svc_b = p->b;
+        p->outliers_since = 0;
+    } else if (!p->outliers_since) {
+        p->outliers_since = r->finished_ns;
+    }
 }
 
 /* Items per nanosecond expected from now on; 0 when nothing is known. */
@@ -267,6 +293,17 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
     bool learning = p->largest_seen < B;
     if (learning && p->have_data && 2 * p->largest_seen < B) B = 2 * p->largest_seen;
     uint32_t n = in->queued_items;
+    if (p->headroom > 0 && p->have_data && !learning && in->inflight_batches > 0) {
+        /* Full batches need c_full = rate x L(B) / B of them in flight; more than that (with headroom)
+         * only wait at the upstream, where an autoscaler counts them as demand and buys replicas. */
+        double c_full = rate_at(p, in->now_ns) * (p->svc_a + p->svc_b * B) / B;
+        double cap = ceil(c_full * p->headroom) + 1;
+        if ((double)in->inflight_batches >= cap) {
+            out->action = MLP_ACTION_WAIT;
+            out->wake_at_ns = MLP_WAKE_NEVER;
+            return MLP_OK;
+        }
+    }
     out->action = MLP_ACTION_DISPATCH;
     out->dispatch_items = n < B ? n : B;
     if (n >= B && !(learning && in->inflight_batches > 0)) return MLP_OK;  /* a full batch */

@@ -153,6 +153,31 @@ struct PolicyTests {
         }
     }
 
+    /// The in-flight cap: at one item per 0.1 ms with L(64) = 42 ms, full batches need
+    /// c_full = 10 x 42 / 64 = 6.6 in flight; with headroom 1 the policy keeps ceil(6.6) + 1 = 8 out and
+    /// holds even a full batch while 8 are. A backlog of slow replies does not raise the cap.
+    @Test func adaptiveCapsBatchesInFlightAtWhatTheRateNeeds() throws {
+        let q = try queue(policy: "adaptive-sla", params: "\"headroom\":1", maxItems: 64, slo: 1000, inflight: 100)
+        taught(q, maxItems: 64)
+        var id = 0, sent = 0
+        let gap = Self.ms / 10
+        for step in 0..<(64 * 12) {
+            admit(q, id: id, at: Int64(step) * gap)
+            id += 1
+            sent += summarize(q.pump(now: Int64(step) * gap)).batches.count
+        }
+        #expect(sent == 8 && q.inflight == 8, "sent \(sent)")
+        #expect(q.count >= 4 * 64, "the rest waits in the proxy")
+        // Replies queued behind a backlog (10x the model's latency) are outliers: the cap stays.
+        for _ in 0..<4 {
+            q.batchFinished(items: 64, arrivals: Array(repeating: 0, count: 64), ok: true, dispatched: 0, finished: 420 * Self.ms)
+        }
+        let now = Int64(64 * 12) * gap
+        for k in 0..<(64 * 8) { admit(q, id: id + k, at: now + Int64(k) * gap) }
+        let after = summarize(q.pump(now: now + Int64(64 * 8) * gap)).batches
+        #expect(after.count == 4 && q.inflight == 8, "four slots freed: four full batches of the 12 queued, \(after.map(\.count))")
+    }
+
     @Test func adaptiveStopsWaitingWhenTrafficStops() throws {
         let q = try queue(policy: "adaptive-sla", maxItems: 32, slo: 100)
         taught(q, maxItems: 32)
@@ -217,6 +242,24 @@ struct QueueLimitTests {
         let late = q.pump(now: 100)
         #expect(late.contains { if case .dispatch(let e) = $0 { return e.map(\.payload) == [0] } else { return false } })
         #expect(policy.asked == asked)
+    }
+
+    /// With batches in flight the policy may pace late requests (their completions ask again); with
+    /// none in flight they go at once whatever it says, so nothing is stranded.
+    @Test func lateRequestsArePacedOnlyWhileBatchesAreInFlight() {
+        let policy = ScriptedPolicy(.dispatch(items: 1))
+        let q = ModelQueue<Int>(limits: QueueLimits(maxBatchItems: 4, maxQueuedItems: 10, maxInflightBatches: 4, sloNanos: 100,
+                                                    rejectLate: false), policy: policy)
+        for i in 0..<3 { _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: i) }
+        #expect(summarize(q.pump(now: 0)).batches == [[0], [1], [2]])
+        policy.answer = .wait(until: .max)
+        _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 3)
+        let asked = policy.asked
+        let paced = summarize(q.pump(now: 150))
+        #expect(paced.batches.isEmpty && paced.wake == nil, "late, but three batches are out and the policy waits")
+        #expect(policy.asked == asked + 1)
+        for _ in 0..<3 { q.batchFinished(items: 1, arrivals: [0], ok: true, dispatched: 0, finished: 150) }
+        #expect(summarize(q.pump(now: 160)).batches == [[3]], "nothing in flight: it goes whatever the policy says")
     }
 
     @Test func lateRequestsAreRejectedWhenConfigured() {

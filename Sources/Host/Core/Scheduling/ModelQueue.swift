@@ -108,8 +108,12 @@ public final class ModelQueue<Payload> {
                 if limits.rejectLate { effects.append(.wake(at: earliestDeadline())) }
                 break
             }
-            // A request past its deadline never idles: it goes at the first free slot.
-            if !limits.rejectLate, earliestDeadline() <= now {
+            // A request past its deadline never idles: with nothing in flight it goes now, whatever the
+            // policy says. While batches are in flight the policy may still pace it (sending a backlog
+            // all at once only queues it at the upstream, where an autoscaler buys replicas for it);
+            // every completion asks again, so it waits at most until the upstream is idle.
+            let late = !limits.rejectLate && earliestDeadline() <= now
+            if late && inflight == 0 {
                 effects.append(.dispatch(take(items: limits.maxBatchItems)))
                 continue
             }
@@ -131,6 +135,11 @@ public final class ModelQueue<Payload> {
                 if shed.isEmpty { effects.append(.wake(at: min(earliestDeadline(), now + 1_000_000))); return effects }
                 effects.append(.reject(shed, RequestError(status: 503, message: "shed: \(reason)")))
             case .success(.wait(let until)):
+                if late {
+                    // Batches are in flight (see above): their completions ask again.
+                    if until != .max { effects.append(.wake(at: max(until, now + 100_000))) }
+                    return effects
+                }
                 // Never past the earliest deadline: at that moment the host dispatches or rejects.
                 var at = min(until, earliestDeadline())
                 if at <= now { at = now + 100_000 }
