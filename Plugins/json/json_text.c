@@ -347,6 +347,21 @@ mlp_status set_model_path(mlp_call *call, const char *prefix, mlp_bytes model, c
     return s == MLP_OK ? MLP_OK : fail(call, s, "could not set the upstream path");
 }
 
+mlp_status upstream_error(mlp_call *call, const mlp_upstream_reply *reply, const char *key, const char *who) {
+    json_t *root = json_loadb((const char *)reply->body.ptr, reply->body.len, 0, NULL);
+    const json_t *words = json_is_object(root) ? json_object_get(root, key) : NULL;
+    mlp_status s;
+    if (json_is_string(words))
+        s = fail(call, MLP_ERR_UPSTREAM, "%s answered %u: %s", who, reply->http_status, json_string_value(words));
+    else if (reply->body.len)
+        s = fail(call, MLP_ERR_UPSTREAM, "%s answered %u: %.*s", who, reply->http_status,
+                 (int)(reply->body.len < 200 ? reply->body.len : 200), (const char *)reply->body.ptr);
+    else
+        s = fail(call, MLP_ERR_UPSTREAM, "%s answered %u with an empty body", who, reply->http_status);
+    json_decref(root);
+    return s;
+}
+
 mlp_status stateless_create(mlp_call *call, mlp_bytes config, void **out) {
     (void)call; (void)config;
     *out = NULL;

@@ -406,13 +406,10 @@ static mlp_status tf_backend_encode(void *instance, mlp_call *call, const mlp_ba
 
 static mlp_status tf_backend_decode(void *instance, mlp_call *call, const mlp_upstream_reply *reply) {
     (void)instance;
+    if (reply->http_status != 200) return upstream_error(call, reply, "error", "model server");
     json_t *root = json_loadb((const char *)reply->body.ptr, reply->body.len, 0, NULL);
     mlp_status s;
-    if (reply->http_status != 200) {
-        const json_t *e = root ? json_object_get(root, "error") : NULL;
-        s = json_is_string(e) ? fail(call, MLP_ERR_UPSTREAM, "model server answered %u: %s", reply->http_status, json_string_value(e))
-                              : fail(call, MLP_ERR_UPSTREAM, "model server answered %u", reply->http_status);
-    } else if (!json_is_object(root)) {
+    if (!json_is_object(root)) {
         s = fail(call, MLP_ERR_UPSTREAM, "the model server's reply is not a JSON object");
     } else if (json_object_get(root, "predictions")) {
         const json_t *preds = json_object_get(root, "predictions");

@@ -26,15 +26,11 @@ static mlp_status ts_encode(void *instance, mlp_call *call, const mlp_batch_view
 
 static mlp_status ts_decode(void *instance, mlp_call *call, const mlp_upstream_reply *reply) {
     (void)instance;
+    /* TorchServe answers errors as {"code": 4xx/5xx, "type": "...", "message": "..."}. */
+    if (reply->http_status != 200) return upstream_error(call, reply, "message", "TorchServe");
     json_t *root = json_loadb((const char *)reply->body.ptr, reply->body.len, 0, NULL);
     mlp_status s;
-    if (reply->http_status != 200) {
-        /* TorchServe answers errors as {"code": 4xx/5xx, "type": "...", "message": "..."}. */
-        const json_t *m = root ? json_object_get(root, "message") : NULL;
-        s = json_is_string(m) ? fail(call, MLP_ERR_UPSTREAM, "TorchServe answered %u: %s", reply->http_status, json_string_value(m))
-                              : fail(call, MLP_ERR_UPSTREAM, "TorchServe answered %u: %.200s", reply->http_status,
-                                     reply->body.len ? (const char *)reply->body.ptr : "(empty body)");
-    } else {
+    {
         const json_t *rows = json_is_object(root) ? json_object_get(root, "predictions") : root;
         if (!json_is_array(rows)) {
             s = fail(call, MLP_ERR_UPSTREAM, "TorchServe's reply is not a JSON list of %u results (one per item)%s",

@@ -483,19 +483,8 @@ static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch
 
 static mlp_status backend_decode(void *instance, mlp_call *call, const mlp_upstream_reply *reply) {
     (void)instance;
-    if (reply->http_status != 200) {
-        /* v2 servers answer errors as {"error": "..."}; show the server's words when there are some. */
-        json_t *root = json_loadb((const char *)reply->body.ptr, reply->body.len, 0, NULL);
-        const json_t *e = root ? json_object_get(root, "error") : NULL;
-        mlp_status s;
-        if (json_is_string(e))
-            s = fail(call, MLP_ERR_UPSTREAM, "model server answered %u: %s", reply->http_status, json_string_value(e));
-        else
-            s = fail(call, MLP_ERR_UPSTREAM, "model server answered %u: %.200s", reply->http_status,
-                     reply->body.len ? (const char *)reply->body.ptr : "(empty body)");
-        json_decref(root);
-        return s;
-    }
+    /* v2 servers answer errors as {"error": "..."}. */
+    if (reply->http_status != 200) return upstream_error(call, reply, "error", "model server");
     mlp_status status;
     mlp_bytes head;
     binary_cursor bin = {NULL, 0}, *binp = NULL;
