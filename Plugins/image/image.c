@@ -4,7 +4,9 @@
  *              -> BYTES elements of the decoded bytes.
  *   image      BYTES elements holding JPEG (libjpeg-turbo) or PNG (libpng) files -> UINT8 [n,H,W,C],
  *              one image per item; params: channels "rgb" (default), "bgr" or "gray"; max_pixels
- *              (default 16777216, so a small file cannot unpack into gigabytes).
+ *              (default 16777216, so a small file cannot unpack into gigabytes); at_least [h, w]:
+ *              decode JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that keeps at least h x w,
+ *              several times faster before a resize to that size (slightly different pixels).
  *   resize     UINT8 or FP32 [n,H,W,C] -> the same type [n,h,w,C], bilinear with half-pixel centres
  *              (as PIL and OpenCV's INTER_LINEAR); resize(h,w) or params {height, width}.
  *   normalise  UINT8 or FP32 [...,C] -> FP32 (x * scale - mean[c]) / std[c]; params scale (default
@@ -44,12 +46,14 @@ typedef struct stage {
     int channels;            /* 1 or 3 */
     bool bgr;
     uint64_t max_pixels;
+    uint32_t at_least_h, at_least_w;  /* 0: full-size JPEG decoding */
     /* resize */
     int64_t height, width;
     /* normalise */
     float scale;
     float mean[4], std[4];
     uint32_t channel_params;  /* 1, or the number of channels mean/std were given for */
+    float lut[4][256];        /* normalise: the result for each UINT8 value and channel */
 } stage;
 
 static const char *const k_stage_names[] = {"b64", "image", "resize", "normalise", "chw"};
@@ -67,6 +71,14 @@ static uint32_t read_floats(const json_t *v, float *out) {
         out[i] = (float)json_number_value(json_array_get(v, i));
     }
     return (uint32_t)json_array_size(v);
+}
+
+/* normalise of one value of channel c; the UINT8 table and the FP32 path both use it. */
+static float normalised(const stage *s, float x, uint32_t c) { return (x * s->scale - s->mean[c]) / s->std[c]; }
+
+static void fill_lut(stage *s) {
+    for (uint32_t c = 0; c < s->channel_params; c++)
+        for (int v = 0; v < 256; v++) s->lut[c][v] = normalised(s, (float)v, c);
 }
 
 static mlp_status configure(stage *s, mlp_call *call, const json_t *cfg) {
@@ -98,6 +110,15 @@ static mlp_status configure(stage *s, mlp_call *call, const json_t *cfg) {
             else if (strcmp(c, "gray") == 0 || strcmp(c, "grey") == 0) s->channels = 1;
             else return fail(call, MLP_ERR_CONFIG, "image: channels must be \"rgb\", \"bgr\" or \"gray\"");
         }
+        const json_t *al = json_object_get(cfg, "at_least");
+        if (al) {
+            const json_t *h = json_array_get(al, 0), *w = json_array_get(al, 1);
+            if (json_array_size(al) != 2 || !json_is_integer(h) || !json_is_integer(w) || json_integer_value(h) < 1 ||
+                json_integer_value(w) < 1 || json_integer_value(h) > 65536 || json_integer_value(w) > 65536)
+                return fail(call, MLP_ERR_CONFIG, "image: at_least must be [height, width] in pixels");
+            s->at_least_h = (uint32_t)json_integer_value(h);
+            s->at_least_w = (uint32_t)json_integer_value(w);
+        }
         const json_t *mp = json_object_get(cfg, "max_pixels");
         if (mp) {
             if (!json_is_integer(mp) || json_integer_value(mp) < 1)
@@ -127,6 +148,7 @@ static mlp_status configure(stage *s, mlp_call *call, const json_t *cfg) {
             memcpy(s->mean, m, sizeof m);
             memcpy(s->std, d, sizeof d);
             s->channel_params = 3;
+            fill_lut(s);
             return MLP_OK;
         }
         if (nargs) return fail(call, MLP_ERR_CONFIG, "normalise: the only argument is imagenet; use params {scale, mean, std}");
@@ -150,6 +172,7 @@ static mlp_status configure(stage *s, mlp_call *call, const json_t *cfg) {
         }
         for (uint32_t c = 0; c < s->channel_params; c++)
             if (s->std[c] == 0.0f) return fail(call, MLP_ERR_CONFIG, "normalise: std must not be 0");
+        fill_lut(s);
         return MLP_OK;
     }
     }
@@ -165,7 +188,7 @@ static mlp_status create_kind(enum stage_kind kind, mlp_call *call, mlp_bytes co
     }
     const char *key;
     const json_t *unused;
-    static const char *const known[] = {"args", "tensor", "channels", "max_pixels", "height", "width",
+    static const char *const known[] = {"args", "tensor", "channels", "max_pixels", "at_least", "height", "width",
                                         "scale", "mean", "std", NULL};
     json_object_foreach(cfg, key, unused) {
         bool ok = false;
@@ -311,8 +334,10 @@ static void jpeg_message(j_common_ptr c, int level) {
 static bool is_jpeg(const uint8_t *d, size_t n) { return n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF; }
 static bool is_png(const uint8_t *d, size_t n) { return n >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0; }
 
-/* Reads the size (out == NULL) or decodes into `out` (width * height * channels bytes). */
-static bool decode_jpeg(const uint8_t *data, size_t len, int channels, bool bgr, uint8_t *out, picture *pic) {
+/* Reads the size (out == NULL) or decodes into `out` (width * height * channels bytes), at the smallest
+ * DCT scale that keeps at least min_h x min_w (0 x 0: full size). */
+static bool decode_jpeg(const uint8_t *data, size_t len, int channels, bool bgr, uint32_t min_h, uint32_t min_w,
+                        uint8_t *out, picture *pic) {
     struct jpeg_decompress_struct d;
     jpeg_failure f;
     d.err = jpeg_std_error(&f.mgr);
@@ -327,6 +352,14 @@ static bool decode_jpeg(const uint8_t *data, size_t len, int channels, bool bgr,
     jpeg_mem_src(&d, data, (unsigned long)len);
     jpeg_read_header(&d, TRUE);
     d.out_color_space = channels == 1 ? JCS_GRAYSCALE : bgr ? JCS_EXT_BGR : JCS_RGB;
+    d.scale_num = 1;
+    d.scale_denom = 1;
+    for (unsigned denom = 8; (min_h || min_w) && denom > 1; denom /= 2) {
+        d.scale_denom = denom;
+        jpeg_calc_output_dimensions(&d);
+        if (d.output_height >= min_h && d.output_width >= min_w) break;
+        d.scale_denom = 1;
+    }
     jpeg_calc_output_dimensions(&d);
     pic->width = d.output_width;
     pic->height = d.output_height;
@@ -365,8 +398,9 @@ static bool decode_png(const uint8_t *data, size_t len, int channels, bool bgr, 
     return true;
 }
 
-static bool decode_picture(const uint8_t *data, size_t len, int channels, bool bgr, uint8_t *out, picture *pic) {
-    if (is_jpeg(data, len)) return decode_jpeg(data, len, channels, bgr, out, pic);
+static bool decode_picture(const uint8_t *data, size_t len, int channels, bool bgr, uint32_t min_h, uint32_t min_w,
+                           uint8_t *out, picture *pic) {
+    if (is_jpeg(data, len)) return decode_jpeg(data, len, channels, bgr, min_h, min_w, out, pic);
     if (is_png(data, len)) return decode_png(data, len, channels, bgr, out, pic);
     snprintf(pic->error, sizeof pic->error, "is neither JPEG nor PNG");
     return false;
@@ -394,7 +428,7 @@ static mlp_status image_apply(void *instance, mlp_call *call, const mlp_stage_in
             memset(&pic, 0, sizeof pic);
             if (!next_element(&p, end, &e, &elen))
                 return fail(call, MLP_ERR_INVALID_INPUT, "image: '%.*s' is truncated", nm, name);
-            if (!decode_picture(e, elen, s->channels, s->bgr, NULL, &pic))
+            if (!decode_picture(e, elen, s->channels, s->bgr, s->at_least_h, s->at_least_w, NULL, &pic))
                 return fail(call, is_jpeg(e, elen) || is_png(e, elen) ? MLP_ERR_INVALID_INPUT : MLP_ERR_UNSUPPORTED,
                             "image %zu of '%.*s' %s%s", k, nm, name,
                             is_jpeg(e, elen) ? "is a corrupt JPEG: " : is_png(e, elen) ? "is a corrupt PNG: " : "", pic.error);
@@ -413,7 +447,7 @@ static mlp_status image_apply(void *instance, mlp_call *call, const mlp_stage_in
         p = t->data.ptr;
         for (size_t k = 0; k < count && next_element(&p, end, &e, &elen); k++) {
             memset(&pic, 0, sizeof pic);
-            if (!decode_picture(e, elen, s->channels, s->bgr, out + k * one, &pic))
+            if (!decode_picture(e, elen, s->channels, s->bgr, s->at_least_h, s->at_least_w, out + k * one, &pic))
                 return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is corrupt: %s", k, nm, name, pic.error);
         }
     }
@@ -468,23 +502,34 @@ static mlp_status resize_apply(void *instance, mlp_call *call, const mlp_stage_i
         double *xw = yw + h;
         axis_map(h, H, ylo, yw);
         axis_map(w, W, xlo, xw);
+        const bool u8 = esize == 1;
         size_t o = 0;
         for (int64_t b = 0; b < n; b++)
-            for (int64_t y = 0; y < h; y++)
-                for (int64_t x = 0; x < w; x++)
+            for (int64_t y = 0; y < h; y++) {
+                size_t row0 = (size_t)(((b * H + ylo[y]) * W) * C), row1 = row0 + (yw[y] > 0 ? (size_t)(W * C) : 0);
+                double wy = yw[y], wy0 = 1 - wy;
+                for (int64_t x = 0; x < w; x++) {
+                    size_t c0 = (size_t)(xlo[x] * C), c1 = c0 + (xw[x] > 0 ? (size_t)C : 0);
+                    double wx = xw[x], wx0 = 1 - wx;
                     for (int64_t c = 0; c < C; c++, o++) {
-                        size_t row0 = (size_t)(((b * H + ylo[y]) * W) * C), row1 = row0 + (yw[y] > 0 ? (size_t)(W * C) : 0);
-                        size_t c0 = (size_t)(xlo[x] * C + c), c1 = c0 + (xw[x] > 0 ? (size_t)C : 0);
-                        double top = load_px(t, row0 + c0) * (1 - xw[x]) + load_px(t, row0 + c1) * xw[x];
-                        double bot = load_px(t, row1 + c0) * (1 - xw[x]) + load_px(t, row1 + c1) * xw[x];
-                        double v = top * (1 - yw[y]) + bot * yw[y];
-                        if (esize == 1) {
+                        double p00, p01, p10, p11;
+                        if (u8) {
+                            const uint8_t *px = t->data.ptr;
+                            p00 = px[row0 + c0 + c]; p01 = px[row0 + c1 + c]; p10 = px[row1 + c0 + c]; p11 = px[row1 + c1 + c];
+                        } else {
+                            p00 = load_px(t, row0 + c0 + c); p01 = load_px(t, row0 + c1 + c);
+                            p10 = load_px(t, row1 + c0 + c); p11 = load_px(t, row1 + c1 + c);
+                        }
+                        double v = (p00 * wx0 + p01 * wx) * wy0 + (p10 * wx0 + p11 * wx) * wy;
+                        if (u8) {
                             out[o] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : lrint(v));
                         } else {
                             float f = (float)v;
                             memcpy(out + o * 4, &f, 4);
                         }
                     }
+                }
+            }
         free(ylo);
         free(yw);
     }
@@ -508,10 +553,17 @@ static mlp_status normalise_apply(void *instance, mlp_call *call, const mlp_stag
         size_t count = element_count(t);
         uint8_t *out = add(call, t, MLP_DT_FP32, t->shape, t->rank, count * 4);
         if (!out) return fail(call, MLP_ERR_NOMEM, "normalise: the host refused %zu bytes", count * 4);
-        for (size_t k = 0; k < count; k++) {
-            size_t c = s->channel_params > 1 ? k % (size_t)C : 0;
-            float v = ((float)load_px(t, k) * s->scale - s->mean[c]) / s->std[c];
-            memcpy(out + k * 4, &v, 4);
+        size_t cs = s->channel_params > 1 ? (size_t)C : 1;
+        if (t->datatype == MLP_DT_UINT8) {
+            for (size_t k = 0; k < count; k++) {
+                float v = s->lut[cs > 1 ? k % cs : 0][t->data.ptr[k]];
+                memcpy(out + k * 4, &v, 4);
+            }
+        } else {
+            for (size_t k = 0; k < count; k++) {
+                float v = normalised(s, (float)load_px(t, k), (uint32_t)(cs > 1 ? k % cs : 0));
+                memcpy(out + k * 4, &v, 4);
+            }
         }
     }
     return any ? MLP_OK : nothing_to_do(call, s, "UINT8 or FP32 [n,H,W,C] image");
@@ -533,12 +585,16 @@ static mlp_status chw_apply(void *instance, mlp_call *call, const mlp_stage_inpu
         int64_t shape[4] = {n, C, H, W};
         uint8_t *out = add(call, t, t->datatype, shape, 4, t->data.len);
         if (!out) return fail(call, MLP_ERR_NOMEM, "chw: the host refused %zu bytes", t->data.len);
+        /* Walks the destination in order, reading the source with stride C. */
         for (int64_t b = 0; b < n; b++)
-            for (int64_t y = 0; y < H; y++)
-                for (int64_t x = 0; x < W; x++)
-                    for (int64_t c = 0; c < C; c++)
-                        memcpy(out + (size_t)(((b * C + c) * H + y) * W + x) * es,
-                               t->data.ptr + (size_t)(((b * H + y) * W + x) * C + c) * es, es);
+            for (int64_t c = 0; c < C; c++) {
+                const uint8_t *src = t->data.ptr + (size_t)((b * H * W) * C + c) * es;
+                uint8_t *dst = out + (size_t)((b * C + c) * H * W) * es;
+                size_t step = (size_t)C * es, plane = (size_t)(H * W);
+                if (es == 4) for (size_t i = 0; i < plane; i++) memcpy(dst + i * 4, src + i * step, 4);
+                else if (es == 1) for (size_t i = 0; i < plane; i++) dst[i] = src[i * step];
+                else for (size_t i = 0; i < plane; i++) memcpy(dst + i * es, src + i * step, es);
+            }
     }
     return any ? MLP_OK : nothing_to_do(call, s, "[n,H,W,C]");
 }
@@ -589,11 +645,11 @@ MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info 
 
 int mlp_image_fuzz_decode(const uint8_t *data, size_t size) {
     picture pic = {0};
-    if (!decode_picture(data, size, 3, false, NULL, &pic)) return MLP_ERR_INVALID_INPUT;
+    if (!decode_picture(data, size, 3, false, 0, 0, NULL, &pic)) return MLP_ERR_INVALID_INPUT;
     if ((uint64_t)pic.width * pic.height > 4096u * 4096u || pic.width == 0 || pic.height == 0) return MLP_ERR_INVALID_INPUT;
     uint8_t *out = malloc((size_t)pic.width * pic.height * 3);
     if (!out) return MLP_ERR_NOMEM;
-    bool ok = decode_picture(data, size, 3, false, out, &pic);
+    bool ok = decode_picture(data, size, 3, false, 0, 0, out, &pic);
     free(out);
     return ok ? MLP_OK : MLP_ERR_INVALID_INPUT;
 }

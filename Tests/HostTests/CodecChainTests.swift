@@ -116,6 +116,18 @@ struct CodecChainTests {
         }
     }
 
+    /// at_least: the smallest DCT scale that keeps the size, here 1/2 (1/4 would be 4x2, too small).
+    @Test func jpegDecodesAtADCTScaleWhenAsked() throws {
+        let out = try applied("image", "{\"at_least\":[4,8]}", [bytesTensor("img", [try image("red_16x8.jpg")])])
+        #expect(out[0].shape == [1, 4, 8, 3])
+        let px = out[0].doubles()
+        #expect(abs(px[0] - 200) <= 3 && abs(px[1] - 30) <= 3 && abs(px[2] - 60) <= 3, "\(px.prefix(3))")
+        // PNGs are decoded at full size whatever at_least says.
+        let png = try applied("image", "{\"at_least\":[1,1]}", [bytesTensor("img", [try image("rgb_4x3.png")])])
+        #expect(png[0].shape == [1, 3, 4, 3])
+        #expect(throws: ConfigError.self) { try stage("image", "{\"at_least\":[0,5]}") }
+    }
+
     @Test func corruptForeignAndHugeImagesFailWithReasons() throws {
         let jpeg = try image("red_16x8.jpg"), png = try image("rgb_4x3.png")
         let truncated = try failure("image", "{}", [bytesTensor("img", [try image("red_16x8_truncated.jpg")])])
