@@ -143,6 +143,43 @@ static const mlp_policy_vtable k_static = {
  * ------------------------------------------------------------------------------------------- */
 #define LAT_KEPT 128
 
+/* The last LAT_KEPT batches' sizes and latencies. */
+typedef struct latency_ring {
+    struct { double n, ns; } at[LAT_KEPT];
+    uint32_t kept, next;
+} latency_ring;
+
+static void ring_add(latency_ring *r, double n, double ns) {
+    r->at[r->next].n = n;
+    r->at[r->next].ns = ns;
+    r->next = (r->next + 1) % LAT_KEPT;
+    if (r->kept < LAT_KEPT) r->kept++;
+}
+
+/* Least-squares line ns = a + b n over the ring (b >= 0); with one size seen, half of its latency is
+ * assumed to be per item, pessimistic until others are seen. */
+static void ring_fit(const latency_ring *r, double *a, double *b) {
+    uint32_t k = r->kept;
+    double sx = 0, sy = 0, sxx = 0, sxy = 0, nmax = 0, nmin = INFINITY;
+    for (uint32_t i = 0; i < k; i++) {
+        sx += r->at[i].n;
+        sy += r->at[i].ns;
+        sxx += r->at[i].n * r->at[i].n;
+        sxy += r->at[i].n * r->at[i].ns;
+        nmax = fmax(nmax, r->at[i].n);
+        nmin = fmin(nmin, r->at[i].n);
+    }
+    double det = k * sxx - sx * sx;
+    if (nmax > nmin && det > 0) {
+        *b = fmax(0, (k * sxy - sx * sy) / det);
+        *a = (sy - *b * sx) / k;
+    } else {
+        double mean = sy / k;
+        *b = mean / (2 * nmax);
+        *a = mean - *b * nmax;
+    }
+}
+
 typedef struct adaptive_policy {
     uint32_t max_items;
     double quantile;
@@ -151,14 +188,14 @@ typedef struct adaptive_policy {
     double utilization;  /* 0 disables the knee: always the largest batch that meets the deadline */
     double headroom;     /* in-flight cap: ceil(c_full x headroom) + 1 batches; 0 disables it */
     /* Latency model. */
-    struct { double n, ns; } lat[LAT_KEPT];
-    uint32_t lat_kept, lat_next;
+    latency_ring lat;
     double a, b, margin;
     bool have_data;
     /* The upstream's service time for pacing: the fit as of the last batch that was not an outlier
      * (more than twice this prediction: queued behind a cold start or a backlog), so a backlog at the
      * upstream does not pass for a slower model and raise the in-flight cap with it. Accepted anyway
      * once outliers have lasted 10 s (the model really is slower). */
+    latency_ring svc;
     double svc_a, svc_b;
     int64_t outliers_since;
     uint32_t largest_seen; /* the largest batch observed; batches grow at most to twice it */
@@ -200,28 +237,10 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
 
 /* Refits L(n) = a + b n + margin over the kept batches. O(LAT_KEPT) per finished batch. */
 static void adaptive_refit(adaptive_policy *p) {
-    uint32_t k = p->lat_kept;
-    double sx = 0, sy = 0, sxx = 0, sxy = 0, nmax = 0, nmin = INFINITY;
-    for (uint32_t i = 0; i < k; i++) {
-        sx += p->lat[i].n;
-        sy += p->lat[i].ns;
-        sxx += p->lat[i].n * p->lat[i].n;
-        sxy += p->lat[i].n * p->lat[i].ns;
-        nmax = fmax(nmax, p->lat[i].n);
-        nmin = fmin(nmin, p->lat[i].n);
-    }
-    double det = k * sxx - sx * sx;
-    if (nmax > nmin && det > 0) {
-        p->b = fmax(0, (k * sxy - sx * sy) / det);
-        p->a = (sy - p->b * sx) / k;
-    } else {
-        /* One size seen: assume half of its latency is per item, pessimistic until others are seen. */
-        double mean = sy / k;
-        p->b = mean / (2 * nmax);
-        p->a = mean - p->b * nmax;
-    }
+    ring_fit(&p->lat, &p->a, &p->b);
+    uint32_t k = p->lat.kept;
     double residual[LAT_KEPT];
-    for (uint32_t i = 0; i < k; i++) residual[i] = p->lat[i].ns - (p->a + p->b * p->lat[i].n);
+    for (uint32_t i = 0; i < k; i++) residual[i] = p->lat.at[i].ns - (p->a + p->b * p->lat.at[i].n);
     p->margin = fmax(0, quantile_of(residual, k, p->quantile));
     p->have_data = true;
 }
@@ -231,21 +250,24 @@ static double latency_of(const adaptive_policy *p, uint32_t n) { return p->a + p
 static void adaptive_observe(void *instance, const mlp_batch_report *r) {
     adaptive_policy *p = instance;
     if (!r->ok || r->items == 0) return;
-    p->lat[p->lat_next].n = r->items;
-    p->lat[p->lat_next].ns = (double)(r->finished_ns - r->dispatched_ns);
-    p->lat_next = (p->lat_next + 1) % LAT_KEPT;
-    if (p->lat_kept < LAT_KEPT) p->lat_kept++;
-    if (r->items > p->largest_seen) p->largest_seen = r->items;
     double ns = (double)(r->finished_ns - r->dispatched_ns);
-    bool outlier = p->have_data && ns > 2 * (p->svc_a + p->svc_b * r->items) + 1e6;
+    ring_add(&p->lat, r->items, ns);
+    if (r->items > p->largest_seen) p->largest_seen = r->items;
     adaptive_refit(p);
-    if (!outlier || (p->outliers_since && r->finished_ns - p->outliers_since > 10000000000LL)) {
-        p->svc_a = p->a;
-        p->svc_b = p->b;
+    /* The service time: a fit over batches that were not outliers, so a backlog queued at the upstream
+     * (replies twice as slow as predicted) does not pass for a slower model. Outliers that last 10 s
+     * are believed: the ring restarts from them. */
+    bool outlier = p->svc.kept > 0 && ns > 2 * (p->svc_a + p->svc_b * r->items) + 1e6;
+    if (!outlier) {
+        ring_add(&p->svc, r->items, ns);
         p->outliers_since = 0;
     } else if (!p->outliers_since) {
         p->outliers_since = r->finished_ns;
+    } else if (r->finished_ns - p->outliers_since > 10000000000LL) {
+        p->svc = p->lat;
+        p->outliers_since = 0;
     }
+    ring_fit(&p->svc, &p->svc_a, &p->svc_b);
 }
 
 /* Items per nanosecond expected from now on; 0 when nothing is known. */
@@ -293,7 +315,7 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
     bool learning = p->largest_seen < B;
     if (learning && p->have_data && 2 * p->largest_seen < B) B = 2 * p->largest_seen;
     uint32_t n = in->queued_items;
-    if (p->headroom > 0 && p->have_data && !learning && in->inflight_batches > 0) {
+    if (p->headroom > 0 && p->have_data && in->inflight_batches > 0) {
         /* Full batches need c_full = rate x L(B) / B of them in flight; more than that (with headroom)
          * only wait at the upstream, where an autoscaler counts them as demand and buys replicas. */
         double c_full = rate_at(p, in->now_ns) * (p->svc_a + p->svc_b * B) / B;
