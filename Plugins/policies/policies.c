@@ -131,8 +131,8 @@ static const mlp_policy_vtable k_static = {
  * + 1 out and lets the rest wait in the proxy, where they are cut into full batches as slots free up.
  * A backlog sent at once only queues at the upstream, and an autoscaler that counts in-flight requests
  * (Knative's KPA) buys a replica for each: on an 8x spike with a 2 s cold start that was 126 replicas
- * for a minute where 3 serve the load (measured in the simulator). S comes from batches that were not
- * outliers (see svc_a), so the backlog itself does not raise the cap.
+ * for a minute where 3 serve the load (measured in the simulator). S is fitted over its own ring of
+ * batches that were not outliers (see adaptive_observe), so the backlog itself does not raise the cap.
  *
  * Latency knee (`utilization`, 0.7 by default, 0 turns it off): where even the largest batch keeps the
  * upstream far below one replica's worth of concurrency (c = rate x L(n) / n <= utilization / 4),
@@ -191,10 +191,10 @@ typedef struct adaptive_policy {
     latency_ring lat;
     double a, b, margin;
     bool have_data;
-    /* The upstream's service time for pacing: the fit as of the last batch that was not an outlier
-     * (more than twice this prediction: queued behind a cold start or a backlog), so a backlog at the
-     * upstream does not pass for a slower model and raise the in-flight cap with it. Accepted anyway
-     * once outliers have lasted 10 s (the model really is slower). */
+    /* The upstream's service time for pacing, S(n) = svc_a + svc_b n, fitted over the batches that
+     * were not outliers (more than twice S: queued behind a cold start or a backlog), so a backlog at
+     * the upstream does not pass for a slower model and raise the in-flight cap with it. Outliers that
+     * last 10 s are believed (the model really is slower): the ring restarts from the main one. */
     latency_ring svc;
     double svc_a, svc_b;
     int64_t outliers_since;
