@@ -249,6 +249,29 @@ static size_t element_count(const mlp_tensor *t) {
     return n;
 }
 
+/* Runs `one` on each tensor the stage works on (the named one, or each that `fits` when none is
+ * named), passes the others on unchanged, and fails the request when there was none. */
+static mlp_status each_tensor(const stage *s, mlp_call *call, const mlp_stage_input *in,
+                              bool (*fits)(const mlp_tensor *),
+                              mlp_status (*one)(const stage *, mlp_call *, const mlp_tensor *), const char *what) {
+    bool any = false;
+    for (uint32_t i = 0; i < in->tensor_count; i++) {
+        const mlp_tensor *t = mlp_tensor_at(in->tensors, in->tensor_stride, i);
+        if (!wants(s, t, fits(t))) {
+            mlp_status st = g_host->pass_tensor(call, i);
+            if (st != MLP_OK) return st;
+            continue;
+        }
+        any = true;
+        mlp_status st = one(s, call, t);
+        if (st != MLP_OK) return st;
+    }
+    return any ? MLP_OK : nothing_to_do(call, s, what);
+}
+
+static bool is_bytes(const mlp_tensor *t) { return t->datatype == MLP_DT_BYTES; }
+static bool is_4d_tensor(const mlp_tensor *t) { return t->rank == 4 && t->datatype != MLP_DT_BYTES; }
+
 /* ---------------------------------------------------------------------------------------------
  * b64
  * ------------------------------------------------------------------------------------------- */
@@ -268,41 +291,39 @@ static long b64_element(const uint8_t *text, size_t len, char *scratch, uint8_t 
     return mlp_b64_decode(scratch, n, out);
 }
 
-static mlp_status b64_apply(void *instance, mlp_call *call, const mlp_stage_input *in) {
-    const stage *s = instance;
-    bool any = false;
-    for (uint32_t i = 0; i < in->tensor_count; i++) {
-        const mlp_tensor *t = mlp_tensor_at(in->tensors, in->tensor_stride, i);
-        if (!wants(s, t, t->datatype == MLP_DT_BYTES)) { g_host->pass_tensor(call, i); continue; }
-        if (t->datatype != MLP_DT_BYTES)
-            return fail(call, MLP_ERR_INVALID_INPUT, "b64: tensor '%.*s' is not BYTES", (int)t->name.len, t->name.ptr);
-        any = true;
-        char *scratch = malloc(t->data.len + 1);
-        if (!scratch) return fail(call, MLP_ERR_NOMEM, "out of memory");
-        /* Measure, then write. */
-        size_t total = 0, count = element_count(t), k = 0;
-        const uint8_t *p = t->data.ptr, *end = p + t->data.len, *e;
-        size_t elen;
-        for (; k < count && next_element(&p, end, &e, &elen); k++) {
-            long n = b64_element(e, elen, scratch, NULL);
-            if (n < 0) {
-                free(scratch);
-                return fail(call, MLP_ERR_INVALID_INPUT, "b64: element %zu of '%.*s' is not base64", k, (int)t->name.len, t->name.ptr);
-            }
-            total += 4 + (size_t)n;
+static mlp_status b64_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
+    (void)s;
+    if (t->datatype != MLP_DT_BYTES)
+        return fail(call, MLP_ERR_INVALID_INPUT, "b64: tensor '%.*s' is not BYTES", (int)t->name.len, t->name.ptr);
+    char *scratch = malloc(t->data.len + 1);
+    if (!scratch) return fail(call, MLP_ERR_NOMEM, "out of memory");
+    /* Measure, then write. */
+    size_t total = 0, count = element_count(t), k = 0;
+    const uint8_t *p = t->data.ptr, *end = p + t->data.len, *e;
+    size_t elen;
+    for (; k < count && next_element(&p, end, &e, &elen); k++) {
+        long n = b64_element(e, elen, scratch, NULL);
+        if (n < 0) {
+            free(scratch);
+            return fail(call, MLP_ERR_INVALID_INPUT, "b64: element %zu of '%.*s' is not base64", k, (int)t->name.len, t->name.ptr);
         }
-        if (k != count) { free(scratch); return fail(call, MLP_ERR_INVALID_INPUT, "b64: '%.*s' is truncated", (int)t->name.len, t->name.ptr); }
-        uint8_t *out = add(call, t, MLP_DT_BYTES, t->shape, t->rank, total);
-        if (!out) { free(scratch); return fail(call, MLP_ERR_NOMEM, "b64: the host refused %zu bytes", total); }
-        p = t->data.ptr;
-        while (next_element(&p, end, &e, &elen)) {
-            long n = b64_element(e, elen, scratch, out + 4);
-            out[0] = (uint8_t)n; out[1] = (uint8_t)(n >> 8); out[2] = (uint8_t)(n >> 16); out[3] = (uint8_t)(n >> 24);
-            out += 4 + n;
-        }
-        free(scratch);
+        total += 4 + (size_t)n;
     }
-    return any ? MLP_OK : nothing_to_do(call, s, "BYTES");
+    if (k != count) { free(scratch); return fail(call, MLP_ERR_INVALID_INPUT, "b64: '%.*s' is truncated", (int)t->name.len, t->name.ptr); }
+    uint8_t *out = add(call, t, MLP_DT_BYTES, t->shape, t->rank, total);
+    if (!out) { free(scratch); return fail(call, MLP_ERR_NOMEM, "b64: the host refused %zu bytes", total); }
+    p = t->data.ptr;
+    while (next_element(&p, end, &e, &elen)) {
+        long n = b64_element(e, elen, scratch, out + 4);
+        out[0] = (uint8_t)n; out[1] = (uint8_t)(n >> 8); out[2] = (uint8_t)(n >> 16); out[3] = (uint8_t)(n >> 24);
+        out += 4 + n;
+    }
+    free(scratch);
+    return MLP_OK;
+}
+
+static mlp_status b64_apply(void *instance, mlp_call *call, const mlp_stage_input *in) {
+    return each_tensor(instance, call, in, is_bytes, b64_one, "BYTES");
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -406,52 +427,49 @@ static bool decode_picture(const uint8_t *data, size_t len, int channels, bool b
     return false;
 }
 
-static mlp_status image_apply(void *instance, mlp_call *call, const mlp_stage_input *in) {
-    const stage *s = instance;
-    bool any = false;
-    for (uint32_t i = 0; i < in->tensor_count; i++) {
-        const mlp_tensor *t = mlp_tensor_at(in->tensors, in->tensor_stride, i);
-        if (!wants(s, t, t->datatype == MLP_DT_BYTES)) { g_host->pass_tensor(call, i); continue; }
-        const int nm = (int)t->name.len;
-        const char *name = (const char *)t->name.ptr;
-        if (t->datatype != MLP_DT_BYTES)
-            return fail(call, MLP_ERR_INVALID_INPUT, "image: tensor '%.*s' is not BYTES (encoded images)", nm, name);
-        any = true;
-        size_t count = element_count(t);
-        if (t->rank < 1 || count != (size_t)t->shape[0])
-            return fail(call, MLP_ERR_INVALID_INPUT, "image: '%.*s' must hold one image per item (shape [n])", nm, name);
-        /* First the sizes: every image of the request must agree, and stay under max_pixels. */
-        picture first = {0}, pic;
-        const uint8_t *p = t->data.ptr, *end = p + t->data.len, *e;
-        size_t elen;
-        for (size_t k = 0; k < count; k++) {
-            memset(&pic, 0, sizeof pic);
-            if (!next_element(&p, end, &e, &elen))
-                return fail(call, MLP_ERR_INVALID_INPUT, "image: '%.*s' is truncated", nm, name);
-            if (!decode_picture(e, elen, s->channels, s->bgr, s->at_least_h, s->at_least_w, NULL, &pic))
-                return fail(call, is_jpeg(e, elen) || is_png(e, elen) ? MLP_ERR_INVALID_INPUT : MLP_ERR_UNSUPPORTED,
-                            "image %zu of '%.*s' %s%s", k, nm, name,
-                            is_jpeg(e, elen) ? "is a corrupt JPEG: " : is_png(e, elen) ? "is a corrupt PNG: " : "", pic.error);
-            if ((uint64_t)pic.width * pic.height > s->max_pixels || pic.width == 0 || pic.height == 0)
-                return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is %ux%u pixels; this model takes at most %llu",
-                            k, nm, name, pic.width, pic.height, (unsigned long long)s->max_pixels);
-            if (k == 0) first = pic;
-            else if (pic.width != first.width || pic.height != first.height)
-                return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is %ux%u but image 0 is %ux%u; send one size per request",
-                            k, nm, name, pic.width, pic.height, first.width, first.height);
-        }
-        size_t one = (size_t)first.width * first.height * (size_t)s->channels;
-        int64_t shape[4] = {(int64_t)count, first.height, first.width, s->channels};
-        uint8_t *out = add(call, t, MLP_DT_UINT8, shape, 4, one * count);
-        if (!out) return fail(call, MLP_ERR_NOMEM, "image: the host refused %zu bytes", one * count);
-        p = t->data.ptr;
-        for (size_t k = 0; k < count && next_element(&p, end, &e, &elen); k++) {
-            memset(&pic, 0, sizeof pic);
-            if (!decode_picture(e, elen, s->channels, s->bgr, s->at_least_h, s->at_least_w, out + k * one, &pic))
-                return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is corrupt: %s", k, nm, name, pic.error);
-        }
+static mlp_status image_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
+    const int nm = (int)t->name.len;
+    const char *name = (const char *)t->name.ptr;
+    if (t->datatype != MLP_DT_BYTES)
+        return fail(call, MLP_ERR_INVALID_INPUT, "image: tensor '%.*s' is not BYTES (encoded images)", nm, name);
+    size_t count = element_count(t);
+    if (t->rank < 1 || count != (size_t)t->shape[0])
+        return fail(call, MLP_ERR_INVALID_INPUT, "image: '%.*s' must hold one image per item (shape [n])", nm, name);
+    /* First the sizes: every image of the request must agree, and stay under max_pixels. */
+    picture first = {0}, pic;
+    const uint8_t *p = t->data.ptr, *end = p + t->data.len, *e;
+    size_t elen;
+    for (size_t k = 0; k < count; k++) {
+        memset(&pic, 0, sizeof pic);
+        if (!next_element(&p, end, &e, &elen))
+            return fail(call, MLP_ERR_INVALID_INPUT, "image: '%.*s' is truncated", nm, name);
+        if (!decode_picture(e, elen, s->channels, s->bgr, s->at_least_h, s->at_least_w, NULL, &pic))
+            return fail(call, is_jpeg(e, elen) || is_png(e, elen) ? MLP_ERR_INVALID_INPUT : MLP_ERR_UNSUPPORTED,
+                        "image %zu of '%.*s' %s%s", k, nm, name,
+                        is_jpeg(e, elen) ? "is a corrupt JPEG: " : is_png(e, elen) ? "is a corrupt PNG: " : "", pic.error);
+        if ((uint64_t)pic.width * pic.height > s->max_pixels || pic.width == 0 || pic.height == 0)
+            return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is %ux%u pixels; this model takes at most %llu",
+                        k, nm, name, pic.width, pic.height, (unsigned long long)s->max_pixels);
+        if (k == 0) first = pic;
+        else if (pic.width != first.width || pic.height != first.height)
+            return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is %ux%u but image 0 is %ux%u; send one size per request",
+                        k, nm, name, pic.width, pic.height, first.width, first.height);
     }
-    return any ? MLP_OK : nothing_to_do(call, s, "BYTES");
+    size_t one = (size_t)first.width * first.height * (size_t)s->channels;
+    int64_t shape[4] = {(int64_t)count, first.height, first.width, s->channels};
+    uint8_t *out = add(call, t, MLP_DT_UINT8, shape, 4, one * count);
+    if (!out) return fail(call, MLP_ERR_NOMEM, "image: the host refused %zu bytes", one * count);
+    p = t->data.ptr;
+    for (size_t k = 0; k < count && next_element(&p, end, &e, &elen); k++) {
+        memset(&pic, 0, sizeof pic);
+        if (!decode_picture(e, elen, s->channels, s->bgr, s->at_least_h, s->at_least_w, out + k * one, &pic))
+            return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is corrupt: %s", k, nm, name, pic.error);
+    }
+    return MLP_OK;
+}
+
+static mlp_status image_apply(void *instance, mlp_call *call, const mlp_stage_input *in) {
+    return each_tensor(instance, call, in, is_bytes, image_one, "BYTES");
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -481,122 +499,114 @@ static void axis_map(int64_t n, int64_t m, int64_t *lo, double *w) {
     }
 }
 
-static mlp_status resize_apply(void *instance, mlp_call *call, const mlp_stage_input *in) {
-    const stage *s = instance;
-    bool any = false;
-    for (uint32_t i = 0; i < in->tensor_count; i++) {
-        const mlp_tensor *t = mlp_tensor_at(in->tensors, in->tensor_stride, i);
-        if (!wants(s, t, is_image_tensor(t))) { g_host->pass_tensor(call, i); continue; }
-        if (!is_image_tensor(t))
-            return fail(call, MLP_ERR_INVALID_INPUT, "resize: '%.*s' is not a UINT8 or FP32 [n,H,W,C] image", (int)t->name.len, t->name.ptr);
-        any = true;
-        int64_t n = t->shape[0], H = t->shape[1], W = t->shape[2], C = t->shape[3], h = s->height, w = s->width;
-        if (H < 1 || W < 1) return fail(call, MLP_ERR_INVALID_INPUT, "resize: '%.*s' is empty", (int)t->name.len, t->name.ptr);
-        size_t esize = t->datatype == MLP_DT_UINT8 ? 1 : 4;
-        int64_t shape[4] = {n, h, w, C};
-        uint8_t *out = add(call, t, t->datatype, shape, 4, (size_t)(n * h * w * C) * esize);
-        int64_t *ylo = malloc(sizeof(int64_t) * (size_t)(h + w));
-        double *yw = malloc(sizeof(double) * (size_t)(h + w));
-        if (!out || !ylo || !yw) { free(ylo); free(yw); return fail(call, MLP_ERR_NOMEM, "resize: out of memory"); }
-        int64_t *xlo = ylo + h;
-        double *xw = yw + h;
-        axis_map(h, H, ylo, yw);
-        axis_map(w, W, xlo, xw);
-        const bool u8 = esize == 1;
-        size_t o = 0;
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t y = 0; y < h; y++) {
-                size_t row0 = (size_t)(((b * H + ylo[y]) * W) * C), row1 = row0 + (yw[y] > 0 ? (size_t)(W * C) : 0);
-                double wy = yw[y], wy0 = 1 - wy;
-                for (int64_t x = 0; x < w; x++) {
-                    size_t c0 = (size_t)(xlo[x] * C), c1 = c0 + (xw[x] > 0 ? (size_t)C : 0);
-                    double wx = xw[x], wx0 = 1 - wx;
-                    for (int64_t c = 0; c < C; c++, o++) {
-                        double p00, p01, p10, p11;
-                        if (u8) {
-                            const uint8_t *px = t->data.ptr;
-                            p00 = px[row0 + c0 + c]; p01 = px[row0 + c1 + c]; p10 = px[row1 + c0 + c]; p11 = px[row1 + c1 + c];
-                        } else {
-                            p00 = load_px(t, row0 + c0 + c); p01 = load_px(t, row0 + c1 + c);
-                            p10 = load_px(t, row1 + c0 + c); p11 = load_px(t, row1 + c1 + c);
-                        }
-                        double v = (p00 * wx0 + p01 * wx) * wy0 + (p10 * wx0 + p11 * wx) * wy;
-                        if (u8) {
-                            out[o] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : lrint(v));
-                        } else {
-                            float f = (float)v;
-                            memcpy(out + o * 4, &f, 4);
-                        }
+static mlp_status resize_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
+    if (!is_image_tensor(t))
+        return fail(call, MLP_ERR_INVALID_INPUT, "resize: '%.*s' is not a UINT8 or FP32 [n,H,W,C] image", (int)t->name.len, t->name.ptr);
+    int64_t n = t->shape[0], H = t->shape[1], W = t->shape[2], C = t->shape[3], h = s->height, w = s->width;
+    if (H < 1 || W < 1) return fail(call, MLP_ERR_INVALID_INPUT, "resize: '%.*s' is empty", (int)t->name.len, t->name.ptr);
+    size_t esize = t->datatype == MLP_DT_UINT8 ? 1 : 4;
+    int64_t shape[4] = {n, h, w, C};
+    uint8_t *out = add(call, t, t->datatype, shape, 4, (size_t)(n * h * w * C) * esize);
+    int64_t *ylo = malloc(sizeof(int64_t) * (size_t)(h + w));
+    double *yw = malloc(sizeof(double) * (size_t)(h + w));
+    if (!out || !ylo || !yw) { free(ylo); free(yw); return fail(call, MLP_ERR_NOMEM, "resize: out of memory"); }
+    int64_t *xlo = ylo + h;
+    double *xw = yw + h;
+    axis_map(h, H, ylo, yw);
+    axis_map(w, W, xlo, xw);
+    const bool u8 = esize == 1;
+    size_t o = 0;
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t y = 0; y < h; y++) {
+            size_t row0 = (size_t)(((b * H + ylo[y]) * W) * C), row1 = row0 + (yw[y] > 0 ? (size_t)(W * C) : 0);
+            double wy = yw[y], wy0 = 1 - wy;
+            for (int64_t x = 0; x < w; x++) {
+                size_t c0 = (size_t)(xlo[x] * C), c1 = c0 + (xw[x] > 0 ? (size_t)C : 0);
+                double wx = xw[x], wx0 = 1 - wx;
+                for (int64_t c = 0; c < C; c++, o++) {
+                    double p00, p01, p10, p11;
+                    if (u8) {
+                        const uint8_t *px = t->data.ptr;
+                        p00 = px[row0 + c0 + c]; p01 = px[row0 + c1 + c]; p10 = px[row1 + c0 + c]; p11 = px[row1 + c1 + c];
+                    } else {
+                        p00 = load_px(t, row0 + c0 + c); p01 = load_px(t, row0 + c1 + c);
+                        p10 = load_px(t, row1 + c0 + c); p11 = load_px(t, row1 + c1 + c);
+                    }
+                    double v = (p00 * wx0 + p01 * wx) * wy0 + (p10 * wx0 + p11 * wx) * wy;
+                    if (u8) {
+                        out[o] = (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : lrint(v));
+                    } else {
+                        float f = (float)v;
+                        memcpy(out + o * 4, &f, 4);
                     }
                 }
             }
-        free(ylo);
-        free(yw);
+        }
+    free(ylo);
+    free(yw);
+    return MLP_OK;
+}
+
+static mlp_status resize_apply(void *instance, mlp_call *call, const mlp_stage_input *in) {
+    return each_tensor(instance, call, in, is_image_tensor, resize_one, "UINT8 or FP32 [n,H,W,C] image");
+}
+
+static mlp_status normalise_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
+    bool fits = t->rank >= 2 && (t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_FP32);
+    if (!fits)
+        return fail(call, MLP_ERR_INVALID_INPUT, "normalise: '%.*s' is not UINT8 or FP32 with channels last", (int)t->name.len, t->name.ptr);
+    int64_t C = t->shape[t->rank - 1];
+    if (s->channel_params > 1 && C != (int64_t)s->channel_params)
+        return fail(call, MLP_ERR_INVALID_INPUT, "normalise: '%.*s' has %lld channels but mean/std are given for %u",
+                    (int)t->name.len, t->name.ptr, (long long)C, s->channel_params);
+    size_t count = element_count(t);
+    uint8_t *out = add(call, t, MLP_DT_FP32, t->shape, t->rank, count * 4);
+    if (!out) return fail(call, MLP_ERR_NOMEM, "normalise: the host refused %zu bytes", count * 4);
+    size_t cs = s->channel_params > 1 ? (size_t)C : 1;
+    if (t->datatype == MLP_DT_UINT8) {
+        for (size_t k = 0; k < count; k++) {
+            float v = s->lut[cs > 1 ? k % cs : 0][t->data.ptr[k]];
+            memcpy(out + k * 4, &v, 4);
+        }
+    } else {
+        for (size_t k = 0; k < count; k++) {
+            float v = normalised(s, (float)load_px(t, k), (uint32_t)(cs > 1 ? k % cs : 0));
+            memcpy(out + k * 4, &v, 4);
+        }
     }
-    return any ? MLP_OK : nothing_to_do(call, s, "UINT8 or FP32 [n,H,W,C] image");
+    return MLP_OK;
 }
 
 static mlp_status normalise_apply(void *instance, mlp_call *call, const mlp_stage_input *in) {
-    const stage *s = instance;
-    bool any = false;
-    for (uint32_t i = 0; i < in->tensor_count; i++) {
-        const mlp_tensor *t = mlp_tensor_at(in->tensors, in->tensor_stride, i);
-        bool fits = t->rank >= 2 && (t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_FP32);
-        if (!wants(s, t, is_image_tensor(t))) { g_host->pass_tensor(call, i); continue; }
-        if (!fits)
-            return fail(call, MLP_ERR_INVALID_INPUT, "normalise: '%.*s' is not UINT8 or FP32 with channels last", (int)t->name.len, t->name.ptr);
-        any = true;
-        int64_t C = t->shape[t->rank - 1];
-        if (s->channel_params > 1 && C != (int64_t)s->channel_params)
-            return fail(call, MLP_ERR_INVALID_INPUT, "normalise: '%.*s' has %lld channels but mean/std are given for %u",
-                        (int)t->name.len, t->name.ptr, (long long)C, s->channel_params);
-        size_t count = element_count(t);
-        uint8_t *out = add(call, t, MLP_DT_FP32, t->shape, t->rank, count * 4);
-        if (!out) return fail(call, MLP_ERR_NOMEM, "normalise: the host refused %zu bytes", count * 4);
-        size_t cs = s->channel_params > 1 ? (size_t)C : 1;
-        if (t->datatype == MLP_DT_UINT8) {
-            for (size_t k = 0; k < count; k++) {
-                float v = s->lut[cs > 1 ? k % cs : 0][t->data.ptr[k]];
-                memcpy(out + k * 4, &v, 4);
-            }
-        } else {
-            for (size_t k = 0; k < count; k++) {
-                float v = normalised(s, (float)load_px(t, k), (uint32_t)(cs > 1 ? k % cs : 0));
-                memcpy(out + k * 4, &v, 4);
-            }
+    return each_tensor(instance, call, in, is_image_tensor, normalise_one, "UINT8 or FP32 [n,H,W,C] image");
+}
+
+static mlp_status chw_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
+    (void)s;
+    bool fits = t->rank == 4 && t->datatype != MLP_DT_BYTES;
+    if (!fits) return fail(call, MLP_ERR_INVALID_INPUT, "chw: '%.*s' is not an [n,H,W,C] tensor", (int)t->name.len, t->name.ptr);
+    int64_t n = t->shape[0], H = t->shape[1], W = t->shape[2], C = t->shape[3];
+    size_t es = t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_INT8 || t->datatype == MLP_DT_BOOL ? 1
+              : t->datatype == MLP_DT_UINT16 || t->datatype == MLP_DT_INT16 || t->datatype == MLP_DT_FP16 ? 2
+              : t->datatype == MLP_DT_UINT64 || t->datatype == MLP_DT_INT64 || t->datatype == MLP_DT_FP64 ? 8 : 4;
+    int64_t shape[4] = {n, C, H, W};
+    uint8_t *out = add(call, t, t->datatype, shape, 4, t->data.len);
+    if (!out) return fail(call, MLP_ERR_NOMEM, "chw: the host refused %zu bytes", t->data.len);
+    /* Walks the destination in order, reading the source with stride C. */
+    for (int64_t b = 0; b < n; b++)
+        for (int64_t c = 0; c < C; c++) {
+            const uint8_t *src = t->data.ptr + (size_t)((b * H * W) * C + c) * es;
+            uint8_t *dst = out + (size_t)((b * C + c) * H * W) * es;
+            size_t step = (size_t)C * es, plane = (size_t)(H * W);
+            if (es == 4) for (size_t i = 0; i < plane; i++) memcpy(dst + i * 4, src + i * step, 4);
+            else if (es == 1) for (size_t i = 0; i < plane; i++) dst[i] = src[i * step];
+            else for (size_t i = 0; i < plane; i++) memcpy(dst + i * es, src + i * step, es);
         }
-    }
-    return any ? MLP_OK : nothing_to_do(call, s, "UINT8 or FP32 [n,H,W,C] image");
+    return MLP_OK;
 }
 
 static mlp_status chw_apply(void *instance, mlp_call *call, const mlp_stage_input *in) {
-    const stage *s = instance;
-    bool any = false;
-    for (uint32_t i = 0; i < in->tensor_count; i++) {
-        const mlp_tensor *t = mlp_tensor_at(in->tensors, in->tensor_stride, i);
-        bool fits = t->rank == 4 && t->datatype != MLP_DT_BYTES;
-        if (!wants(s, t, fits)) { g_host->pass_tensor(call, i); continue; }
-        if (!fits) return fail(call, MLP_ERR_INVALID_INPUT, "chw: '%.*s' is not an [n,H,W,C] tensor", (int)t->name.len, t->name.ptr);
-        any = true;
-        int64_t n = t->shape[0], H = t->shape[1], W = t->shape[2], C = t->shape[3];
-        size_t es = t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_INT8 || t->datatype == MLP_DT_BOOL ? 1
-                  : t->datatype == MLP_DT_UINT16 || t->datatype == MLP_DT_INT16 || t->datatype == MLP_DT_FP16 ? 2
-                  : t->datatype == MLP_DT_UINT64 || t->datatype == MLP_DT_INT64 || t->datatype == MLP_DT_FP64 ? 8 : 4;
-        int64_t shape[4] = {n, C, H, W};
-        uint8_t *out = add(call, t, t->datatype, shape, 4, t->data.len);
-        if (!out) return fail(call, MLP_ERR_NOMEM, "chw: the host refused %zu bytes", t->data.len);
-        /* Walks the destination in order, reading the source with stride C. */
-        for (int64_t b = 0; b < n; b++)
-            for (int64_t c = 0; c < C; c++) {
-                const uint8_t *src = t->data.ptr + (size_t)((b * H * W) * C + c) * es;
-                uint8_t *dst = out + (size_t)((b * C + c) * H * W) * es;
-                size_t step = (size_t)C * es, plane = (size_t)(H * W);
-                if (es == 4) for (size_t i = 0; i < plane; i++) memcpy(dst + i * 4, src + i * step, 4);
-                else if (es == 1) for (size_t i = 0; i < plane; i++) dst[i] = src[i * step];
-                else for (size_t i = 0; i < plane; i++) memcpy(dst + i * es, src + i * step, es);
-            }
-    }
-    return any ? MLP_OK : nothing_to_do(call, s, "[n,H,W,C]");
+    return each_tensor(instance, call, in, is_4d_tensor, chw_one, "[n,H,W,C]");
 }
 
 /* ---------------------------------------------------------------------------------------------

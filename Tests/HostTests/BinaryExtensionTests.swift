@@ -79,20 +79,15 @@ struct BinaryExtensionTests {
 @Suite("tritonclient datatypes", .serialized)
 struct TritonClientDatatypeTests {
     @Test func fp16BytesBoolAndIntegersRoundTripInBinaryAndJSON() throws {
-        let python = try interopPython()
         let cluster = try TestCluster(simEcho: true, models: """
               - {name: m, upstream: "UPSTREAM", policy: static, policy_params: {batch_items: 16, max_delay_ms: 50}}
             """)
         defer { cluster.stop() }
-        let out = try run(python, [repoRoot.appendingPathComponent("Tests/interop/tritonclient_types.py").path,
-                                   "127.0.0.1:\(cluster.proxy.port)", "m"])
-        let r = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(out)")
-        #expect(r["checked"] as? Int == 8)
-        #expect((r["problems"] as? [String]) == [], "\(r["problems"] ?? "")")
+        let r = try runChecker("tritonclient_types.py", ["127.0.0.1:\(cluster.proxy.port)", "m"])
+        #expect(r.checked == 8, "\(r.output)")
+        #expect(r.problems == [], "\(r.output)")
         // They were batched: the simulated server saw fewer requests than the client sent.
-        let stats = try run("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(cluster.simPort)/sim/stats"])
-        let requests = (try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["requests"] as? Int
-        #expect((requests ?? 99) < 8, "\(stats)")
+        #expect(try cluster.upstreamRequests() < 8)
     }
 }
 

@@ -247,7 +247,6 @@ struct CodecChainTests {
 @Suite("Images from Pillow", .serialized)
 struct PillowImageTests {
     @Test func pillowImagesArriveAsTheirReferenceTensors() throws {
-        let python = try interopPython()
         let cluster = try TestCluster(simEcho: true, models: """
               - name: img
                 upstream: "UPSTREAM"
@@ -260,12 +259,9 @@ struct PillowImageTests {
                   - "tfserving -> image -> resize(20,24) -> normalise(imagenet)"
             """)
         defer { cluster.stop() }
-        let out = try run(python, [repoRoot.appendingPathComponent("Tests/interop/image_client.py").path, cluster.url, "img", "20", "24"])
-        let r = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any], "\(out)")
-        #expect(r["checked"] as? Int == 24)
-        #expect((r["problems"] as? [String]) == [], "\(r["problems"] ?? "")")
-        let stats = try run("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(cluster.simPort)/sim/stats"])
-        let requests = (try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["requests"] as? Int
-        #expect((requests ?? 99) < 24, "images were batched: \(stats)")
+        let r = try runChecker("image_client.py", [cluster.url, "img", "20", "24"])
+        #expect(r.checked == 24, "\(r.output)")
+        #expect(r.problems == [], "\(r.output)")
+        #expect(try cluster.upstreamRequests() < 24, "images were batched")
     }
 }

@@ -96,6 +96,24 @@ final class TestCluster: @unchecked Sendable {
     }
 }
 
+extension TestCluster {
+    /// Upstream requests the simulated model server has received (one per batch).
+    func upstreamRequests() throws -> Int {
+        let stats = try run("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(simPort)/sim/stats"])
+        guard let n = (try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["requests"] as? Int else {
+            throw TestFailure.command("GET /sim/stats", 0, stats)
+        }
+        return n
+    }
+}
+
+/// Runs a Tests/interop checker script with the interop Python; it prints {"checked": N, "problems": [...]}.
+func runChecker(_ script: String, _ args: [String]) throws -> (checked: Int?, problems: [String]?, output: String) {
+    let out = try run(try interopPython(), [repoRoot.appendingPathComponent("Tests/interop/\(script)").path] + args)
+    let r = (try? JSONSerialization.jsonObject(with: Data(out.utf8))) as? [String: Any]
+    return (r?["checked"] as? Int, r?["problems"] as? [String], out)
+}
+
 /// One response as curl saw it.
 struct CurlResult {
     let status: Int
