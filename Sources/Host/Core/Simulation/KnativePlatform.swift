@@ -151,13 +151,17 @@ final class KnativePlatform {
         func average(_ window: Int64) -> Double {
             let n = Int(window / 1_000_000_000)
             var sum = 0.0
-            for s in max(0, sec - n)..<min(sec, buckets.count) { sum += buckets[s] }
+            // Buckets exist up to the last second with any concurrency: an idle stretch longer than
+            // the window leaves none in it.
+            let from = max(0, sec - n), to = min(sec, buckets.count)
+            if from < to { for s in from..<to { sum += buckets[s] } }
             return sum / Double(n)
         }
         let desiredStable = Int((average(config.stableWindowNanos) / config.target).rounded(.up))
         let desiredPanic = Int((average(config.panicWindowNanos) / config.target).rounded(.up))
         let current = replicaCount - toRemove
-        let ready = max(1, slots.filter { $0.map { $0.readyAt <= t } ?? false }.count)
+        let readyCount = slots.filter { $0.map { $0.readyAt <= t } ?? false }.count
+        let ready = max(1, readyCount)
         if Double(desiredPanic) >= config.panicThreshold * Double(ready) && current > 0 {
             panicUntil = t + config.stableWindowNanos
         }
@@ -168,7 +172,9 @@ final class KnativePlatform {
             panicUntil = nil
             desired = desiredStable
         }
-        if desired < current { desired = max(desired, Int((Double(current) / config.maxScaleDownRate).rounded(.up))) }
+        // Knative's KPA: at most floor(ready / max-scale-down-rate) may remain wanted, so one ready
+        // replica may go to zero (after the grace period below) and three go to one, not two.
+        if desired < current { desired = max(desired, Int((Double(readyCount) / config.maxScaleDownRate).rounded(.down))) }
         if desired == 0 && (t - lastBusy < config.scaleToZeroGraceNanos || concurrency > 0) { desired = 1 }
         desired = min(desired, config.maxReplicas)
         var readyTimes: [Int64] = []
