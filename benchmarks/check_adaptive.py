@@ -20,7 +20,7 @@ def baselines(path):
             key = (m.group(1), m.group(2))
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if key and len(cells) == 9 and cells[0] in TRACES and cells[1] != "adaptive-sla":
+        if key and len(cells) == 9 and cells[0] in TRACES and not cells[1].startswith("adaptive-sla"):
             name = "hindsight" if cells[1].startswith("hindsight") else cells[1].split(":")[0]
             out.setdefault(key + (cells[0],), {})[name] = (float(cells[6]), float(cells[2]))
     return out

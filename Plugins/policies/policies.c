@@ -134,6 +134,15 @@ static const mlp_policy_vtable k_static = {
  * for a minute where 3 serve the load (measured in the simulator). S is fitted over its own ring of
  * batches that were not outliers (see adaptive_observe), so the backlog itself does not raise the cap.
  *
+ * Packing (`pack`, on by default): with batches in flight, another goes only when waiting for a slot
+ * would miss a deadline (queue_fits_in_flight plays the queue forward on the slots as they free).
+ * Knative's KPA averages concurrency over a minute, so a batch sent "just in case" keeps a replica.
+ *
+ * Shedding (`shed`, off unless the model is configured for it): a request that would be late even in a
+ * batch sent now is answered 503 with the reason. With shedding on, packing spends an error budget
+ * (`miss_budget`, a fraction of the last ~LATE_WINDOW requests, shed or late) before adding a batch
+ * in flight: its stragglers are shed rather than buying a replica for a minute.
+ *
  * Latency knee (`utilization`, 0.7 by default, 0 turns it off): where even the largest batch keeps the
  * upstream far below one replica's worth of concurrency (c = rate x L(n) / n <= utilization / 4),
  * it sends the smallest batch with c <= utilization instead: the same replica count, far less time
@@ -142,6 +151,8 @@ static const mlp_policy_vtable k_static = {
  * replicas on sudden spikes under an autoscaler (measured in the simulator).
  * ------------------------------------------------------------------------------------------- */
 #define LAT_KEPT 128
+#define OUT_KEPT 64
+#define LATE_WINDOW 300000.0 /* requests: about the error budget's horizon (12 min at 400 req/s) */
 
 /* The last LAT_KEPT batches' sizes and latencies. */
 typedef struct latency_ring {
@@ -187,6 +198,11 @@ typedef struct adaptive_policy {
     double rate_alpha;
     double utilization;  /* 0 disables the knee: always the largest batch that meets the deadline */
     double headroom;     /* in-flight cap: ceil(c_full x headroom) + 1 batches; 0 disables it */
+    bool pack;           /* a further batch in flight only when waiting for a slot misses a deadline */
+    bool shed;           /* the model allows shedding: requests that cannot meet their deadline go 503 */
+    double miss_budget;  /* fraction of requests that may be late rather than add a batch in flight */
+    double late_fraction;/* of the last ~LATE_WINDOW requests answered (an exponential average) */
+    int64_t slo_ns;
     /* Latency model. */
     latency_ring lat;
     double a, b, margin;
@@ -199,6 +215,11 @@ typedef struct adaptive_policy {
     double svc_a, svc_b;
     int64_t outliers_since;
     uint32_t largest_seen; /* the largest batch observed; batches grow at most to twice it */
+    /* The batches this policy sent that have not been reported yet (time, items), so it can tell
+     * when a slot frees up. Batches the host sent on its own (a late request with nothing in flight)
+     * are entered when first seen, as if sent then. */
+    struct { int64_t at; uint32_t items; } out[OUT_KEPT];
+    uint32_t out_count;
     /* Arrival rate. */
     int64_t last_arrival_ns;
     double gap_ns;       /* mean gap between arrivals; 0 until two have been seen */
@@ -206,18 +227,22 @@ typedef struct adaptive_policy {
 } adaptive_policy;
 
 static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) {
-    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_alpha", "utilization", "headroom", NULL};
+    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_alpha", "utilization", "headroom",
+                                        "pack", "miss_budget", "shed", NULL};
     mlp_status s;
     json_t *cfg = config_parse(call, config, known, &s);
     if (!cfg) return s;
-    double max_items, slo, q, safety, alpha, utilization, headroom;
+    double max_items, slo, q, safety, alpha, utilization, headroom, pack, budget, shed;
     if ((s = config_number(call, cfg, "max_batch_items", 1, 1, 65536, &max_items)) != MLP_OK ||
         (s = config_number(call, cfg, "slo_ms", 100, 0.001, 3600e3, &slo)) != MLP_OK ||
         (s = config_number(call, cfg, "quantile", 0.95, 0.5, 1.0, &q)) != MLP_OK ||
         (s = config_number(call, cfg, "safety_ms", slo * 0.05, 0, 3600e3, &safety)) != MLP_OK ||
         (s = config_number(call, cfg, "rate_alpha", 0.25, 0.001, 1.0, &alpha)) != MLP_OK ||
         (s = config_number(call, cfg, "utilization", 0.7, 0, 1.0, &utilization)) != MLP_OK ||
-        (s = config_number(call, cfg, "headroom", 4, 0, 100, &headroom)) != MLP_OK) {
+        (s = config_number(call, cfg, "headroom", 4, 0, 100, &headroom)) != MLP_OK ||
+        (s = config_number(call, cfg, "pack", 1, 0, 1, &pack)) != MLP_OK ||
+        (s = config_number(call, cfg, "miss_budget", 0.005, 0, 1, &budget)) != MLP_OK ||
+        (s = config_number(call, cfg, "shed", 0, 0, 1, &shed)) != MLP_OK) {
         json_decref(cfg);
         return s;
     }
@@ -230,6 +255,10 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
     p->rate_alpha = alpha;
     p->utilization = utilization;
     p->headroom = headroom;
+    p->pack = pack != 0;
+    p->miss_budget = budget;
+    p->shed = shed != 0;
+    p->slo_ns = (int64_t)(slo * 1e6);
     p->last_arrival_ns = INT64_MIN;
     *out = p;
     return MLP_OK;
@@ -249,6 +278,17 @@ static double latency_of(const adaptive_policy *p, uint32_t n) { return p->a + p
 
 static void adaptive_observe(void *instance, const mlp_batch_report *r) {
     adaptive_policy *p = instance;
+    /* The batch is no longer out: forget the sent batch nearest to its dispatch time. */
+    uint32_t nearest = p->out_count;
+    for (uint32_t i = 0; i < p->out_count; i++) {
+        if (nearest == p->out_count ||
+            llabs(p->out[i].at - r->dispatched_ns) < llabs(p->out[nearest].at - r->dispatched_ns)) nearest = i;
+    }
+    if (nearest < p->out_count) p->out[nearest] = p->out[--p->out_count];
+    for (uint32_t i = 0; i < r->requests; i++) {
+        double late = r->ok && r->finished_ns - r->arrival_ns[i] <= p->slo_ns ? 0.0 : 1.0;
+        p->late_fraction += (late - p->late_fraction) / LATE_WINDOW;
+    }
     if (!r->ok || r->items == 0) return;
     double ns = (double)(r->finished_ns - r->dispatched_ns);
     ring_add(&p->lat, r->items, ns);
@@ -298,11 +338,63 @@ static void note_arrivals(adaptive_policy *p, const mlp_policy_input *in) {
     }
 }
 
-static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_policy_input *in,
-                                  mlp_policy_decision *out) {
-    (void)call;
-    adaptive_policy *p = instance;
-    note_arrivals(p, in);
+/* The in-flight batches this policy knows of, made to agree with the host's count: batches reported
+ * while the policy was not looking are dropped oldest first, ones the host sent on its own are
+ * entered as sent now with a full batch (pessimistic). */
+static void reconcile_out(adaptive_policy *p, const mlp_policy_input *in, uint32_t B) {
+    while (p->out_count > in->inflight_batches) {
+        uint32_t oldest = 0;
+        for (uint32_t i = 1; i < p->out_count; i++) if (p->out[i].at < p->out[oldest].at) oldest = i;
+        p->out[oldest] = p->out[--p->out_count];
+    }
+    while (p->out_count < in->inflight_batches && p->out_count < OUT_KEPT) {
+        p->out[p->out_count].at = in->now_ns;
+        p->out[p->out_count++].items = B;
+    }
+}
+
+/* Packing: whether every queued request still meets its deadline (less the safety) if nothing more is
+ * sent until an in-flight batch finishes, the queue then going in batches of up to B, each on the slot
+ * that frees first, with the arrivals expected meanwhile joining the last batch. If so, *recheck is
+ * when that stops being true should the in-flight batches run late. An autoscaler that counts
+ * in-flight requests (Knative's KPA, concurrency target 1) pays a replica for every batch out at
+ * once, so a second one goes only when waiting for the first would miss a deadline. */
+static bool queue_fits_in_flight(adaptive_policy *p, const mlp_policy_input *in, uint32_t B, double rate,
+                                 int64_t *recheck) {
+    double now = (double)in->now_ns;
+    double slot[OUT_KEPT];
+    uint32_t k = p->out_count;
+    double first = INFINITY;
+    for (uint32_t i = 0; i < k; i++) {
+        slot[i] = fmax(now, (double)p->out[i].at + p->a + p->b * p->out[i].items);
+        first = fmin(first, slot[i]);
+    }
+    if (k == 0) return false;
+    double least_slack = INFINITY;
+    for (uint32_t i = 0; i < in->queue_len;) {
+        double items = 0;
+        int64_t deadline = INT64_MAX;
+        uint32_t j = i;
+        for (; j < in->queue_len; j++) {
+            const mlp_queued_request *r = mlp_queue_at(in, j);
+            if (items > 0 && items + r->items > B) break;
+            items += r->items;
+            if (r->deadline_ns < deadline) deadline = r->deadline_ns;
+        }
+        if (j == in->queue_len) items = fmin(B, items + rate * (first - now));
+        uint32_t s = 0;
+        for (uint32_t m = 1; m < k; m++) if (slot[m] < slot[s]) s = m;
+        slot[s] += latency_of(p, (uint32_t)ceil(items));
+        double slack = (double)deadline - slot[s];
+        if (slack < 0) return false;
+        least_slack = fmin(least_slack, slack);
+        i = j;
+    }
+    *recheck = (int64_t)fmin(first + least_slack, 9e18);
+    return true;
+}
+
+static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in, mlp_policy_decision *out) {
     if (in->queue_len == 0) {
         out->action = MLP_ACTION_WAIT;
         out->wake_at_ns = MLP_WAKE_NEVER;
@@ -321,6 +413,42 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
         double c_full = rate_at(p, in->now_ns) * (p->svc_a + p->svc_b * B) / B;
         double cap = ceil(c_full * p->headroom) + 1;
         if ((double)in->inflight_batches >= cap) {
+            out->action = MLP_ACTION_WAIT;
+            out->wake_at_ns = MLP_WAKE_NEVER;
+            return MLP_OK;
+        }
+    }
+    if (p->shed && p->have_data) {
+        /* Requests that would be late even in a batch sent now: answering them late only delays the
+         * ones behind them, so they are shed (the model is configured to allow it). */
+        double soonest = (double)in->now_ns + p->svc_a + p->svc_b * (n < B ? n : B);
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < in->queue_len; i++) {
+            if ((double)mlp_queue_at(in, i)->deadline_ns < soonest) out->shed_indices[k++] = i;
+        }
+        if (k > 0) {
+            for (uint32_t i = 0; i < k; i++) p->late_fraction += (1.0 - p->late_fraction) / LATE_WINDOW;
+            out->action = MLP_ACTION_SHED;
+            out->shed_count = k;
+            const char *why = "the request can no longer meet its deadline";
+            out->reason.ptr = (const uint8_t *)why;
+            out->reason.len = strlen(why);
+            return MLP_OK;
+        }
+    }
+    int64_t recheck;
+    reconcile_out(p, in, B);
+    if (p->pack && p->have_data && in->inflight_batches > 0) {
+        if (queue_fits_in_flight(p, in, B, rate_at(p, in->now_ns), &recheck)) {
+            out->action = MLP_ACTION_WAIT;
+            out->wake_at_ns = recheck;
+            return MLP_OK;
+        }
+        if (p->shed && p->late_fraction < p->miss_budget) {
+            /* Some would be late, but the budget allows it: they will be shed when they can no
+             * longer make it, where a batch added now would only queue behind the in-flight ones
+             * until the autoscaler buys a replica, and then keep it for a minute. Without shedding
+             * the late ones would be served late and delay everyone behind them, so no budget. */
             out->action = MLP_ACTION_WAIT;
             out->wake_at_ns = MLP_WAKE_NEVER;
             return MLP_OK;
@@ -401,6 +529,20 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
     out->action = MLP_ACTION_WAIT;
     out->wake_at_ns = full < deadline ? full : deadline;
     return MLP_OK;
+}
+
+static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_policy_input *in,
+                                  mlp_policy_decision *out) {
+    (void)call;
+    adaptive_policy *p = instance;
+    note_arrivals(p, in);
+    mlp_status s = adaptive_choose(p, in, out);
+    if (s == MLP_OK && out->action == MLP_ACTION_DISPATCH && p->out_count < OUT_KEPT) {
+        uint32_t items = out->dispatch_items < in->queued_items ? out->dispatch_items : in->queued_items;
+        p->out[p->out_count].at = in->now_ns;
+        p->out[p->out_count++].items = items;
+    }
+    return s;
 }
 
 static const mlp_policy_vtable k_adaptive = {

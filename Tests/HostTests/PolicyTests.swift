@@ -157,7 +157,8 @@ struct PolicyTests {
     /// c_full = 10 x 42 / 64 = 6.6 in flight; with headroom 1 the policy keeps ceil(6.6) + 1 = 8 out and
     /// holds even a full batch while 8 are. A backlog of slow replies does not raise the cap.
     @Test func adaptiveCapsBatchesInFlightAtWhatTheRateNeeds() throws {
-        let q = try queue(policy: "adaptive-sla", params: "\"headroom\":1", maxItems: 64, slo: 1000, inflight: 100)
+        // Packing off: with a 1 s SLO it would keep one batch out and the rest waiting (tested below).
+        let q = try queue(policy: "adaptive-sla", params: "\"headroom\":1,\"pack\":0", maxItems: 64, slo: 1000, inflight: 100)
         taught(q, maxItems: 64)
         var id = 0, sent = 0
         let gap = Self.ms / 10
@@ -176,6 +177,66 @@ struct PolicyTests {
         for k in 0..<(64 * 8) { admit(q, id: id + k, at: now + Int64(k) * gap) }
         let after = summarize(q.pump(now: now + Int64(64 * 8) * gap)).batches
         #expect(after.count == 4 && q.inflight == 8, "four slots freed: four full batches of the 12 queued, \(after.map(\.count))")
+    }
+
+    /// Packing, with L(n) = 10 ms + 0.5 ms x n: a second full batch waits for the first (which frees its
+    /// slot at 14 ms) while every queued deadline still holds after it; a request whose deadline would
+    /// not (22 ms, while waiting gives 14 + 14 + 10.5 ms) makes the policy send what is needed at once.
+    @Test func adaptivePacksBatchesOntoTheOnesInFlightUntilADeadlineNeedsMore() throws {
+        for pack in [true, false] {
+            let q = try queue(policy: "adaptive-sla", params: "\"pack\":\(pack ? 1 : 0),\"safety_ms\":0", maxItems: 8, slo: 1000, inflight: 100)
+            taught(q, maxItems: 8)
+            for i in 0..<8 { admit(q, id: i, at: 0) }
+            #expect(summarize(q.pump(now: 0)).batches == [Array(0..<8)])
+            for i in 8..<16 { admit(q, id: i, at: Self.ms) }
+            let second = summarize(q.pump(now: Self.ms))
+            if !pack {
+                #expect(second.batches == [Array(8..<16)], "without packing a full batch goes at once")
+                continue
+            }
+            #expect(second.batches.isEmpty, "the second full batch waits for the first: \(second.batches)")
+            let recheck = try #require(second.wake)
+            #expect(recheck > Self.ms && recheck <= 1000 * Self.ms)
+            admit(q, id: 16, at: 2 * Self.ms, timeoutMicros: 20_000)
+            var s = summarize(q.pump(now: 2 * Self.ms))
+            #expect(s.batches == [Array(8..<16)], "the queue goes on a second slot at once")
+            // Request 16 may still wait to gather company (at this rate more is expected), but it goes
+            // on a third slot in time: by 22 ms - L(1).
+            var now = 2 * Self.ms
+            for _ in 0..<5 where s.batches.flatMap({ $0 }).contains(16) == false {
+                guard let wake = s.wake else { break }
+                now = wake
+                s = summarize(q.pump(now: now))
+            }
+            #expect(s.batches.last == [16])
+            #expect(now + 10 * Self.ms + Self.ms / 2 <= 22 * Self.ms, "sent at \(Double(now) / 1e6) ms")
+            #expect(q.inflight == 3)
+        }
+    }
+
+    /// Shedding, only when configured: a request whose deadline (5 ms) comes before even a batch sent
+    /// now could answer (10.5 ms) is answered 503 with the reason; the one behind it is served.
+    @Test func adaptiveShedsOnlyRequestsThatCannotMeetTheirDeadlineAndOnlyWhenConfigured() throws {
+        for shed in [true, false] {
+            let q = try queue(policy: "adaptive-sla", params: "\"shed\":\(shed ? 1 : 0)", maxItems: 8, slo: 100, inflight: 4)
+            taught(q, maxItems: 8)
+            admit(q, id: 0, at: 0, timeoutMicros: 5_000)
+            admit(q, id: 1, at: 0)
+            var rejected: [Int] = [], sent: [[Int]] = []
+            var now: Int64 = 0
+            for _ in 0..<10 where q.count > 0 {
+                let effects = q.pump(now: now)
+                for case .reject(_, let err) in effects {
+                    #expect(err.status == 503 && err.message.contains("can no longer meet its deadline"), "\(err.message)")
+                }
+                let s = summarize(effects)
+                rejected += s.rejected
+                sent += s.batches
+                now = max(now + 1, s.wake ?? now + Self.ms)
+            }
+            #expect(rejected == (shed ? [0] : []), "shed \(shed): rejected \(rejected)")
+            #expect(sent.flatMap { $0 } == (shed ? [1] : [0, 1]), "shed \(shed): sent \(sent)")
+        }
     }
 
     @Test func adaptiveStopsWaitingWhenTrafficStops() throws {

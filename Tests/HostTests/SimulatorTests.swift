@@ -52,6 +52,26 @@ struct SimulatorTests {
         }
     }
 
+    @Test func sheddingPoliciesAccountForEveryRequestToo() throws {
+        // An 8x spike with shedding configured: sheds happen, and each is a miss, never a lost request.
+        let trace = ArrivalTrace.make(.spike, baseRate: 400, minutes: 3, seed: 1)
+        let r = Simulator.run(policyName: "adaptive-sla:shed=1", policy: try policy("adaptive-sla", "\"shed\":1", slo: 500, maxItems: 128),
+                              setup: setup(trace, profile: .toxic, slo: 500))
+        #expect(r.shed > 0)
+        #expect(r.served + r.shed == r.requests)
+        #expect(r.misses >= r.shed)
+    }
+
+    @Test func knativeScalesToZeroOverAnIdleStretchAndBackFromIt() throws {
+        // Three idle minutes: the autoscaler's windows hold no concurrency at all (this used to trap
+        // on an empty range), replicas go to zero, and the traffic after it starts one again.
+        let trace = ArrivalTrace(name: "gap", rates: [50, 0, 0, 0, 50], segmentSeconds: 60)
+        let r = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace))
+        #expect(r.served == r.requests)
+        #expect(r.timeline.contains { $0.second > 120 && $0.second < 240 && $0.replicas == 0 })
+        #expect(r.timeline.contains { $0.second > 250 && $0.replicas >= 1 })
+    }
+
     @Test func knativeScalesOutForUnbatchedLoadAndBatchingNeedsFewerReplicas() throws {
         // Toxic: 40 ms alone, so 100 req/s of single requests need about 4 busy replicas.
         let trace = ArrivalTrace(name: "steady", rates: [100, 100, 100], segmentSeconds: 60)
