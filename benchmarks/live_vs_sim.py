@@ -23,6 +23,9 @@ TRACES = {
     "dual-phase": [60, 60, 60, 240, 240, 240],
     "spike": [100, 100, 600, 100, 100, 100],
     "overload spike (stress)": [100, 100, 1200, 100, 100, 100],
+    # Diagnostics (only with --only): the stress case cut before and after its overload.
+    "overload-pre": [100, 100, 1200],
+    "overload-post": [1200, 100, 100, 100],
 }
 
 
@@ -50,6 +53,7 @@ models:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{sim_port}/sim/stats").read())
         r["mean_batch"] = stats["items"] / stats["requests"] if stats["requests"] else 0
+        r["sizes_pow2"] = stats.get("sizes_pow2", [])
         return r
     finally:
         stop_all()
@@ -71,6 +75,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--policy-params", default="", help="adaptive-sla params for both, e.g. utilization=0")
+    ap.add_argument("--only", default="", help="run only the traces whose name contains this, e.g. overload")
     args = ap.parse_args()
     for kv in filter(None, args.policy_params.split(",")):
         k, v = kv.split("=")
@@ -81,6 +86,8 @@ def main():
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for run in range(args.runs):
       for name, rates in TRACES.items():
+        if args.only not in name or (name.startswith("overload-") and not args.only):
+            continue
         seed = 11 + run
         lv = live(rates, tmp, seed=seed)
         sm = simulated(rates, tmp, seed=seed)
@@ -88,6 +95,9 @@ def main():
         diff = abs(lb - sb) / max(sb, 1e-9) * 100
         print(f"| {name} | {seed} | {lv['sla_miss_pct']:.2f} | {float(sm['sla_miss_pct']):.2f} | {lb:.1f} | {sb:.1f} | {diff:.1f}% | "
               f"{lv['p99_ms']:.0f} | {float(sm['p99_ms']):.0f} |", flush=True)
+        if diff > 10:
+            # Where the batches differ: counts of batches of 1, 2-3, 4-7, ... items, live then simulated.
+            print(f"<!-- batch sizes (pow2 buckets) live {lv['sizes_pow2']} sim {sm['batch_histogram_pow2'].split()} -->", flush=True)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,15 @@ struct SimulatorTests {
         }
     }
 
+    @Test func batchSizesGoInPowerOfTwoBuckets() {
+        var h = BatchSizeHistogram(buckets: 4)
+        for n in [1, 2, 3, 4, 7, 8, 100, 0] { h.add(items: n) }
+        #expect(h.counts == [1, 2, 2, 2])  // 1 | 2-3 | 4-7 | 8 and up; an empty batch is not counted
+        var small = BatchSizeHistogram()
+        small.add(items: 5)
+        #expect(small.trimmed == [0, 0, 1])
+    }
+
     @Test func sheddingPoliciesAccountForEveryRequestToo() throws {
         // An 8x spike with shedding configured: sheds happen, and each is a miss, never a lost request.
         let trace = ArrivalTrace.make(.spike, baseRate: 400, minutes: 3, seed: 1)

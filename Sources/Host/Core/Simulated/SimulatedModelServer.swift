@@ -21,6 +21,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
     private var rng: SplitMix64
     private var requests = 0
     private var items = 0
+    private var sizes = BatchSizeHistogram()
     private var channel: Channel?
 
     private struct Job {
@@ -51,7 +52,10 @@ public final class SimulatedModelServer: @unchecked Sendable {
         case (.GET, 3) where parts[0] == "v2" && parts[1] == "health":
             return req.eventLoop.makeSucceededFuture(.json(200, "{\"\(parts[2])\":true}"))
         case (.GET, 2) where parts[0] == "sim" && parts[1] == "stats":
-            return loop.submit { .json(200, "{\"requests\":\(self.requests),\"items\":\(self.items)}") }
+            return loop.submit {
+                let sizes = self.sizes.trimmed.map(String.init).joined(separator: ",")
+                return .json(200, "{\"requests\":\(self.requests),\"items\":\(self.items),\"sizes_pow2\":[\(sizes)]}")
+            }
         case (.GET, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "ready":
             return req.eventLoop.makeSucceededFuture(.json(200, "{\"name\":\(jsonString(String(parts[2]))),\"ready\":true}"))
         case (.POST, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "infer",
@@ -130,6 +134,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
         loop.execute {
             self.requests += 1
             self.items += n
+            self.sizes.add(items: n)
             let job = Job(items: n, response: response, promise: promise)
             if self.busy < self.config.replicas { self.run(job) } else { self.waiting.append(job) }
         }

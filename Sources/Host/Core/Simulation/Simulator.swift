@@ -110,7 +110,7 @@ public enum Simulator {
         var latencies: [Int64] = []
         latencies.reserveCapacity(arrivals.count)
         var shed = 0, misses = 0
-        var histogram = Array(repeating: 0, count: 18)
+        var histogram = BatchSizeHistogram()
         var batchCount = 0, batchItems = 0
         var perSecond: [Int: (n: Int, latency: Double)] = [:]
         var replicasBySecond: [Int: Double] = [:]
@@ -136,7 +136,7 @@ public enum Simulator {
                     batches[id] = Batch(entries: entries, items: items, dispatched: t)
                     batchCount += 1
                     batchItems += items
-                    histogram[min(histogram.count - 1, Int(log2(Double(items))))] += 1
+                    histogram.add(items: items)
                     switch platform.submit(id, at: t) {
                     case .started(let replica): start(id, on: replica, at: t)
                     case .queued(let readyAt): if let r = readyAt { events.push(r, .ready) }
@@ -208,13 +208,12 @@ public enum Simulator {
             let p = perSecond[s] ?? (0, 0)
             timeline.append((s, p.n, p.n > 0 ? p.latency / Double(p.n) : 0, replicas))
         }
-        while histogram.count > 1 && histogram.last == 0 { histogram.removeLast() }
         return SimulationResult(
             policy: policyName, trace: setup.trace.name, profile: setup.profile.name,
             sloMillis: Double(slo) / 1e6, requests: arrivals.count, served: latencies.count, shed: shed, misses: misses,
             p50Millis: pct(0.5), p99Millis: pct(0.99), maxMillis: latencies.last.map { Double($0) / 1e6 } ?? 0,
             replicaSeconds: platform.replicaSeconds, averageReplicas: platform.replicaSeconds / max(duration, 1e-9),
             batches: batchCount, meanBatch: batchCount == 0 ? 0 : Double(batchItems) / Double(batchCount),
-            histogram: histogram, timeline: timeline)
+            histogram: histogram.trimmed, timeline: timeline)
     }
 }
