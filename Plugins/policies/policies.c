@@ -191,6 +191,9 @@ static void ring_fit(const latency_ring *r, double *a, double *b) {
     }
 }
 
+/* A latency line with its margin: L(n) = a + b n + margin. */
+typedef struct latency_line { double a, b, margin; } latency_line;
+
 typedef struct adaptive_policy {
     uint32_t max_items;
     double quantile;
@@ -213,6 +216,7 @@ typedef struct adaptive_policy {
      * last 10 s are believed (the model really is slower): the ring restarts from the main one. */
     latency_ring svc;
     double svc_a, svc_b;
+    latency_line svc_line;  /* S(n) with the quantile of its residuals */
     int64_t outliers_since;
     uint32_t largest_seen; /* the largest batch observed; batches grow at most to twice it */
     /* The batches this policy sent that have not been reported yet (time, items), so it can tell
@@ -265,12 +269,23 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
 }
 
 /* Refits L(n) = a + b n + margin over the kept batches. O(LAT_KEPT) per finished batch. */
-static void adaptive_refit(adaptive_policy *p) {
-    ring_fit(&p->lat, &p->a, &p->b);
-    uint32_t k = p->lat.kept;
+static double line_at(const latency_line *l, uint32_t n) { return l->a + l->b * n + l->margin; }
+
+/* The least-squares line over the ring plus the `quantile` of its residuals. */
+static latency_line ring_line(const latency_ring *r, double quantile) {
+    latency_line l;
+    ring_fit(r, &l.a, &l.b);
     double residual[LAT_KEPT];
-    for (uint32_t i = 0; i < k; i++) residual[i] = p->lat.at[i].ns - (p->a + p->b * p->lat.at[i].n);
-    p->margin = fmax(0, quantile_of(residual, k, p->quantile));
+    for (uint32_t i = 0; i < r->kept; i++) residual[i] = r->at[i].ns - (l.a + l.b * r->at[i].n);
+    l.margin = fmax(0, quantile_of(residual, r->kept, quantile));
+    return l;
+}
+
+static void adaptive_refit(adaptive_policy *p) {
+    latency_line l = ring_line(&p->lat, p->quantile);
+    p->a = l.a;
+    p->b = l.b;
+    p->margin = l.margin;
     p->have_data = true;
 }
 
@@ -307,7 +322,9 @@ static void adaptive_observe(void *instance, const mlp_batch_report *r) {
         p->svc = p->lat;
         p->outliers_since = 0;
     }
-    ring_fit(&p->svc, &p->svc_a, &p->svc_b);
+    p->svc_line = ring_line(&p->svc, p->quantile);
+    p->svc_a = p->svc_line.a;
+    p->svc_b = p->svc_line.b;
 }
 
 /* Items per nanosecond expected from now on; 0 when nothing is known. */
@@ -480,15 +497,21 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
         out->wake_at_ns = half;
         return MLP_OK;
     }
+    /* With nothing in flight nothing of ours waits at the upstream: predict from the service time
+     * (the batches that did not queue behind others), so replies slowed by a backlog that has
+     * drained do not keep the policy believing the upstream is overloaded. With batches in flight,
+     * from every batch, queueing included. */
+    const latency_line all = {p->a, p->b, p->margin};
+    const latency_line *L = in->inflight_batches == 0 && p->svc.kept > 0 ? &p->svc_line : &all;
     double rate = rate_at(p, now);
     if (deadline <= now) return MLP_OK;
     /* The largest batch worth waiting for: gathering n' items takes (n' - n) / rate and sending them
      * L(n') = a + b n' + margin, and both must fit before the deadline (less the safety). */
-    double slack = (double)(deadline - now) - p->a - p->margin - (double)p->safety_ns;
+    double slack = (double)(deadline - now) - L->a - L->margin - (double)p->safety_ns;
     uint32_t target = n;
     if (rate > 0 && slack > 0) {
         double per_item_wait = 1.0 / rate;
-        double best = (slack + n * per_item_wait) / (per_item_wait + p->b);
+        double best = (slack + n * per_item_wait) / (per_item_wait + L->b);
         if (best > B) best = B;
         if (best > n) target = (uint32_t)best;
     }
@@ -501,19 +524,19 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
          * slides continuously from the knee to the largest batch as c(target) goes from
          * utilization/4 to utilization/2, so a small change in the measured rate or latency makes a
          * small change in the batch (a hard threshold flipped batches between ~7 and ~40 items). */
-        double c_target = rate * latency_of(p, target) / target;
+        double c_target = rate * line_at(L, target) / target;
         double lo = p->utilization / 4, hi = p->utilization / 2;
         double w = c_target <= lo ? 1.0 : c_target >= hi ? 0.0 : (hi - c_target) / (hi - lo);
         if (w > 0) {
             uint32_t knee = target;
             for (uint32_t m = n; m < target; m++) {
-                if (m > 0 && rate * latency_of(p, m) / m <= p->utilization) { knee = m; break; }
+                if (m > 0 && rate * line_at(L, m) / m <= p->utilization) { knee = m; break; }
             }
             target = (uint32_t)lround((double)target - w * (double)(target - knee));
         }
     }
     if (target > n) {
-        int64_t latest = deadline - (int64_t)latency_of(p, target) - p->safety_ns;
+        int64_t latest = deadline - (int64_t)line_at(L, target) - p->safety_ns;
         if (latest > now) {
             /* Waiting that is expected to bring less than one more item only adds latency. */
             if (rate * (double)(latest - now) < 1.0) return MLP_OK;
@@ -522,7 +545,7 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
             return MLP_OK;
         }
     }
-    if (now + (int64_t)latency_of(p, n) + p->safety_ns <= deadline) return MLP_OK;
+    if (now + (int64_t)line_at(L, n) + p->safety_ns <= deadline) return MLP_OK;
     /* Overloaded: gather a full batch rather than add small ones to the upstream's queue. */
     if (rate <= 0) return MLP_OK;
     int64_t full = now + (int64_t)((B - n) / rate);
