@@ -20,6 +20,11 @@ POLICIES = ["none", "static", "mlproxy-aimd", "cork:max_inflight_batches=1", "ai
             "adaptive-sla:shed=1"]
 # The adaptive policy as shipped, and with the model configured to shed (as cork always does).
 ADAPTIVE = ["adaptive-sla", "adaptive-sla:shed=1"]
+
+
+def label(policy):
+    """A policy's name in plots: parameters dropped, except the one that tells the adaptive variants apart."""
+    return "adaptive-sla, shed" if policy == "adaptive-sla:shed=1" else policy.split(":")[0].split(" (")[0]
 GRID_ITEMS = [8, 16, 32, 64, 128]
 GRID_DELAY = [2, 5, 10, 20, 50, 100, 200]
 
@@ -71,7 +76,7 @@ def main():
             for r in rows + [best]:
                 lines.append(f"| {trace} | {r['policy']} | {num(r, 'sla_miss_pct'):.2f} | {num(r, 'p50_ms'):.1f} | {num(r, 'p99_ms'):.1f} | "
                              f"{num(r, 'avg_replicas'):.2f} | {num(r, 'replica_seconds'):.0f} | {r['shed']} | {num(r, 'mean_batch'):.1f} |")
-                scatter.setdefault(key, []).append((trace, r["policy"].split(":")[0].split(" (")[0], num(r, "replica_seconds"), num(r, "sla_miss_pct")))
+                scatter.setdefault(key, []).append((trace, label(r["policy"]), num(r, "replica_seconds"), num(r, "sla_miss_pct")))
             by = {r["policy"]: r for r in rows}
             hc = num(best, "replica_seconds")
             for variant in ADAPTIVE:
@@ -149,8 +154,8 @@ def main():
                     continue
                 t = list(csv.DictReader(open(path)))
                 xs = [int(r["second"]) for r in t]
-                axes[0].plot(xs, [float(r["mean_latency_ms"]) for r in t], label=pol.split(":")[0], lw=0.8)
-                axes[1].plot(xs, [float(r["replicas"]) for r in t], label=pol.split(":")[0], lw=0.8)
+                axes[0].plot(xs, [float(r["mean_latency_ms"]) for r in t], label=label(pol), lw=0.8)
+                axes[1].plot(xs, [float(r["replicas"]) for r in t], label=label(pol), lw=0.8)
             axes[0].set_ylabel("mean latency ms")
             axes[0].set_yscale("log")
             axes[1].set_ylabel("replicas")
