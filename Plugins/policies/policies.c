@@ -268,7 +268,6 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
     return MLP_OK;
 }
 
-/* Refits L(n) = a + b n + margin over the kept batches. O(LAT_KEPT) per finished batch. */
 static double line_at(const latency_line *l, uint32_t n) { return l->a + l->b * n + l->margin; }
 
 /* The least-squares line over the ring plus the `quantile` of its residuals. */
@@ -281,6 +280,7 @@ static latency_line ring_line(const latency_ring *r, double quantile) {
     return l;
 }
 
+/* Refits L(n) = a + b n + margin over the kept batches. O(LAT_KEPT) per finished batch. */
 static void adaptive_refit(adaptive_policy *p) {
     latency_line l = ring_line(&p->lat, p->quantile);
     p->a = l.a;
