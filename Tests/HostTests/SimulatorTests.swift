@@ -1,5 +1,6 @@
 import Foundation
 import MLProxyHost
+import PluginAPI
 import Testing
 
 @Suite("Simulator")
@@ -103,6 +104,29 @@ struct SimulatorTests {
         #expect(none.missPercent > 50)
         #expect(adaptive.missPercent < 1)
         #expect(none.averageReplicas == 1)
+    }
+
+    /// Sends a batch when nothing is in flight and otherwise asks to be woken in a day: completions
+    /// pump the queue, so every request is answered long before the timer (a user's policy may do this).
+    final class FarTimerPolicy: BatchingPolicy {
+        func decide(now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int, inflight: Int,
+                    limits: QueueLimits) -> Result<PolicyDecision, RequestError> {
+            inflight == 0 ? .success(.dispatch(items: queuedItems)) : .success(.wait(until: now + 86_400_000_000_000))
+        }
+        func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {}
+    }
+
+    @Test func aTimerLeftOverAfterTheLastAnswerDoesNotStretchTheRun() {
+        var platform = PlatformConfig()
+        platform.mode = .fixed(replicas: 1)
+        let trace = ArrivalTrace(name: "steady", rates: [100], segmentSeconds: 30)
+        // A 1 ms SLO: requests are late while a batch is out, where the host keeps the policy's timer
+        // as it is (completions ask again), instead of bringing it forward to a deadline.
+        let r = Simulator.run(policyName: "far-timer", policy: FarTimerPolicy(), setup: setup(trace, platform: platform, slo: 1))
+        #expect(r.served == r.requests)
+        // One replica for the 30 s trace (and the last batch's tail), not for the day the timer asked for.
+        #expect(r.replicaSeconds < 31)
+        #expect(r.averageReplicas == 1)
     }
 
     @Test func csvTracesLoadRatesOrTimestamps() throws {

@@ -155,6 +155,8 @@ public enum Simulator {
         }
 
         while let (t, event) = events.pop() {
+            // A timer left over once everything is answered ends nothing: it must not stretch the run.
+            if case .wake = event, queue.count == 0, batches.isEmpty { continue }
             lastTime = t
             switch event {
             case .arrival(let i):
