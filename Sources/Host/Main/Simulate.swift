@@ -187,8 +187,8 @@ struct Simulate: ParsableCommand {
 
     private func writeTimeline(_ r: SimulationResult, dir: String) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        var text = "second,finished,mean_latency_ms,replicas\n"
-        for row in r.timeline { text += "\(row.second),\(row.finished),\(row.meanLatencyMillis),\(row.replicas)\n" }
+        var text = "second,finished,mean_latency_ms,replicas,concurrency\n"
+        for row in r.timeline { text += "\(row.second),\(row.finished),\(row.meanLatencyMillis),\(row.replicas),\(row.concurrency)\n" }
         let safe = "\(r.trace)__\(r.policy)".map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }
         try text.write(toFile: "\(dir)/\(String(safe)).csv", atomically: true, encoding: .utf8)
     }

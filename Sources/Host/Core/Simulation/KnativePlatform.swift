@@ -57,6 +57,9 @@ final class KnativePlatform {
     }
 
     var concurrency: Int { inService + waiting.count - waitingHead }
+
+    /// Batches in flight (at a replica or waiting for one) times seconds, within second `s`.
+    func concurrencySeconds(inSecond s: Int) -> Double { s >= 0 && s < buckets.count ? buckets[s] : 0 }
     var replicaSeconds: Double { replicaNanos / 1e9 }
 
     private func add(readyAt: Int64) {

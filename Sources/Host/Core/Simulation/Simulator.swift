@@ -36,8 +36,9 @@ public struct SimulationResult: Sendable {
     public var meanBatch: Double
     /// Batches by size: 1, 2-3, 4-7, 8-15, ... (powers of two).
     public var histogram: [Int]
-    /// Per second: requests finished, mean latency (ms) and replicas, for plots.
-    public var timeline: [(second: Int, finished: Int, meanLatencyMillis: Double, replicas: Double)]
+    /// Per second: requests finished, mean latency (ms), replicas, and the mean number of batches in
+    /// flight (the concurrency the autoscaler counts), for plots.
+    public var timeline: [(second: Int, finished: Int, meanLatencyMillis: Double, replicas: Double, concurrency: Double)]
 
     public var missPercent: Double { requests == 0 ? 0 : 100 * Double(misses) / Double(requests) }
 }
@@ -202,13 +203,13 @@ public enum Simulator {
             return Double(latencies[min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))]) / 1e6
         }
         let seconds = perSecond.keys.sorted()
-        var timeline: [(Int, Int, Double, Double)] = []
+        var timeline: [(Int, Int, Double, Double, Double)] = []
         var replicas = 1.0
         for s in 0...(seconds.last ?? 0) {
             if let r = replicasBySecond[s] { replicas = r }
             if case .fixed(let n) = setup.platform.mode { replicas = Double(n) }
             let p = perSecond[s] ?? (0, 0)
-            timeline.append((s, p.n, p.n > 0 ? p.latency / Double(p.n) : 0, replicas))
+            timeline.append((s, p.n, p.n > 0 ? p.latency / Double(p.n) : 0, replicas, platform.concurrencySeconds(inSecond: s)))
         }
         return SimulationResult(
             policy: policyName, trace: setup.trace.name, profile: setup.profile.name,
