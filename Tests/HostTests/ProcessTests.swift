@@ -114,6 +114,8 @@ struct ProcessTests {
         let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
         #expect(rows.count == 3)
         #expect(rows[0].hasPrefix("trace,profile,policy"))
-        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("spike__none.csv").path))
+        let timeline = try String(contentsOfFile: dir.appendingPathComponent("spike__none.csv").path, encoding: .utf8)
+        #expect(timeline.hasPrefix("second,finished,mean_latency_ms,replicas,concurrency\n"))
+        #expect(timeline.split(separator: "\n").count > 100)
     }
 }

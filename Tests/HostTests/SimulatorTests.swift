@@ -104,6 +104,12 @@ struct SimulatorTests {
         #expect(none.missPercent > 50)
         #expect(adaptive.missPercent < 1)
         #expect(none.averageReplicas == 1)
+        // The timeline's concurrency is the batches in flight: unbatched, the backlog piles up at the
+        // replica; batched, about one batch is out at a time.
+        #expect(none.timeline.last { $0.second < 30 }!.concurrency > 100)
+        let busy = adaptive.timeline.filter { $0.second < 30 }
+        #expect(busy.reduce(0) { $0 + $1.concurrency } / Double(busy.count) < 2)
+        #expect(busy.allSatisfy { $0.concurrency > 0 })
     }
 
     /// Sends a batch when nothing is in flight and otherwise asks to be woken in a day: completions
