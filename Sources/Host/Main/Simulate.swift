@@ -79,7 +79,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "Write the results table as CSV to this file.")
     var csv: String?
 
-    @Option(help: "Write a per-second timeline CSV for each run into this folder (for plots).")
+    @Option(help: "Write a per-second timeline CSV for each run into this folder (for plots): requests finished, mean latency, replicas, and batches in flight (the concurrency the autoscaler averages).")
     var timelineDir: String?
 
     func run() throws {
