@@ -179,6 +179,22 @@ struct PolicyTests {
         #expect(after.count == 4 && q.inflight == 8, "four slots freed: four full batches of the 12 queued, \(after.map(\.count))")
     }
 
+    /// The same cap under Poisson arrivals (mean gap 0.1 ms): the cap follows a steady rate, so the
+    /// batches out stay at ceil(6.6 +- noise) + 1. Taken from the per-request rate (+-40% on Poisson
+    /// gaps), the cap let batches out at its peaks, and those stay out until they finish.
+    @Test func adaptiveCapHoldsUnderPoissonArrivals() throws {
+        let q = try queue(policy: "adaptive-sla", params: "\"headroom\":1,\"pack\":0", maxItems: 64, slo: 1000, inflight: 100)
+        taught(q, maxItems: 64)
+        var rng = SplitMix64(seed: 5)
+        var t: Int64 = 0
+        for id in 0..<(64 * 15) {
+            t += Int64(rng.nextExponential(mean: Double(Self.ms / 10)))
+            admit(q, id: id, at: t)
+            _ = q.pump(now: t)
+        }
+        #expect(q.inflight >= 7 && q.inflight <= 9, "\(q.inflight) batches out where the rate needs ceil(6.6) + 1 = 8")
+    }
+
     /// Packing, with L(n) = 10 ms + 0.5 ms x n: a second full batch waits for the first (which frees its
     /// slot at 14 ms) while every queued deadline still holds after it; a request whose deadline would
     /// not (22 ms, while waiting gives 14 + 14 + 10.5 ms) makes the policy send what is needed at once.
