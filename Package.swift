@@ -99,7 +99,11 @@ let package = Package(
         ),
         .testTarget(
             name: "HostTests",
-            dependencies: ["MLProxyHost", "PluginAPI"],
+            dependencies: [
+                "MLProxyHost", "PluginAPI",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
             path: "Tests/HostTests"
         ),
     ]

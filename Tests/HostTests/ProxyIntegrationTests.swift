@@ -112,8 +112,8 @@ struct ProxyIntegrationTests {
         }
     }
 
-    @Test func upstreamErrorsAnswerEveryRequestOfTheBatch() throws {
-        // Nothing listens on the upstream port: every request of the batch gets a 502 that says so.
+    @Test func anUnreachableModelServerIsA503WithRetryAfter() throws {
+        // Nothing listens on the upstream port: every request gets a 503 that says so, at once.
         let cluster = try TestCluster(models: """
               - {name: down, upstream: "http://127.0.0.1:9", policy: static, policy_params: {max_delay_ms: 20}}
               - {name: slow, upstream: "UPSTREAM", policy: none, upstream_timeout_ms: 50}
@@ -122,9 +122,14 @@ struct ProxyIntegrationTests {
         let down = try curlParallel(url: cluster.url + "/v2/models/down/infer",
                                     bodies: (0..<5).map { v2Request(id: "\($0)", rows: [[1]]) })
         for r in down {
-            #expect(r.status == 502)
-            #expect((r.json?["error"] as? String)?.contains("cannot connect to the model server") == true, "\(r.body)")
+            #expect(r.status == 503)
+            #expect(r.headers["retry-after"] == "1")
+            #expect(r.headers["mlproxy-failure"] == "upstream")
+            let message = r.json?["error"] as? String ?? ""
+            #expect(message.contains("cannot connect to the model server") || message.contains("cannot be reached"), "\(r.body)")
         }
+        let ready = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", cluster.url + "/v2/models/down/ready"])
+        #expect(ready == "503")
         #expect(try curlParallel(url: cluster.url + "/v2/models/nope/infer", bodies: ["{}"])[0].status == 404)
     }
 

@@ -43,7 +43,9 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
         for m in config.models {
             do {
-                rt.models[m.name] = try rt.makeModel(m)
+                let model = try rt.makeModel(m)
+                rt.models[m.name] = model
+                model.start()
             } catch let e as ConfigError where !loadErrors.isEmpty {
                 let reason = "\(e.message); plugin errors: \(loadErrors.map(\.description).joined(separator: "; "))"
                 rt.unavailable[m.name] = reason
@@ -121,7 +123,11 @@ public final class ProxyRuntime: @unchecked Sendable {
         case (.GET, 2, "models"):
             return metadata(model, loop: loop)
         case (.GET, 3, "models") where action == "ready":
-            if models[model] != nil { return loop.makeSucceededFuture(.json(200, "{\"name\":\(jsonString(model)),\"ready\":true}")) }
+            // Not ready while its model server cannot be reached.
+            if let m = models[model] {
+                let ready = m.upstreamReady
+                return loop.makeSucceededFuture(.json(ready ? 200 : 503, "{\"name\":\(jsonString(model)),\"ready\":\(ready)}"))
+            }
             return loop.makeSucceededFuture(modelMissing(model))
         case (.POST, 3, "models") where action == "infer":
             return infer(model: model, req, protocolName: "v2")
@@ -187,46 +193,71 @@ public final class ProxyRuntime: @unchecked Sendable {
             for t in serving.flatMap(\.contentTypes) where !t.isEmpty && !accepted.contains(t) { accepted.append(t) }
             return loop.makeSucceededFuture(.error(415, "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"))
         }
-        let decoded: DecodedRequest
+        var decoded: DecodedRequest
         switch codec.decode(body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) }) {
         case .failure(let e):
             model.metrics.response(status: e.status)
-            return loop.makeSucceededFuture(.error(e.status, e.message))
+            return loop.makeSucceededFuture(Self.failure(e, batch: nil))
         case .success(let d): decoded = d
         }
         let items: Int
         switch BatchAssembler.validate(inputs: decoded.inputs) {
         case .failure(let e):
             model.metrics.response(status: e.status)
-            return loop.makeSucceededFuture(.error(e.status, e.message))
+            return loop.makeSucceededFuture(Self.failure(e, batch: nil))
         case .success(let n): items = n
+        }
+        // A request that does not fit the model's inputs is refused here, so it never shares a batch.
+        if let signature = model.signature {
+            switch signature.check(model: name, inputs: decoded.inputs, requestedOutputs: decoded.requestedOutputs,
+                                   guessedTypes: protocolName == "tfserving") {
+            case .failure(let e):
+                model.metrics.rejected(reason: "signature", count: 1)
+                model.metrics.response(status: e.status)
+                return loop.makeSucceededFuture(Self.failure(e, batch: nil))
+            case .success(let inputs): decoded.inputs = inputs
+            }
         }
         let promise = loop.makePromise(of: InferReply.self)
         model.submit(decoded, items: items, arrival: arrival, promise: promise)
         let version = model.config.upstreamVersion
         let metrics = model.metrics
+        let policy = model.config.policy
+        let request = decoded
         return promise.futureResult.map { reply in
-            defer { metrics.response(status: { if case .failure(let e) = reply { return e.status } else { return 200 } }()) }
-            switch reply {
+            var response: OutgoingResponse
+            switch reply.result {
             case .failure(let e):
-                return .error(e.status, e.message)
+                response = Self.failure(e, batch: reply.batch)
             case .success(let r):
-                switch codec.codec.encode(model: name, version: version, id: decoded.id, outputs: r.outputs,
-                                    parametersJSON: r.parametersJSON, codecState: decoded.codecState,
-                                    allocator: req.allocator) {
+                switch codec.codec.encode(model: name, version: version, id: request.id, outputs: r.outputs,
+                                          parametersJSON: r.parametersJSON, codecState: request.codecState,
+                                          allocator: req.allocator) {
                 case .failure(let e):
-                    return .error(e.status, e.message)
+                    response = Self.failure(e, batch: reply.batch)
                 case .success(let m):
-                    var headers = m.headers
-                    headers.append(("mlproxy-policy", model.config.policy))
-                    headers.append(("mlproxy-batch-size", String(r.batchItems)))
-                    headers.append(("mlproxy-batch-requests", String(r.batchRequests)))
-                    headers.append(("mlproxy-queue-ms", millis(r.queueNanos)))
-                    headers.append(("mlproxy-upstream-ms", millis(r.upstreamNanos)))
-                    return OutgoingResponse(status: 200, headers: headers, body: m.body)
+                    response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
                 }
             }
+            if let batch = reply.batch {
+                response.headers.append(("mlproxy-policy", policy))
+                response.headers.append(("mlproxy-batch-size", String(batch.items)))
+                response.headers.append(("mlproxy-batch-requests", String(batch.requests)))
+                if batch.attempts > 1 { response.headers.append(("mlproxy-batch-attempts", String(batch.attempts))) }
+                response.headers.append(("mlproxy-queue-ms", millis(reply.queueNanos)))
+                response.headers.append(("mlproxy-upstream-ms", millis(reply.upstreamNanos)))
+            }
+            metrics.response(status: response.status)
+            return response
         }
+    }
+
+    /// An error response with the headers that say whose failure it was and when to come back.
+    private static func failure(_ e: RequestError, batch: BatchShape?) -> OutgoingResponse {
+        var r = OutgoingResponse.error(e.status, e.message)
+        r.headers.append(("mlproxy-failure", e.cause.rawValue))
+        if let s = e.retryAfterSeconds { r.headers.append(("retry-after", String(s))) }
+        return r
     }
 
     // MARK: Metrics
@@ -234,9 +265,14 @@ public final class ProxyRuntime: @unchecked Sendable {
     /// Every model's counters in the Prometheus text format (GET /metrics).
     private func metricsResponse() -> OutgoingResponse {
         var out = "# HELP mlproxy_responses_total Inference responses by HTTP status.\n# TYPE mlproxy_responses_total counter\n"
-            + "# HELP mlproxy_rejected_total Requests answered without reaching the model: queue_full, invalid, shed, deadline.\n# TYPE mlproxy_rejected_total counter\n"
+            + "# HELP mlproxy_rejected_total Requests answered without reaching the model: queue_full, invalid, signature, unavailable, shed, deadline.\n# TYPE mlproxy_rejected_total counter\n"
             + "# HELP mlproxy_batches_total Upstream requests (batches) sent.\n# TYPE mlproxy_batches_total counter\n"
             + "# HELP mlproxy_upstream_failures_total Batches whose upstream request failed.\n# TYPE mlproxy_upstream_failures_total counter\n"
+            + "# HELP mlproxy_split_batches_total Batches the model server rejected and the proxy split to isolate the cause.\n# TYPE mlproxy_split_batches_total counter\n"
+            + "# HELP mlproxy_batch_splits_total Splits made while isolating failures (each sends two smaller upstream requests).\n# TYPE mlproxy_batch_splits_total counter\n"
+            + "# HELP mlproxy_upstream_retries_total Upstream requests sent again after a reused connection was lost before the reply.\n# TYPE mlproxy_upstream_retries_total counter\n"
+            + "# HELP mlproxy_upstream_up Whether the model server can be reached (0 while the proxy answers 503 and reconnects).\n# TYPE mlproxy_upstream_up gauge\n"
+            + "# HELP mlproxy_failed_after_dispatch_total Requests that left the queue and got an error, by cause: own, batch, upstream.\n# TYPE mlproxy_failed_after_dispatch_total counter\n"
             + "# HELP mlproxy_batch_items Items per batch.\n# TYPE mlproxy_batch_items histogram\n"
             + "# HELP mlproxy_queue_seconds Time requests waited in the proxy's queue.\n# TYPE mlproxy_queue_seconds histogram\n"
             + "# HELP mlproxy_upstream_seconds Upstream latency per batch.\n# TYPE mlproxy_upstream_seconds histogram\n"

@@ -33,6 +33,12 @@ public enum DataType: UInt32, Sendable, CaseIterable {
         case .bytes: return "BYTES"
         }
     }
+
+    /// From a v2 name ("FP32"), nil when it is not one.
+    public init?(v2Name: String) {
+        guard let t = DataType.allCases.first(where: { $0.name == v2Name.uppercased() }) else { return nil }
+        self = t
+    }
 }
 
 /// A plugin status code with the HTTP status the client sees for it.

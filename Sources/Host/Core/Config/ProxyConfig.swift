@@ -1,4 +1,5 @@
 import Foundation
+import PluginAPI
 import Yams
 
 /// A configuration mistake, reported at start-up with the file, the key and the reason.
@@ -38,6 +39,17 @@ public struct ModelConfig: Sendable {
     /// When set (`pad: true`), requests whose inputs differ only in trailing dims are batched
     /// together, padded with this value; otherwise they are batched separately by shape.
     public var padValue: Double?
+    /// The model's inputs and outputs from the config (`inputs:`/`outputs:`), for model servers
+    /// without metadata; nil to read them from the model server's metadata.
+    public var signature: ModelSignature?
+    /// Whether requests are checked against the signature before they are queued (`check_signature`).
+    public var checkSignature: Bool = true
+    /// Whether a batch the model server rejects for its content is split until only the culprits
+    /// fail (`isolate_failures: bisect`, the default) or fails whole (`off`).
+    public var bisectFailures: Bool = true
+    /// Whether a batch lost on a reused connection before any reply byte is sent once more.
+    public var retryOnReset: Bool = true
+    public var retryBudget = RetryBudget.Settings()
 }
 
 /// One element of a codec chain: a codec or stage name and its params as JSON text ("{}" when none).
@@ -93,6 +105,14 @@ public struct SimulatedServerConfig: Sendable {
     public var seed: UInt64
     /// Also answer each input back as output "<name>_echo" (for checking datatypes end to end).
     public var echo: Bool = false
+    /// Models whose signature the server declares in its v2 metadata (and enforces, as a real
+    /// server does), by model name.
+    public var signatures: [String: ModelSignature] = [:]
+    /// Reject a whole batch with 400 when any value in it is negative, quoting the row, as a model
+    /// server that validates rows does (for failure-isolation tests and demos).
+    public var rejectNegative: Bool = false
+    /// Close the connection, unannounced, after every error answer (as MLServer does after a 500).
+    public var closeAfterError: Bool = false
 }
 
 public struct ProxyConfig: Sendable {
@@ -141,6 +161,11 @@ private struct Node {
         if let i = value as? Int { d = Double(i) } else if let x = value as? Double { d = x } else { throw fail("expected a number") }
         guard d >= min, d.isFinite else { throw fail("\(d) must be at least \(min)") }
         return d
+    }
+
+    func bool() throws -> Bool {
+        guard let b = value as? Bool else { throw fail("expected true or false") }
+        return b
     }
 
     func list() throws -> [Node] {
@@ -201,7 +226,7 @@ extension ProxyConfig {
     }
 
     private static func parseSimulated(_ node: Node) throws -> SimulatedServerConfig {
-        let m = try node.mapping(known: ["listen", "replicas", "latency_ms", "noise", "seed", "echo"])
+        let m = try node.mapping(known: ["listen", "replicas", "latency_ms", "noise", "seed", "echo", "models", "reject_negative", "close_after_error"])
         guard let listen = m["listen"] else { throw node.fail("'listen' is required") }
         var points: [(Int, Double)] = []
         if let lat = m["latency_ms"] {
@@ -213,16 +238,41 @@ extension ProxyConfig {
         }
         if points.isEmpty { points = [(1, 5.0), (100, 10.0)] }
         points.sort { $0.0 < $1.0 }
+        var signatures: [String: ModelSignature] = [:]
+        for n in try m["models"]?.list() ?? [] {
+            let mm = try n.mapping(known: ["name", "inputs", "outputs"])
+            guard let name = mm["name"] else { throw n.fail("'name' is required") }
+            guard let inputs = mm["inputs"] else { throw n.fail("'inputs' is required") }
+            signatures[try name.string()] = ModelSignature(inputs: try parseSpecs(inputs), outputs: try mm["outputs"].map(parseSpecs) ?? [],
+                                                           source: "the simulated server's config")
+        }
         return SimulatedServerConfig(
             listen: try listen.address(),
             replicas: try m["replicas"]?.int(min: 1, max: 1_000_000) ?? 1,
             latencyMillis: points.map { (items: $0.0, ms: $0.1) },
             noise: try m["noise"]?.double(min: 0) ?? 0,
             seed: UInt64(try m["seed"]?.int(min: 0) ?? 1),
-            echo: try m["echo"].map { n -> Bool in
-                guard let b = n.value as? Bool else { throw n.fail("expected true or false") }
-                return b
-            } ?? false)
+            echo: try m["echo"]?.bool() ?? false,
+            signatures: signatures,
+            rejectNegative: try m["reject_negative"]?.bool() ?? false,
+            closeAfterError: try m["close_after_error"]?.bool() ?? false)
+    }
+
+    /// A list of tensor specs: `{name: x, datatype: FP32, shape: [-1, 4], optional: false}`.
+    private static func parseSpecs(_ node: Node) throws -> [TensorSpec] {
+        try node.list().map { n in
+            let t = try n.mapping(known: ["name", "datatype", "shape", "optional"])
+            guard let name = t["name"], let dt = t["datatype"], let shape = t["shape"] else {
+                throw n.fail("'name', 'datatype' and 'shape' are required, e.g. {name: x, datatype: FP32, shape: [-1, 4]}")
+            }
+            let dtName = try dt.string()
+            guard let datatype = DataType(v2Name: dtName) else {
+                throw dt.fail("'\(dtName)' is not a v2 datatype (\(DataType.allCases.map(\.name).joined(separator: ", ")))")
+            }
+            return TensorSpec(name: try name.string(), datatype: datatype,
+                              shape: try shape.list().map { Int64(try $0.int(min: -1)) },
+                              optional: try t["optional"]?.bool() ?? false)
+        }
     }
 
     /// A codec chain: "json", "b64 -> image -> resize(224,224) -> normalise", or a mapping with
@@ -305,7 +355,8 @@ extension ProxyConfig {
         let m = try node.mapping(known: [
             "name", "backend", "backend_params", "upstream", "upstream_model", "upstream_version", "upstream_timeout_ms", "codecs",
             "policy", "policy_params", "foreign_policy", "slo_ms", "max_batch_items", "max_queued_items",
-            "max_inflight_batches", "late_requests", "pad", "pad_value",
+            "max_inflight_batches", "late_requests", "pad", "pad_value", "inputs", "outputs", "check_signature",
+            "isolate_failures", "retry_on_reset", "retry_budget",
         ])
         guard let nameNode = m["name"] else { throw node.fail("'name' is required") }
         let name = try nameNode.string()
@@ -347,11 +398,22 @@ extension ProxyConfig {
             codecs.append(try parseChain(c))
         }
         if codecs.isEmpty { throw m["codecs"]!.fail("at least one codec is required") }
-        let pad: Bool
-        if let p = m["pad"] {
-            guard let b = p.value as? Bool else { throw p.fail("expected true or false") }
-            pad = b
-        } else { pad = false }
+        let pad = try m["pad"]?.bool() ?? false
+        var signature: ModelSignature?
+        if let inputs = m["inputs"] {
+            signature = ModelSignature(inputs: try parseSpecs(inputs), outputs: try m["outputs"].map(parseSpecs) ?? [], source: "the config")
+            if signature!.inputs.isEmpty { throw inputs.fail("list at least one input, or leave 'inputs' out to use the model server's metadata") }
+        } else if let o = m["outputs"] {
+            throw o.fail("'outputs' goes with 'inputs'")
+        }
+        let isolate = try m["isolate_failures"]?.string() ?? "bisect"
+        guard isolate == "bisect" || isolate == "off" else { throw m["isolate_failures"]!.fail("must be 'bisect' or 'off'") }
+        var budget = RetryBudget.Settings()
+        if let b = m["retry_budget"] {
+            let bm = try b.mapping(known: ["percent", "min_concurrency"])
+            budget.percent = try bm["percent"]?.double(min: 0) ?? budget.percent
+            budget.minConcurrency = try bm["min_concurrency"]?.int(min: 0) ?? budget.minConcurrency
+        }
         let padValue = try m["pad_value"]?.double(min: -Double.greatestFiniteMagnitude)
         if padValue != nil && !pad { throw m["pad_value"]!.fail("'pad_value' needs 'pad: true'") }
         return ModelConfig(
@@ -369,6 +431,11 @@ extension ProxyConfig {
             policyParamsJSON: String(decoding: json, as: UTF8.self),
             limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
                                 sloNanos: Int64(slo * 1e6), rejectLate: late == "reject"),
-            padValue: pad ? (padValue ?? 0) : nil)
+            padValue: pad ? (padValue ?? 0) : nil,
+            signature: signature,
+            checkSignature: try m["check_signature"]?.bool() ?? true,
+            bisectFailures: isolate == "bisect",
+            retryOnReset: try m["retry_on_reset"]?.bool() ?? true,
+            retryBudget: budget)
     }
 }

@@ -19,6 +19,9 @@ public struct OutgoingResponse: Sendable {
     public var status: Int
     public var headers: [(String, String)]
     public var body: ByteBuffer
+    /// Close the connection after this response without saying so (no `connection: close`), as some
+    /// model servers do after an error; the simulated server's `close_after_error` uses it.
+    public var closeSilently = false
 
     public init(status: Int, headers: [(String, String)] = [], body: ByteBuffer) {
         self.status = status
@@ -140,7 +143,7 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
         context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
         if response.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil) }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive {
+        if !keepAlive || response.closeSilently {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
         }

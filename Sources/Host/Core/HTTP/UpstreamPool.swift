@@ -7,6 +7,8 @@ public struct UpstreamResponse: Sendable {
     public let status: Int
     public let headers: HTTPHeaders
     public let body: ByteBuffer
+    /// Whether the server lets the connection be reused after this reply.
+    public var keepAlive: Bool = true
 }
 
 /// Keep-alive HTTP/1.1 connections to one model server, one request per connection at a time.
@@ -29,39 +31,87 @@ public final class UpstreamPool: @unchecked Sendable {
     }
 
     /// Sends one request and completes with the whole response, or fails on connect errors, a
-    /// closed connection or the timeout.
+    /// closed connection or the timeout. With `retry`, a request that fails on a reused keep-alive
+    /// connection before any byte of the reply arrived (the server closed it while it was idle, or
+    /// reset it) is sent once more on a new connection, if the budget has a retry to spare: model
+    /// inference is treated as idempotent.
     public func send(path: String, headers: [(String, String)], body: ByteBuffer,
-                     method: HTTPMethod = .POST) -> EventLoopFuture<UpstreamResponse> {
+                     method: HTTPMethod = .POST, retry: RetryBudget? = nil) -> EventLoopFuture<UpstreamResponse> {
         loop.preconditionInEventLoop()
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "host", value: address.description)
         for (k, v) in headers { head.headers.add(name: k, value: v) }
         head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
         let requestHead = head
-        return checkout().flatMap { conn in
-            let promise = self.loop.makePromise(of: UpstreamResponse.self)
-            conn.start(promise, deadline: .now() + self.timeout)
-            self.busy.append(conn)
-            self.startSweeper()
-            conn.channel.write(HTTPClientRequestPart.head(requestHead), promise: nil)
-            conn.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-            conn.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
-            return promise.futureResult.always { result in
-                if let i = self.busy.firstIndex(where: { $0.channel === conn.channel }) { self.busy.remove(at: i) }
-                if case .success(let r) = result, conn.channel.isActive,
-                   r.headers.first(name: "connection")?.lowercased() != "close" {
-                    self.idle.append(conn)
-                } else {
-                    conn.channel.close(promise: nil)
+        retry?.requestStarted()
+        return checkout(reuse: true).flatMap { conn, reused in
+            self.exchange(conn, requestHead, body).flatMapError { error in
+                guard let retry, reused, !conn.handler.replyStarted, Self.isLostBeforeReply(error), retry.tryRetry() else {
+                    return self.loop.makeFailedFuture(error)
                 }
+                self.onRetry?()
+                retry.requestStarted()
+                return self.checkout(reuse: false)
+                    .flatMap { fresh, _ in self.exchange(fresh, requestHead, body) }
+                    .always { _ in
+                        retry.requestFinished()
+                        retry.retryFinished()
+                    }
+            }
+        }.always { _ in retry?.requestFinished() }
+    }
+
+    /// Called on the pool's loop each time a request is sent again after a reset (for metrics).
+    public var onRetry: (() -> Void)?
+
+    /// A connection lost before the reply began: the request may not have reached the model at all.
+    static func isLostBeforeReply(_ error: Error) -> Bool {
+        switch error as? UpstreamError {
+        case .closed?, .io?: return true
+        default: return false
+        }
+    }
+
+    /// One request on `conn`. The connection goes back to the idle list only after a whole reply that
+    /// allows keep-alive (HTTP/1.1 without `connection: close`, or HTTP/1.0 with `keep-alive`) and is
+    /// not an error: model servers (MLServer after a 500, among others) often close the connection
+    /// after an error without saying so, and the next batch written on it would be lost. A new
+    /// connection costs tens of microseconds on a path that is already failing.
+    private func exchange(_ conn: UpstreamConnection, _ head: HTTPRequestHead, _ body: ByteBuffer) -> EventLoopFuture<UpstreamResponse> {
+        let promise = loop.makePromise(of: UpstreamResponse.self)
+        conn.start(promise, deadline: .now() + timeout)
+        busy.append(conn)
+        startSweeper()
+        conn.channel.write(HTTPClientRequestPart.head(head), promise: nil)
+        conn.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
+        let written = loop.makePromise(of: Void.self)
+        conn.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: written)
+        written.futureResult.whenFailure { error in conn.fail(UpstreamError.io("writing the request: \(error)")) }
+        return promise.futureResult.always { result in
+            if let i = self.busy.firstIndex(where: { $0.channel === conn.channel }) { self.busy.remove(at: i) }
+            if case .success(let r) = result, r.keepAlive, r.status < 400, conn.channel.isActive {
+                self.idle.append(conn)
+            } else {
+                conn.channel.close(promise: nil)
             }
         }
     }
 
-    private func checkout() -> EventLoopFuture<UpstreamConnection> {
-        while let conn = idle.popLast() {
-            if conn.channel.isActive { return loop.makeSucceededFuture(conn) }
+    /// An idle connection (`reused` true) or a new one.
+    private func checkout(reuse: Bool) -> EventLoopFuture<(UpstreamConnection, Bool)> {
+        while reuse, let conn = idle.popLast() {
+            if conn.channel.isActive { return loop.makeSucceededFuture((conn, true)) }
         }
+        return connect().map { ($0, false) }
+    }
+
+    /// Opens a connection and leaves it idle for the next request: proves the server is reachable.
+    public func probe() -> EventLoopFuture<Void> {
+        loop.preconditionInEventLoop()
+        return connect().map { conn in self.idle.append(conn) }
+    }
+
+    private func connect() -> EventLoopFuture<UpstreamConnection> {
         let address = self.address
         return ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -115,10 +165,14 @@ public enum UpstreamError: Error, CustomStringConvertible {
         }
     }
 
-    /// The status a client sees for this failure.
+    /// The status a client sees for this failure: 503 while the server cannot be reached (come back
+    /// later), 504 when it did not answer in time, 502 when the connection failed under a request.
     public var httpStatus: Int {
-        if case .timeout = self { return 504 }
-        return 502
+        switch self {
+        case .connect: return 503
+        case .timeout: return 504
+        case .closed, .io: return 502
+        }
     }
 }
 
@@ -141,11 +195,14 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
     private var head: HTTPResponseHead?
     private var body = ByteBuffer()
     private(set) var deadline: NIODeadline?
+    /// Whether the current request's reply has begun (its head arrived).
+    private(set) var replyStarted = false
 
     func start(_ promise: EventLoopPromise<UpstreamResponse>, deadline: NIODeadline) {
         self.deadline = deadline
         pending = promise
         head = nil
+        replyStarted = false
         body.clear()
     }
 
@@ -160,13 +217,15 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
+            replyStarted = true
         case .body(var chunk):
             body.writeBuffer(&chunk)
         case .end:
             guard let head, let p = pending else { return }
             pending = nil
             deadline = nil
-            p.succeed(UpstreamResponse(status: Int(head.status.code), headers: head.headers, body: body))
+            p.succeed(UpstreamResponse(status: Int(head.status.code), headers: head.headers, body: body,
+                                       keepAlive: head.isKeepAlive))
             body = ByteBuffer()
         }
     }

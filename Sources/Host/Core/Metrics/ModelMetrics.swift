@@ -25,7 +25,7 @@ struct Histogram {
 }
 
 /// One model's counters and histograms, safe to update from any event loop. Rendered in the
-/// Prometheus text format by `MetricsRegistry`.
+/// Prometheus text format at GET /metrics (`ProxyRuntime`).
 public final class ModelMetrics: @unchecked Sendable {
     private let lock = NIOLock()
     // Guarded by `lock`.
@@ -36,12 +36,28 @@ public final class ModelMetrics: @unchecked Sendable {
     private var queueSeconds = Histogram(bounds: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5])
     private var upstreamSeconds = Histogram(bounds: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5])
     private var upstreamFailures: UInt64 = 0
+    private var splits: UInt64 = 0
+    private var isolatedBatches: UInt64 = 0
+    private var retries: UInt64 = 0
+    private var failedByCause: [String: UInt64] = [:]
+    private var up = true
 
     public init() {}
 
     func response(status: Int) { lock.withLock { responses[status, default: 0] += 1 } }
     func queued(nanos: Int64) { lock.withLock { queueSeconds.observe(Double(nanos) / 1e9) } }
     func rejected(reason: String, count: Int) { lock.withLock { rejected[reason, default: 0] += UInt64(count) } }
+
+    /// A batch that failed at first; `splits`: how often it was split to isolate the cause.
+    func isolation(splits: Int) {
+        lock.withLock {
+            if splits > 0 { isolatedBatches += 1 }
+            self.splits += UInt64(splits)
+        }
+    }
+    func retried() { lock.withLock { retries += 1 } }
+    func failed(cause: FailureCause) { lock.withLock { failedByCause[cause.rawValue, default: 0] += 1 } }
+    func upstreamUp(_ isUp: Bool) { lock.withLock { up = isUp } }
 
     func batch(items: Int, upstreamNanos: Int64, ok: Bool) {
         lock.withLock {
@@ -59,6 +75,11 @@ public final class ModelMetrics: @unchecked Sendable {
             for (reason, n) in rejected.sorted(by: { $0.key < $1.key }) { out += "mlproxy_rejected_total{\(m),reason=\"\(reason)\"} \(n)\n" }
             out += "mlproxy_batches_total{\(m)} \(batches)\n"
             out += "mlproxy_upstream_failures_total{\(m)} \(upstreamFailures)\n"
+            out += "mlproxy_split_batches_total{\(m)} \(isolatedBatches)\nmlproxy_batch_splits_total{\(m)} \(splits)\n"
+            out += "mlproxy_upstream_retries_total{\(m)} \(retries)\nmlproxy_upstream_up{\(m)} \(up ? 1 : 0)\n"
+            for (cause, n) in failedByCause.sorted(by: { $0.key < $1.key }) {
+                out += "mlproxy_failed_after_dispatch_total{\(m),cause=\"\(cause)\"} \(n)\n"
+            }
             batchItems.render("mlproxy_batch_items", labels: m, into: &out)
             queueSeconds.render("mlproxy_queue_seconds", labels: m, into: &out)
             upstreamSeconds.render("mlproxy_upstream_seconds", labels: m, into: &out)

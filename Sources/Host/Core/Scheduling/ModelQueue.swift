@@ -66,7 +66,7 @@ public final class ModelQueue<Payload> {
             return .badRequest("the request has \(items) items but this model's max_batch_items is \(limits.maxBatchItems)")
         }
         if queuedItems + items > limits.maxQueuedItems {
-            return RequestError(status: 429, message: "queue full: \(queuedItems) items are waiting and max_queued_items is \(limits.maxQueuedItems); retry later")
+            return RequestError(status: 429, message: "queue full: \(queuedItems) items are waiting and max_queued_items is \(limits.maxQueuedItems); retry later", cause: .proxy, retryAfterSeconds: 1)
         }
         var deadline = arrival + limits.sloNanos
         if let t = timeoutMicros, t >= 0 { deadline = min(deadline, arrival + t * 1000) }
@@ -83,6 +83,9 @@ public final class ModelQueue<Payload> {
         return nil
     }
 
+    /// Removes every queued request, oldest first (the model server is down: they are answered at once).
+    public func removeAllQueued() -> [QueueEntry<Payload>] { removeAll { _ in true } }
+
     /// Records a finished batch and tells the policy (`arrivals`: each request's arrival time).
     public func batchFinished(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {
         inflight -= 1
@@ -98,7 +101,7 @@ public final class ModelQueue<Payload> {
             if limits.rejectLate {
                 let late = removeAll { $0.deadline <= now }
                 if !late.isEmpty {
-                    effects.append(.reject(late, RequestError(status: 504, message: "the request's deadline passed while it waited in the queue (\(limits.sloNanos / 1_000_000) ms SLO)")))
+                    effects.append(.reject(late, RequestError(status: 504, message: "the request's deadline passed while it waited in the queue (\(limits.sloNanos / 1_000_000) ms SLO)", cause: .proxy)))
                     continue
                 }
             }
@@ -133,7 +136,7 @@ public final class ModelQueue<Payload> {
                 var i = -1
                 let shed = removeAll { _ in i += 1; return set.contains(i) }
                 if shed.isEmpty { effects.append(.wake(at: min(earliestDeadline(), now + 1_000_000))); return effects }
-                effects.append(.reject(shed, RequestError(status: 503, message: "shed: \(reason)")))
+                effects.append(.reject(shed, RequestError(status: 503, message: "shed: \(reason)", cause: .proxy, retryAfterSeconds: 1)))
             case .success(.wait(let until)):
                 if late {
                     // Batches are in flight (see above): their completions ask again.

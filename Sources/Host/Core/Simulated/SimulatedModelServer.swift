@@ -48,6 +48,29 @@ public final class SimulatedModelServer: @unchecked Sendable {
 
     private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let parts = req.path.split(separator: "/")
+        // v2 model metadata, with the declared signature when the config gives one.
+        if req.method == .GET, parts.count == 3 || (parts.count == 5 && parts[3] == "versions"), parts[0] == "v2", parts[1] == "models" {
+            return req.eventLoop.makeSucceededFuture(metadata(model: String(parts[2])))
+        }
+        return route(parts, req).map { [config] r in
+            var r = r
+            if config.closeAfterError && r.status >= 400 { r.closeSilently = true }
+            return r
+        }
+    }
+
+    private func metadata(model: String) -> OutgoingResponse {
+        func list(_ specs: [TensorSpec]) -> String {
+            "[" + specs.map { t in
+                "{\"name\":\(jsonString(t.name)),\"datatype\":\"\(t.datatype.name)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))]"
+                    + (t.optional ? ",\"optional\":true}" : "}")
+            }.joined(separator: ",") + "]"
+        }
+        let sig = config.signatures[model]
+        return .json(200, "{\"name\":\(jsonString(model)),\"versions\":[],\"platform\":\"mlproxy-simulated\",\"inputs\":\(list(sig?.inputs ?? [])),\"outputs\":\(list(sig?.outputs ?? []))}")
+    }
+
+    private func route(_ parts: [Substring], _ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         switch (req.method, parts.count) {
         case (.GET, 3) where parts[0] == "v2" && parts[1] == "health":
             return req.eventLoop.makeSucceededFuture(.json(200, "{\"\(parts[2])\":true}"))
@@ -79,6 +102,20 @@ public final class SimulatedModelServer: @unchecked Sendable {
         switch BatchAssembler.validate(inputs: decoded.inputs) {
         case .failure(let e): return req.eventLoop.makeSucceededFuture(.error(e.status, e.message))
         case .success(let items): n = items
+        }
+        // A declared signature is enforced for the whole request, as a real server does.
+        if let sig = config.signatures[model],
+           case .failure(let e) = sig.check(model: model, inputs: decoded.inputs, requestedOutputs: [], guessedTypes: false) {
+            return req.eventLoop.makeSucceededFuture(.error(400, e.message))
+        }
+        if config.rejectNegative {
+            for t in decoded.inputs where t.datatype != .bytes {
+                let values = t.doubles(), per = max(t.elementsPerItem, 1)
+                if let i = values.firstIndex(where: { $0 < 0 }) {
+                    let row = values[(i / per * per)..<min(values.count, i / per * per + per)]
+                    return req.eventLoop.makeSucceededFuture(.error(400, "row \(i / per) contains a negative value: [\(row.map { String($0) }.joined(separator: ", "))]"))
+                }
+            }
         }
         var sums = [Double](repeating: 0, count: n)
         for t in decoded.inputs {

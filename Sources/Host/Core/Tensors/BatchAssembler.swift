@@ -149,17 +149,3 @@ public enum BatchAssembler {
         return .success(perRequest)
     }
 }
-
-/// An error answered to one client, with its HTTP status.
-public struct RequestError: Error, Sendable, Equatable {
-    public let status: Int
-    public let message: String
-
-    public init(status: Int, message: String) {
-        self.status = status
-        self.message = message
-    }
-
-    public static func badRequest(_ m: String) -> RequestError { .init(status: 400, message: m) }
-    public static func upstream(_ m: String) -> RequestError { .init(status: 502, message: m) }
-}
