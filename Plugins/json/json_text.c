@@ -347,15 +347,34 @@ mlp_status set_model_path(mlp_call *call, const char *prefix, mlp_bytes model, c
     return s == MLP_OK ? MLP_OK : fail(call, s, "could not set the upstream path");
 }
 
+/* The words of a Python traceback (MLServer answers a 500 with one as text/plain): the exception
+ * line(s) after the last indented line, e.g. "ValueError: Input X contains NaN."; the whole body when
+ * it is not a traceback. */
+static mlp_bytes error_words(mlp_bytes body) {
+    static const char tb[] = "Traceback (most recent call last):";
+    if (body.len < sizeof tb - 1 || memcmp(body.ptr, tb, sizeof tb - 1) != 0) return body;
+    size_t after_indented = 0;
+    for (size_t i = 0; i < body.len; i++) {
+        if ((i == 0 || body.ptr[i - 1] == '\n') && body.ptr[i] == ' ') {
+            const uint8_t *nl = memchr(body.ptr + i, '\n', body.len - i);
+            after_indented = nl ? (size_t)(nl - body.ptr) + 1 : body.len;
+        }
+    }
+    size_t end = body.len;
+    while (end > after_indented && (body.ptr[end - 1] == '\n' || body.ptr[end - 1] == ' ')) end--;
+    return end > after_indented ? (mlp_bytes){body.ptr + after_indented, end - after_indented} : body;
+}
+
 mlp_status upstream_error(mlp_call *call, const mlp_upstream_reply *reply, const char *key, const char *who) {
     json_t *root = json_loadb((const char *)reply->body.ptr, reply->body.len, 0, NULL);
     const json_t *words = json_is_object(root) ? json_object_get(root, key) : NULL;
     mlp_status s;
+    mlp_bytes text = error_words(reply->body);
     if (json_is_string(words))
         s = fail(call, MLP_ERR_UPSTREAM, "%s answered %u: %s", who, reply->http_status, json_string_value(words));
-    else if (reply->body.len)
+    else if (text.len)
         s = fail(call, MLP_ERR_UPSTREAM, "%s answered %u: %.*s", who, reply->http_status,
-                 (int)(reply->body.len < 200 ? reply->body.len : 200), (const char *)reply->body.ptr);
+                 (int)(text.len < 300 ? text.len : 300), (const char *)text.ptr);
     else
         s = fail(call, MLP_ERR_UPSTREAM, "%s answered %u with an empty body", who, reply->http_status);
     json_decref(root);

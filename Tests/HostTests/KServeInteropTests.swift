@@ -25,14 +25,7 @@ struct KServeInteropTests {
         server.standardOutput = handle
         server.standardError = handle
         try server.run()
-        defer {
-            // SIGTERM, then SIGKILL after 3 s; only this process, by its own pid.
-            if server.isRunning { server.terminate() }
-            let deadline = Date().addingTimeInterval(3)
-            while server.isRunning && Date() < deadline { usleep(100_000) }
-            if server.isRunning { kill(server.processIdentifier, SIGKILL) }
-            server.waitUntilExit()
-        }
+        defer { terminate(server) }
         var ready = false
         for _ in 0..<120 where !ready {
             ready = (try? run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/v1/models/sum"])) != nil

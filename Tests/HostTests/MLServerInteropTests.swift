@@ -11,22 +11,32 @@ struct MLServerInteropTests {
     static let venv = repoRoot.appendingPathComponent(".venv-interop/bin")
 
     final class MLServer {
-        let process = Process()
+        private(set) var process = Process()
         let port: Int
         let log: URL
         let dir: URL
+        let model: String
 
-        init() throws {
+        /// `script` writes the model repository (Tests/interop/train_iris.py or train_regressor.py)
+        /// for `model`.
+        init(script: String = "train_iris.py", model: String = "iris") throws {
             let python = MLServerInteropTests.venv.appendingPathComponent("python").path
             guard FileManager.default.isExecutableFile(atPath: python) else {
                 throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does) to install MLServer")
             }
+            self.model = model
             dir = try scratchDir("mlserver")
             port = try freePort()
-            try run(python, [repoRoot.appendingPathComponent("Tests/interop/train_iris.py").path, dir.path, String(port),
+            try run(python, [repoRoot.appendingPathComponent("Tests/interop/\(script)").path, dir.path, String(port),
                              String(try freePort()), String(try freePort())])
             log = dir.appendingPathComponent("mlserver.log")
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+            try start()
+        }
+
+        /// Starts `mlserver start` in the repository and waits until the model is ready (60 s at most).
+        func start() throws {
+            process = Process()
             process.executableURL = MLServerInteropTests.venv.appendingPathComponent("mlserver")
             process.arguments = ["start", "."]
             process.currentDirectoryURL = dir
@@ -37,7 +47,7 @@ struct MLServerInteropTests {
             // Ready within 60 s, or the test fails with the server's own log.
             let deadline = Date().addingTimeInterval(60)
             while Date() < deadline {
-                if process.isRunning, (try? run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/v2/models/iris/ready"])) != nil { return }
+                if process.isRunning, (try? run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/v2/models/\(model)/ready"])) != nil { return }
                 if !process.isRunning { break }
                 usleep(250_000)
             }
@@ -46,16 +56,14 @@ struct MLServerInteropTests {
             throw TestFailure.command("mlserver start", process.isRunning ? -1 : process.terminationStatus, String(text.suffix(3000)))
         }
 
-        /// SIGTERM, and SIGKILL if it has not gone within 3 s (a child of the test runner may not see
-        /// SIGTERM); only this process, by its own pid.
+        /// SIGKILL, as when a model server crashes or its pod is evicted; only this process, by its pid.
+        func crash() {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+
         func stop() {
-            if process.isRunning {
-                process.terminate()
-                let deadline = Date().addingTimeInterval(3)
-                while process.isRunning && Date() < deadline { usleep(100_000) }
-                if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-                process.waitUntilExit()
-            }
+            terminate(process)
             try? FileManager.default.removeItem(at: dir)
         }
     }

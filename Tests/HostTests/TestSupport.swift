@@ -46,6 +46,17 @@ func interopPython() throws -> String {
     return python
 }
 
+/// Stops a process this test started: SIGTERM, then SIGKILL if it has not gone within 3 s (a child of
+/// the test runner may not see SIGTERM); only that process, by its own pid.
+func terminate(_ process: Process) {
+    guard process.isRunning else { return }
+    process.terminate()
+    let deadline = Date().addingTimeInterval(3)
+    while process.isRunning && Date() < deadline { usleep(100_000) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    process.waitUntilExit()
+}
+
 /// A fresh scratch directory.
 func scratchDir(_ name: String) throws -> URL {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mlproxy-tests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
@@ -53,11 +64,12 @@ func scratchDir(_ name: String) throws -> URL {
     return dir
 }
 
-/// Builds a C plugin the way a user would: plain cc, our header, nothing else of ours.
-func compilePlugin(source: URL, into dir: URL, name: String) throws -> String {
+/// Builds a C plugin the way a user would: plain cc, our header, nothing else of ours (`libs`, e.g.
+/// ["-ljansson"], after the source).
+func compilePlugin(source: URL, into dir: URL, name: String, libs: [String] = []) throws -> String {
     let out = dir.appendingPathComponent("lib\(name).so").path
     try run("/usr/bin/cc", ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
-                             "-I", repoRoot.appendingPathComponent("include").path, "-o", out, source.path])
+                             "-I", repoRoot.appendingPathComponent("include").path, "-o", out, source.path] + libs)
     return out
 }
 
@@ -71,12 +83,14 @@ final class TestCluster: @unchecked Sendable {
     var url: String { "http://127.0.0.1:\(proxy.port)" }
 
     /// `models` is the YAML list of models; `UPSTREAM` in it is replaced by the simulated server's URL.
-    init(simLatency: String = "{1: 2, 100: 6}", replicas: Int = 1, simEcho: Bool = false, extraTop: String = "", models: String) throws {
+    /// `simExtra`: more keys for the simulated server's mapping (e.g. `reject_negative: true`).
+    init(simLatency: String = "{1: 2, 100: 6}", replicas: Int = 1, simEcho: Bool = false, simExtra: String = "",
+         extraTop: String = "", models: String) throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         sim = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
             listen: "127.0.0.1:0"
             simulated_servers:
-              - {listen: "127.0.0.1:0", replicas: \(replicas), latency_ms: \(simLatency), echo: \(simEcho)}
+              - {listen: "127.0.0.1:0", replicas: \(replicas), latency_ms: \(simLatency), echo: \(simEcho)\(simExtra.isEmpty ? "" : ", " + simExtra)}
             models:
               - {name: unused, upstream: "http://127.0.0.1:1"}
             """), group: group)
@@ -182,6 +196,17 @@ func curlParallel(url: String, requests: [(body: Data, contentType: String)], co
 func v2Request(id: String, rows: [[Double]]) -> String {
     let data = rows.map { "[" + $0.map { String($0) }.joined(separator: ",") + "]" }.joined(separator: ",")
     return "{\"id\":\"\(id)\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP64\",\"shape\":[\(rows.count),\(rows.first?.count ?? 0)],\"data\":[\(data)]}]}"
+}
+
+/// A NumPy .npy (version 1.0) body of FP64 `values` in `rows` rows.
+func npyBody(_ values: [Double], rows: Int) -> Data {
+    var header = "{'descr': '<f8', 'fortran_order': False, 'shape': (\(rows), \(values.count / rows)), }"
+    while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+    header += "\n"
+    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)])
+    data.append(Data(header.utf8))
+    for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+    return data
 }
 
 /// A port nothing listens on right now.

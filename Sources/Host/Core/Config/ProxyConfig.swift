@@ -113,6 +113,8 @@ public struct SimulatedServerConfig: Sendable {
     public var rejectNegative: Bool = false
     /// Close the connection, unannounced, after every error answer (as MLServer does after a 500).
     public var closeAfterError: Bool = false
+    /// Close a connection that has answered this many requests, unannounced, when the next arrives.
+    public var dropAfterRequests: Int?
 }
 
 public struct ProxyConfig: Sendable {
@@ -226,7 +228,7 @@ extension ProxyConfig {
     }
 
     private static func parseSimulated(_ node: Node) throws -> SimulatedServerConfig {
-        let m = try node.mapping(known: ["listen", "replicas", "latency_ms", "noise", "seed", "echo", "models", "reject_negative", "close_after_error"])
+        let m = try node.mapping(known: ["listen", "replicas", "latency_ms", "noise", "seed", "echo", "models", "reject_negative", "close_after_error", "drop_after_requests"])
         guard let listen = m["listen"] else { throw node.fail("'listen' is required") }
         var points: [(Int, Double)] = []
         if let lat = m["latency_ms"] {
@@ -255,7 +257,8 @@ extension ProxyConfig {
             echo: try m["echo"]?.bool() ?? false,
             signatures: signatures,
             rejectNegative: try m["reject_negative"]?.bool() ?? false,
-            closeAfterError: try m["close_after_error"]?.bool() ?? false)
+            closeAfterError: try m["close_after_error"]?.bool() ?? false,
+            dropAfterRequests: try m["drop_after_requests"]?.int(min: 1))
     }
 
     /// A list of tensor specs: `{name: x, datatype: FP32, shape: [-1, 4], optional: false}`.
@@ -406,7 +409,8 @@ extension ProxyConfig {
         } else if let o = m["outputs"] {
             throw o.fail("'outputs' goes with 'inputs'")
         }
-        let isolate = try m["isolate_failures"]?.string() ?? "bisect"
+        // YAML 1.1 reads an unquoted `off` as false.
+        let isolate = m["isolate_failures"]?.value as? Bool == false ? "off" : try m["isolate_failures"]?.string() ?? "bisect"
         guard isolate == "bisect" || isolate == "off" else { throw m["isolate_failures"]!.fail("must be 'bisect' or 'off'") }
         var budget = RetryBudget.Settings()
         if let b = m["retry_budget"] {

@@ -65,8 +65,11 @@ public typealias HTTPRoute = @Sendable (IncomingRequest) -> EventLoopFuture<Outg
 /// request at a time per connection, in order), a body size limit, and a route that answers with a
 /// future.
 public enum HTTPServer {
+    /// `dropAfterRequests`: a connection that has answered that many requests closes, unannounced,
+    /// when the next one arrives, as a keep-alive connection does when the server's idle timeout or
+    /// request limit strikes as the client reuses it. Only the simulated server sets it.
     public static func bind(group: EventLoopGroup, address: ListenAddress, maxBodyBytes: Int,
-                            route: @escaping HTTPRoute) throws -> Channel {
+                            dropAfterRequests: Int? = nil, route: @escaping HTTPRoute) throws -> Channel {
         try ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -75,7 +78,7 @@ public enum HTTPServer {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(RequestHandler(maxBodyBytes: maxBodyBytes, route: route))
+                    try channel.pipeline.syncOperations.addHandler(RequestHandler(maxBodyBytes: maxBodyBytes, dropAfter: dropAfterRequests, route: route))
                 }
             }
             .bind(host: address.host, port: address.port).wait()
@@ -87,19 +90,27 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
     typealias OutboundOut = HTTPServerResponsePart
 
     private let maxBodyBytes: Int
+    private let dropAfter: Int?
     private let route: HTTPRoute
     private var head: HTTPRequestHead?
     private var body: ByteBuffer?
     private var tooLarge = false
+    private var answered = 0
 
-    init(maxBodyBytes: Int, route: @escaping HTTPRoute) {
+    init(maxBodyBytes: Int, dropAfter: Int?, route: @escaping HTTPRoute) {
         self.maxBodyBytes = maxBodyBytes
+        self.dropAfter = dropAfter
         self.route = route
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let h):
+            if let dropAfter, answered >= dropAfter {
+                context.close(promise: nil)
+                return
+            }
+            answered += 1
             head = h
             tooLarge = (h.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > maxBodyBytes
             body = tooLarge ? nil : context.channel.allocator.buffer(capacity: h.headers.first(name: "content-length").flatMap(Int.init) ?? 0)

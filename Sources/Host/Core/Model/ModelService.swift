@@ -287,7 +287,10 @@ public final class ModelService: @unchecked Sendable {
         let pool = self.pool(for: io)
         let items = entries.reduce(0) { $0 + $1.items }
         let isolator = BatchIsolator<QueueEntry<PendingInfer>, InferResult>(
-            bisect: config.bisectFailures, now: { monotonicNanos() }, deadline: { $0.deadline }, items: { $0.items },
+            // With late_requests: dispatch the model answers late rather than fail, so isolation goes on
+            // past the SLO (bounded by its ceil(log2 n) rounds); with reject, it stops at the deadline.
+            bisect: config.bisectFailures, now: { monotonicNanos() },
+            deadline: { [rejectLate = config.limits.rejectLate] in rejectLate ? $0.deadline : .max }, items: { $0.items },
             attempt: { [self] part in attempt(part, pool: pool, on: io) },
             finish: { [self] entry, outcome in answer(entry, outcome, dispatched: dispatched) })
         isolator.run(entries, on: io).whenComplete { [self] _ in

@@ -39,7 +39,8 @@ public final class SimulatedModelServer: @unchecked Sendable {
     }
 
     public func start(group: EventLoopGroup) throws {
-        channel = try HTTPServer.bind(group: group, address: config.listen, maxBodyBytes: 256 << 20) { [self] in route($0) }
+        channel = try HTTPServer.bind(group: group, address: config.listen, maxBodyBytes: 256 << 20,
+                                      dropAfterRequests: config.dropAfterRequests) { [self] in route($0) }
     }
 
     public var port: Int { channel?.localAddress?.port ?? 0 }
