@@ -9,7 +9,7 @@ CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
 SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
 SAMPLE_FFI_POLICY := samples/ffi-policy/libpick.so
 
-.PHONY: all deps bench-deps interop-deps build release run test sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-codecs live-vs-sim clean
+.PHONY: all deps bench-deps interop-deps build release run test sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-shared-fate bench-codecs live-vs-sim clean
 
 all: build
 
@@ -69,6 +69,10 @@ bench: bench-deps release
 # MLServer direct, with its own batching, and behind the proxy: the highest rate within a 100 ms SLO.
 bench-mlserver: interop-deps release
 	cd benchmarks && ./mlserver_bench.py
+
+# Good requests lost against MLServer with 0, 5, 10 and 30% bad requests mixed in.
+bench-shared-fate: interop-deps release
+	cd benchmarks && ./shared_fate.py
 
 # Codec throughput per core next to memcpy.
 bench-codecs: release

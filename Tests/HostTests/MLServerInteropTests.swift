@@ -68,16 +68,19 @@ struct MLServerInteropTests {
         }
     }
 
-    /// MLServer and the proxy in front of it, both stopped after `body`.
-    func withServerAndProxy(_ body: (MLServer, ProxyRuntime) throws -> Void) throws {
-        let server = try MLServer()
+    /// MLServer (its repository written by `script`, serving `model`) and the proxy in front of it,
+    /// the model configured with `keys`; both stopped after `body`.
+    static func withServerAndProxy(script: String = "train_iris.py", model: String = "iris",
+                                   keys: String = "policy: adaptive-sla, slo_ms: 1000, max_batch_items: 32",
+                                   _ body: (MLServer, ProxyRuntime) throws -> Void) throws {
+        let server = try MLServer(script: script, model: model)
         defer { server.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         defer { try? group.syncShutdownGracefully() }
         let rt = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
             listen: "127.0.0.1:0"
             models:
-              - {name: iris, upstream: "http://127.0.0.1:\(server.port)", policy: adaptive-sla, slo_ms: 1000, max_batch_items: 32}
+              - {name: \(model), upstream: "http://127.0.0.1:\(server.port)", \(keys)}
             """), group: group)
         defer { rt.drainAndStop() }
         try body(server, rt)
@@ -91,7 +94,7 @@ struct MLServerInteropTests {
     }
 
     @Test func answersThroughTheProxyEqualMLServersOwnUnderConcurrentLoad() throws {
-        try withServerAndProxy { server, rt in
+        try Self.withServerAndProxy { server, rt in
             let bodies = (0..<200).map(Self.body)
             let direct = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/iris/infer", bodies: bodies, concurrency: 8)
             let proxied = try curlParallel(url: "http://127.0.0.1:\(rt.port)/v2/models/iris/infer", bodies: bodies, concurrency: 200)
@@ -110,7 +113,7 @@ struct MLServerInteropTests {
     }
 
     @Test func tritonclientGetsTheSameAnswersThroughTheProxy() throws {
-        try withServerAndProxy { server, rt in
+        try Self.withServerAndProxy { server, rt in
             let out = try run(Self.venv.appendingPathComponent("python").path,
                               [repoRoot.appendingPathComponent("Tests/interop/tritonclient_check.py").path,
                                "127.0.0.1:\(rt.port)", "127.0.0.1:\(server.port)"])

@@ -65,13 +65,21 @@ struct MLServerSharedFateTests {
         }
     }
 
-    func proxy(for server: MLServer, group: EventLoopGroup, extra: String = "") throws -> ProxyRuntime {
-        try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
-            listen: "127.0.0.1:0"
-            models:
-              - {name: regressor, upstream: "http://127.0.0.1:\(server.port)", slo_ms: 2000, max_batch_items: 64,
-                 codecs: [json, {name: npy, params: {input_name: features}}]\(extra)}
-            """), group: group)
+    /// MLServer serving the regressor and a proxy in front of it (`extra`: more model keys), both
+    /// stopped after `body`, which gets the server and the proxy's URL.
+    func withRegressor(extra: String = "", _ body: (MLServer, String) throws -> Void) throws {
+        try MLServerInteropTests.withServerAndProxy(
+            script: "train_regressor.py", model: "regressor",
+            keys: "slo_ms: 2000, max_batch_items: 64, codecs: [json, {name: npy, params: {input_name: features}}]\(extra)"
+        ) { server, rt in try body(server, "http://127.0.0.1:\(rt.port)") }
+    }
+
+    /// Whether good request `i` got MLServer's own answer for it.
+    static func answeredRight(_ i: Int, _ r: CurlResult, _ want: [Int: [Double]]) -> Bool {
+        #expect(r.status == 200, "good \(i): \(r.body)")
+        let right = close(r.output("predict"), want[i])
+        #expect(right, "good \(i): \(r.body) vs \(want[i] ?? [])")
+        return r.status == 200 && right
     }
 
     /// Waits until the proxy has read MLServer's signature (it is in the proxy's metadata answer).
@@ -97,141 +105,122 @@ struct MLServerSharedFateTests {
     }
 
     @Test func withTheSignatureEveryGoodRequestIsAnsweredAndEveryBadOneGetsItsOwn4xx() throws {
-        let server = try MLServer(script: "train_regressor.py", model: "regressor")
-        defer { server.stop() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        defer { try? group.syncShutdownGracefully() }
-        let rt = try proxy(for: server, group: group)
-        defer { rt.drainAndStop() }
-        let url = "http://127.0.0.1:\(rt.port)"
-        try awaitSignature(url)
-        let kinds = Self.mix()
-        let want = try directAnswers(server, kinds)
-        let results = try curlParallel(url: url + "/v2/models/regressor/infer",
-                                       requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
-        var lost = 0, batched = 0
-        for (i, (kind, r)) in zip(kinds, results).enumerated() {
-            let error = r.json?["error"] as? String ?? ""
-            switch kind {
-            case .good:
-                if r.status != 200 { lost += 1 }
-                #expect(r.status == 200, "good \(i): \(r.body)")
-                #expect(Self.close(r.output("predict"), want[i]), "good \(i): \(r.body) vs \(want[i] ?? [])")
-                if (Int(r.headers["mlproxy-batch-requests"] ?? "") ?? 0) > 1 { batched += 1 }
-            case .wrongName:
-                #expect(r.status == 400 && error.contains("no input 'feature'; its inputs are features (FP64 [-1, 10])"), "\(i): \(r.body)")
-            case .wrongWidth:
-                #expect(r.status == 400 && error.contains("has shape [1, 9] but model 'regressor' expects features (FP64 [-1, 10])"), "\(i): \(r.body)")
-            case .wrongType:
-                #expect(r.status == 400 && error.contains("input 'features' is FP32"), "\(i): \(r.body)")
-            case .extraInput:
-                #expect(r.status == 400 && error.contains("no input 'weights'"), "\(i): \(r.body)")
-            case .nan:
-                // Fits the signature, so it is batched; MLServer rejects its batch and it alone gets
-                // MLServer's own status and words.
-                #expect(r.status == 500 && error.contains("ValueError: Input X contains NaN"), "\(i): \(r.body)")
-                #expect(r.headers["mlproxy-batch-requests"] == "1")
+        try withRegressor { server, url in
+            try awaitSignature(url)
+            let kinds = Self.mix()
+            let want = try directAnswers(server, kinds)
+            let results = try curlParallel(url: url + "/v2/models/regressor/infer",
+                                           requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
+            var lost = 0, batched = 0
+            for (i, (kind, r)) in zip(kinds, results).enumerated() {
+                let error = r.json?["error"] as? String ?? ""
+                switch kind {
+                case .good:
+                    if !Self.answeredRight(i, r, want) { lost += 1 }
+                    if (Int(r.headers["mlproxy-batch-requests"] ?? "") ?? 0) > 1 { batched += 1 }
+                case .wrongName:
+                    #expect(r.status == 400 && error.contains("no input 'feature'; its inputs are features (FP64 [-1, 10])"), "\(i): \(r.body)")
+                case .wrongWidth:
+                    #expect(r.status == 400 && error.contains("has shape [1, 9] but model 'regressor' expects features (FP64 [-1, 10])"), "\(i): \(r.body)")
+                case .wrongType:
+                    #expect(r.status == 400 && error.contains("input 'features' is FP32"), "\(i): \(r.body)")
+                case .extraInput:
+                    #expect(r.status == 400 && error.contains("no input 'weights'"), "\(i): \(r.body)")
+                case .nan:
+                    // Fits the signature, so it is batched; MLServer rejects its batch and it alone gets
+                    // MLServer's own status and words.
+                    #expect(r.status == 500 && error.contains("ValueError: Input X contains NaN"), "\(i): \(r.body)")
+                    #expect(r.headers["mlproxy-batch-requests"] == "1")
+                }
+                if kind != .good {
+                    #expect(r.headers["mlproxy-failure"] == "own", "\(i) \(kind): \(r.headers)")
+                    #expect(!error.contains("Traceback"), "\(r.body)")
+                }
             }
-            if kind != .good {
-                #expect(r.headers["mlproxy-failure"] == "own", "\(i) \(kind): \(r.headers)")
-                #expect(!error.contains("Traceback"), "\(r.body)")
-            }
+            #expect(lost == 0)
+            #expect(batched > 100, "only \(batched) good requests shared a batch")
         }
-        #expect(lost == 0)
-        #expect(batched > 100, "only \(batched) good requests shared a batch")
     }
 
     @Test func withoutTheSignatureBisectionAloneKeepsEveryGoodRequestRight() throws {
-        let server = try MLServer(script: "train_regressor.py", model: "regressor")
-        defer { server.stop() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        defer { try? group.syncShutdownGracefully() }
-        let rt = try proxy(for: server, group: group, extra: ", check_signature: false")
-        defer { rt.drainAndStop() }
-        let kinds = Self.mix()
-        let want = try directAnswers(server, kinds)
-        // What MLServer says to each bad JSON request sent alone.
-        let directBad = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/regressor/infer",
-                                         requests: kinds.indices.filter { kinds[$0] != .good && kinds[$0] != .nan }.map { Self.request($0, kinds[$0]) },
-                                         concurrency: 1)
-        var directStatus: [Kind: Int] = [:]
-        for (i, r) in zip(kinds.indices.filter { kinds[$0] != .good && kinds[$0] != .nan }, directBad) { directStatus[kinds[i]] = r.status }
-        #expect(directStatus[.wrongName] == 200 && directStatus[.wrongType] == 200, "MLServer changed: \(directStatus)")
-        #expect(directStatus[.wrongWidth] == 500 && directStatus[.extraInput] == 400, "MLServer changed: \(directStatus)")
-        let url = "http://127.0.0.1:\(rt.port)"
-        let results = try curlParallel(url: url + "/v2/models/regressor/infer",
-                                       requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
-        var lost = 0
-        for (i, (kind, r)) in zip(kinds, results).enumerated() {
-            let error = r.json?["error"] as? String ?? ""
-            switch kind {
-            case .good:
-                if r.status != 200 { lost += 1 }
-                #expect(r.status == 200, "good \(i): \(r.body)")
-                #expect(Self.close(r.output("predict"), want[i]), "good \(i): \(r.body) vs \(want[i] ?? [])")
-            case .nan:
-                #expect(r.status == 500 && error.contains("ValueError: Input X contains NaN"), "\(i): \(r.body)")
-            default:
-                // The status MLServer gives the request alone, and its words for an error.
-                #expect(r.status == directStatus[kind], "\(i) \(kind): \(r.body)")
-                if kind == .wrongWidth { #expect(error.contains("X has 9 features"), "\(r.body)") }
-                if kind == .extraInput { #expect(error.contains("only supports a single input tensor"), "\(r.body)") }
+        try withRegressor(extra: ", check_signature: false") { server, url in
+            let kinds = Self.mix()
+            let want = try directAnswers(server, kinds)
+            // What MLServer says to each bad JSON request sent alone.
+            let directBad = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/regressor/infer",
+                                             requests: kinds.indices.filter { kinds[$0] != .good && kinds[$0] != .nan }.map { Self.request($0, kinds[$0]) },
+                                             concurrency: 1)
+            var directStatus: [Kind: Int] = [:]
+            for (i, r) in zip(kinds.indices.filter { kinds[$0] != .good && kinds[$0] != .nan }, directBad) { directStatus[kinds[i]] = r.status }
+            #expect(directStatus[.wrongName] == 200 && directStatus[.wrongType] == 200, "MLServer changed: \(directStatus)")
+            #expect(directStatus[.wrongWidth] == 500 && directStatus[.extraInput] == 400, "MLServer changed: \(directStatus)")
+            let results = try curlParallel(url: url + "/v2/models/regressor/infer",
+                                           requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
+            var lost = 0
+            for (i, (kind, r)) in zip(kinds, results).enumerated() {
+                let error = r.json?["error"] as? String ?? ""
+                switch kind {
+                case .good:
+                    if !Self.answeredRight(i, r, want) { lost += 1 }
+                case .nan:
+                    #expect(r.status == 500 && error.contains("ValueError: Input X contains NaN"), "\(i): \(r.body)")
+                default:
+                    // The status MLServer gives the request alone, and its words for an error.
+                    #expect(r.status == directStatus[kind], "\(i) \(kind): \(r.body)")
+                    if kind == .wrongWidth { #expect(error.contains("X has 9 features"), "\(r.body)") }
+                    if kind == .extraInput { #expect(error.contains("only supports a single input tensor"), "\(r.body)") }
+                }
+                if r.status != 200 { #expect(r.headers["mlproxy-failure"] == "own", "\(i) \(kind): \(r.headers)") }
             }
-            if r.status != 200 { #expect(r.headers["mlproxy-failure"] == "own", "\(i) \(kind): \(r.headers)") }
+            #expect(lost == 0)
+            let metrics = try run("/usr/bin/curl", ["-s", url + "/metrics"])
+            #expect(!metrics.contains("mlproxy_split_batches_total{model=\"regressor\"} 0\n"), "no batch was split: the test proves nothing")
         }
-        #expect(lost == 0)
-        let metrics = try run("/usr/bin/curl", ["-s", url + "/metrics"])
-        #expect(!metrics.contains("mlproxy_split_batches_total{model=\"regressor\"} 0\n"), "no batch was split: the test proves nothing")
     }
 
     @Test func aCrashedServerFailsEveryRequestOnceAndIsUsedAgainWhenItIsBack() throws {
-        let server = try MLServer(script: "train_regressor.py", model: "regressor")
-        defer { server.stop() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        defer { try? group.syncShutdownGracefully() }
-        let rt = try proxy(for: server, group: group)
-        defer { rt.drainAndStop() }
-        let url = "http://127.0.0.1:\(rt.port)"
-        // 1,500 requests at 48 connections; MLServer is killed once 200 have been answered.
-        let requests = (0..<1500).map { Self.request($0, .good) }
-        let results = LoadResults()
-        let load = Thread {
-            results.set(Result { try curlParallel(url: url + "/v2/models/regressor/infer", requests: requests, concurrency: 48) })
+        try withRegressor { server, url in
+            // 1,500 requests at 48 connections; MLServer is killed once 200 have been answered.
+            let requests = (0..<1500).map { Self.request($0, .good) }
+            let results = LoadResults()
+            let load = Thread {
+                results.set(Result { try curlParallel(url: url + "/v2/models/regressor/infer", requests: requests, concurrency: 48) })
+            }
+            load.start()
+            let started = Date()
+            while Date().timeIntervalSince(started) < 30 {
+                let metrics = (try? run("/usr/bin/curl", ["-s", url + "/metrics"])) ?? ""
+                let line = metrics.split(separator: "\n").first { $0.hasPrefix("mlproxy_responses_total{model=\"regressor\",code=\"200\"}") }
+                if let n = line?.split(separator: " ").last.flatMap({ Int($0) }), n >= 200 { break }
+                usleep(20_000)
+            }
+            server.crash()
+            let all = try results.wait(seconds: 120)
+            var byStatus: [Int: Int] = [:]
+            for (i, r) in all.enumerated() {
+                byStatus[r.status, default: 0] += 1
+                if r.status == 200 { continue }
+                #expect([502, 503, 504].contains(r.status), "\(i): \(r.status) \(r.body)")
+                #expect(r.headers["mlproxy-failure"] == "upstream", "\(i): \(r.headers)")
+                let reason = (r.json?["error"] as? String) ?? ""
+                #expect(!reason.isEmpty, "\(i): no reason: \(r.body)")
+            }
+            print("MLServer killed under load: responses by status \(byStatus.sorted { $0.key < $1.key })")
+            #expect(all.count == 1500 && byStatus[0] == nil, "some request got no response: \(byStatus)")
+            #expect((byStatus[200] ?? 0) > 0 && (byStatus[503] ?? 0) > 0, "the crash did not land inside the load: \(byStatus)")
+            let ready = { try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/v2/models/regressor/ready"]) }
+            #expect(try ready() == "503")
+            // Back on the same port; the proxy was not restarted.
+            try server.start()
+            let back = Date()
+            var answered = false
+            while !answered && Date().timeIntervalSince(back) < 5 {
+                answered = try curlParallel(url: url + "/v2/models/regressor/infer", requests: [Self.request(1, .good)])[0].status == 200
+                if !answered { usleep(100_000) }
+            }
+            #expect(answered, "no answer within 5 s of MLServer being back")
+            #expect(try ready() == "200")
         }
-        load.start()
-        let started = Date()
-        while Date().timeIntervalSince(started) < 30 {
-            let metrics = (try? run("/usr/bin/curl", ["-s", url + "/metrics"])) ?? ""
-            let line = metrics.split(separator: "\n").first { $0.hasPrefix("mlproxy_responses_total{model=\"regressor\",code=\"200\"}") }
-            if let n = line?.split(separator: " ").last.flatMap({ Int($0) }), n >= 200 { break }
-            usleep(20_000)
-        }
-        server.crash()
-        let all = try results.wait(seconds: 120)
-        var byStatus: [Int: Int] = [:]
-        for (i, r) in all.enumerated() {
-            byStatus[r.status, default: 0] += 1
-            if r.status == 200 { continue }
-            #expect([502, 503, 504].contains(r.status), "\(i): \(r.status) \(r.body)")
-            #expect(r.headers["mlproxy-failure"] == "upstream", "\(i): \(r.headers)")
-            let reason = (r.json?["error"] as? String) ?? ""
-            #expect(!reason.isEmpty, "\(i): no reason: \(r.body)")
-        }
-        print("MLServer killed under load: responses by status \(byStatus.sorted { $0.key < $1.key })")
-        #expect(all.count == 1500 && byStatus[0] == nil, "some request got no response: \(byStatus)")
-        #expect((byStatus[200] ?? 0) > 0 && (byStatus[503] ?? 0) > 0, "the crash did not land inside the load: \(byStatus)")
-        let ready = { try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/v2/models/regressor/ready"]) }
-        #expect(try ready() == "503")
-        // Back on the same port; the proxy was not restarted.
-        try server.start()
-        let back = Date()
-        var answered = false
-        while !answered && Date().timeIntervalSince(back) < 5 {
-            answered = try curlParallel(url: url + "/v2/models/regressor/infer", requests: [Self.request(1, .good)])[0].status == 200
-            if !answered { usleep(100_000) }
-        }
-        #expect(answered, "no answer within 5 s of MLServer being back")
-        #expect(try ready() == "200")
     }
 }
 

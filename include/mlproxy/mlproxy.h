@@ -395,10 +395,16 @@ typedef struct mlp_backend_vtable {
     uint32_t reserved;
     mlp_status (*create)(mlp_call *call, mlp_bytes config_json, void **instance_out);
     void (*destroy)(void *instance);
-    /* Encodes a batch: host->set_path, host->set_header, host->write. */
+    /* Encodes a batch: host->set_path, host->set_header, host->write. A value the wire format cannot
+     * carry returns MLP_ERR_INVALID_INPUT (or MLP_ERR_UNSUPPORTED): the host then splits the batch
+     * until the request that holds it is alone, and only that request gets 400 (415) and the message;
+     * its batch-mates are sent without it. Other statuses fail the batch with 500. */
     mlp_status (*encode_request)(void *instance, mlp_call *call, const mlp_batch_view *batch);
     /* Decodes the reply: outputs via host->add_tensor (dim 0 = batch_items), response parameters via
-     * host->set_parameters_json. An error reply returns MLP_ERR_UPSTREAM with the server's message. */
+     * host->set_parameters_json. An error reply returns MLP_ERR_UPSTREAM with the server's message.
+     * The host decides what the reply's HTTP status means for the batch (docs/failures.md): a 4xx or
+     * a 5xx other than 502-504 is split until only the requests that fail alone remain; they get the
+     * reply's own status and this message, which no other request ever sees. */
     mlp_status (*decode_response)(void *instance, mlp_call *call, const mlp_upstream_reply *reply);
 } mlp_backend_vtable;
 
