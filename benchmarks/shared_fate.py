@@ -118,7 +118,12 @@ def main():
             print(f"  {args.label} {pct}% bad: {len(lost)} of {len(good)} good lost {statuses}, "
                   f"{len(own)} of {len(bad)} bad got their own error, {len(wrong_200)} bad answered 200",
                   file=sys.stderr, flush=True)
-            proxy.terminate(); proxy.wait(timeout=10)
+            proxy.terminate()
+            try:
+                proxy.wait(timeout=40)  # it drains what it still holds (drain_timeout_ms, 30 s by default)
+            except subprocess.TimeoutExpired:
+                print(f"  {args.label}: the proxy did not exit 40 s after SIGTERM; killed", file=sys.stderr)
+                proxy.kill(); proxy.wait()
     finally:
         stop_all()
     print(f"\n## Shared fate against MLServer 1.7.1 ({args.label}): {args.requests} requests, {args.concurrency} clients\n")

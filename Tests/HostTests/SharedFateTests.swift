@@ -181,7 +181,10 @@ struct SharedFateTests {
     /// A backend for another protocol (Seldon Core v1), built with plain cc from the header alone, in
     /// front of a stub that rejects a whole request for one negative row and quotes it: batch-mates
     /// are answered and never see the row; a value the backend cannot encode fails its request alone.
-    @Test func aThirdPartyBackendGetsTheSameIsolation() throws {
+    /// The Seldon fixture backend (plain cc, the header, -ljansson) and the stub, on loopback; `body`
+    /// gets the proxy's URL. `stubArgs`: more arguments for the stub.
+    func withSeldon(stubArgs: [String] = [], policy: String = "static, policy_params: {max_delay_ms: 40}",
+                    _ body: (String) throws -> Void) throws {
         let dir = try scratchDir("seldon")
         defer { try? FileManager.default.removeItem(at: dir) }
         let plugin = try compilePlugin(source: repoRoot.appendingPathComponent("Tests/Fixtures/plugins/seldon_backend.c"),
@@ -189,7 +192,7 @@ struct SharedFateTests {
         let port = try freePort()
         let stub = Process()
         stub.executableURL = URL(fileURLWithPath: try interopPython())
-        stub.arguments = [repoRoot.appendingPathComponent("Tests/interop/seldon_stub.py").path, String(port)]
+        stub.arguments = [repoRoot.appendingPathComponent("Tests/interop/seldon_stub.py").path, String(port)] + stubArgs
         let out = Pipe()
         stub.standardOutput = out
         try stub.run()
@@ -202,9 +205,34 @@ struct SharedFateTests {
             plugins: ["\(plugin)"]
             models:
               - {name: s, backend: seldon, upstream: "http://127.0.0.1:\(port)", codecs: [json, npy],
-                 policy: static, policy_params: {max_delay_ms: 40}, max_batch_items: 64, slo_ms: 5000}
+                 policy: \(policy), max_batch_items: 64, slo_ms: 5000}
             """), group: group)
         defer { rt.drainAndStop() }
+        try body("http://127.0.0.1:\(rt.port)")
+    }
+
+    /// An HTTP/1.0 server closes every connection after its reply: the proxy must not put such a
+    /// connection back in its pool (a request written on it would be lost, or need a resend).
+    @Test func anHTTP10ServersConnectionsAreNeverReused() throws {
+        // One batch at a time, the next sent the moment the last reply is read: before the server's
+        // close can arrive, so a pooled connection would be reused.
+        try withSeldon(stubArgs: ["--http10"], policy: "none") { url in
+            let results = try curlParallel(url: url + "/v2/models/s/infer", bodies: (0..<40).map { v2Request(id: "\($0)", rows: [[Double($0), 1]]) })
+            for (i, r) in results.enumerated() {
+                #expect(r.status == 200, "\(i): \(r.body)")
+                #expect(r.output("predictions") == [Double(i) + 1])
+            }
+            let metrics = try run("/usr/bin/curl", ["-s", url + "/metrics"])
+            #expect(metrics.contains("mlproxy_upstream_retries_total{model=\"s\"} 0"), "\(metrics)")
+            #expect(metrics.contains("mlproxy_upstream_failures_total{model=\"s\"} 0"), "\(metrics)")
+        }
+    }
+
+    /// A backend for another protocol (Seldon Core v1), built with plain cc from the header alone, in
+    /// front of a stub that rejects a whole request for one negative row and quotes it: batch-mates
+    /// are answered and never see the row; a value the backend cannot encode fails its request alone.
+    @Test func aThirdPartyBackendGetsTheSameIsolation() throws {
+        try withSeldon { url in
         var requests: [(body: Data, contentType: String)] = []
         var kinds: [String] = []
         for i in 0..<90 {
@@ -220,7 +248,7 @@ struct SharedFateTests {
                 requests.append((Data(v2Request(id: "\(i)", rows: [row]).utf8), "application/json"))
             }
         }
-        let results = try curlParallel(url: "http://127.0.0.1:\(rt.port)/v2/models/s/infer", requests: requests, concurrency: 90)
+        let results = try curlParallel(url: url + "/v2/models/s/infer", requests: requests, concurrency: 90)
         var shared = 0
         for (i, (kind, r)) in zip(kinds, results).enumerated() {
             let error = r.json?["error"] as? String ?? ""
@@ -242,5 +270,6 @@ struct SharedFateTests {
             if kind == "good" { #expect(!r.body.contains("negative") && !r.body.contains("-3"), "\(i): \(r.body)") }
         }
         #expect(shared > 0, "no good request shared a rejected batch: the test proves nothing")
+        }
     }
 }
