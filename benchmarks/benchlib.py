@@ -1,13 +1,17 @@
 """Process helpers the benchmark scripts share: start a server, wait until it answers, stop what was
 started (by its own pid, nothing else)."""
-import signal, subprocess, time, urllib.request
+import signal, subprocess, tempfile, time, urllib.request
 
 _procs = []
 
 
 def start(args, ready_url=None, cwd=None, ready_tries=100):
-    """Starts `args`; with `ready_url`, waits (up to ready_tries x 0.1 s) until it answers there."""
-    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
+    """Starts `args`; with `ready_url`, waits (up to ready_tries x 0.1 s) until it answers there.
+    Its stderr goes to a temporary file, not a pipe: a server that logs a lot (MLServer writes a
+    traceback per 500) would fill a pipe nobody reads and stop answering."""
+    log = tempfile.TemporaryFile()
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=log, cwd=cwd)
+    p.log = log
     _procs.append(p)
     if ready_url:
         for _ in range(ready_tries):
@@ -17,7 +21,8 @@ def start(args, ready_url=None, cwd=None, ready_tries=100):
             except Exception:
                 time.sleep(0.1)
         stop_all()
-        raise SystemExit(f"{args[0]} did not become ready at {ready_url}: {p.stderr.read().decode()[-2000:]}")
+        log.seek(0)
+        raise SystemExit(f"{args[0]} did not become ready at {ready_url}: {log.read().decode()[-2000:]}")
     return p
 
 

@@ -87,9 +87,10 @@ def main():
                     str(mls_port), str(mls_port + 1), str(mls_port + 2)], check=True, capture_output=True)
     rows = []
     try:
-        start([os.path.join(VENV, "mlserver"), "start", tmp], f"http://127.0.0.1:{mls_port}/v2/models/regressor/ready",
-              cwd=tmp, ready_tries=600)
         for pct in [int(p) for p in args.bad.split(",")]:
+            # A fresh MLServer per cell: one that an earlier cell wedged would spoil the next.
+            start([os.path.join(VENV, "mlserver"), "start", tmp],
+                  f"http://127.0.0.1:{mls_port}/v2/models/regressor/ready", cwd=tmp, ready_tries=600)
             n_bad = round(args.requests * pct / 100)
             kinds = ["good"] * (args.requests - n_bad) + [KINDS[k % len(KINDS)] for k in range(n_bad)]
             random.Random(args.seed).shuffle(kinds)
@@ -124,14 +125,24 @@ def main():
             except subprocess.TimeoutExpired:
                 print(f"  {args.label}: the proxy did not exit 40 s after SIGTERM; killed", file=sys.stderr)
                 proxy.kill(); proxy.wait()
+            try:
+                alive = http.client.HTTPConnection("127.0.0.1", mls_port, timeout=5)
+                alive.request("GET", "/v2/models/regressor/ready")
+                alive = alive.getresponse().status == 200
+            except OSError:
+                alive = False
+            if not alive:
+                print(f"  {args.label} {pct}% bad: MLServer no longer answers after this cell", file=sys.stderr)
+            rows[-1] += (alive,)
+            stop_all()
     finally:
         stop_all()
     print(f"\n## Shared fate against MLServer 1.7.1 ({args.label}): {args.requests} requests, {args.concurrency} clients\n")
-    print("| bad share | good requests | good lost | lost by status | bad requests | bad with their own error | bad answered 200 |")
-    print("|---:|---:|---:|---|---:|---:|---:|")
-    for pct, g, l, st, b, o, w in rows:
+    print("| bad share | good requests | good lost | lost by status (0: no answer in 30 s) | bad requests | bad with their own error | bad answered 200 | MLServer alive after |")
+    print("|---:|---:|---:|---|---:|---:|---:|---|")
+    for pct, g, l, st, b, o, w, alive in rows:
         pl = f"{100 * l / g:.1f}%" if g else "-"
-        print(f"| {pct}% | {g} | {l} ({pl}) | {st or '-'} | {b} | {o} | {w} |")
+        print(f"| {pct}% | {g} | {l} ({pl}) | {st or '-'} | {b} | {o} | {w} | {'yes' if alive else 'no'} |")
 
 
 if __name__ == "__main__":

@@ -43,22 +43,36 @@ public final class UpstreamPool: @unchecked Sendable {
         for (k, v) in headers { head.headers.add(name: k, value: v) }
         head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
         let requestHead = head
-        retry?.requestStarted()
-        return checkout(reuse: true).flatMap { conn, reused in
-            self.exchange(conn, requestHead, body).flatMapError { error in
-                guard let retry, reused, !conn.handler.replyStarted, Self.isLostBeforeReply(error), retry.tryRetry() else {
+        // The usual case, an idle connection, goes straight to the exchange (no future in between).
+        var sent: EventLoopFuture<UpstreamResponse>
+        var reused: UpstreamConnection?
+        while reused == nil, let conn = idle.popLast() {
+            if conn.channel.isActive { reused = conn }
+        }
+        if let conn = reused {
+            sent = exchange(conn, requestHead, body)
+        } else {
+            sent = connect().flatMap { self.exchange($0, requestHead, body) }
+        }
+        guard let retry else { return sent }
+        retry.requestStarted()
+        if let conn = reused {
+            sent = sent.flatMapError { error in
+                guard !conn.handler.replyStarted, Self.isLostBeforeReply(error), retry.tryRetry() else {
                     return self.loop.makeFailedFuture(error)
                 }
                 self.onRetry?()
                 retry.requestStarted()
-                return self.checkout(reuse: false)
-                    .flatMap { fresh, _ in self.exchange(fresh, requestHead, body) }
-                    .always { _ in
-                        retry.requestFinished()
-                        retry.retryFinished()
-                    }
+                let again = self.connect().flatMap { self.exchange($0, requestHead, body) }
+                again.whenComplete { _ in
+                    retry.requestFinished()
+                    retry.retryFinished()
+                }
+                return again
             }
-        }.always { _ in retry?.requestFinished() }
+        }
+        sent.whenComplete { _ in retry.requestFinished() }
+        return sent
     }
 
     /// Called on the pool's loop each time a request is sent again after a reset (for metrics).
@@ -84,10 +98,10 @@ public final class UpstreamPool: @unchecked Sendable {
         startSweeper()
         conn.channel.write(HTTPClientRequestPart.head(head), promise: nil)
         conn.channel.write(HTTPClientRequestPart.body(.byteBuffer(body)), promise: nil)
-        let written = loop.makePromise(of: Void.self)
-        conn.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: written)
-        written.futureResult.whenFailure { error in conn.fail(UpstreamError.io("writing the request: \(error)")) }
-        return promise.futureResult.always { result in
+        // A failed write closes the channel, and the handler fails the request as lost before its reply.
+        conn.channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        let result = promise.futureResult
+        result.whenComplete { result in
             if let i = self.busy.firstIndex(where: { $0.channel === conn.channel }) { self.busy.remove(at: i) }
             if case .success(let r) = result, r.keepAlive, r.status < 400, conn.channel.isActive {
                 self.idle.append(conn)
@@ -95,14 +109,7 @@ public final class UpstreamPool: @unchecked Sendable {
                 conn.channel.close(promise: nil)
             }
         }
-    }
-
-    /// An idle connection (`reused` true) or a new one.
-    private func checkout(reuse: Bool) -> EventLoopFuture<(UpstreamConnection, Bool)> {
-        while reuse, let conn = idle.popLast() {
-            if conn.channel.isActive { return loop.makeSucceededFuture((conn, true)) }
-        }
-        return connect().map { ($0, false) }
+        return result
     }
 
     /// Opens a connection and leaves it idle for the next request: proves the server is reachable.

@@ -107,6 +107,19 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
         send(members, round: 1, on: loop)
     }
 
+    /// Takes over a batch whose first attempt (made by the caller, so that a batch that succeeds
+    /// costs nothing here) failed with `failure` at time `finished`.
+    public func isolate(_ members: [Member], after failure: BatchFailure, finished: Int64,
+                        on loop: EventLoop) -> EventLoopFuture<Void> {
+        lock.withLockedValue {
+            $0.attempts = 1
+            $0.firstFailure = failure
+            $0.firstFinished = finished
+        }
+        let shape = BatchShape(items: members.reduce(0) { $0 + items($1) }, requests: members.count, attempts: 1)
+        return failed(members, failure, shape: shape, round: 1, on: loop)
+    }
+
     private func send(_ members: [Member], round: Int, on loop: EventLoop) -> EventLoopFuture<Void> {
         lock.withLockedValue { $0.attempts += 1 }
         return attempt(members).flatMap { result -> EventLoopFuture<Void> in

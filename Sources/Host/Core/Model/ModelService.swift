@@ -53,10 +53,12 @@ public final class ModelService: @unchecked Sendable {
     /// The model server could not be reached: requests are refused with 503 until a probe connects.
     private var upstreamDown = false
     private var probeAttempt = 0
-    private var fetchedSignature: ModelSignature?
     private var stopped = false
     private var refreshTask: RepeatedTask?
     private let budget: RetryBudget
+    /// The signature read from the model server's metadata; its own lock, off the queue's, since every
+    /// request reads it.
+    private let fetchedSignature = NIOLockedValueBox<ModelSignature?>(nil)
     private let backoff = Backoff()
 
     init(config: ModelConfig, group: EventLoopGroup, codecs: [CodecChain], backend: BackendInstance, policy: BatchingPolicy) {
@@ -114,7 +116,7 @@ public final class ModelService: @unchecked Sendable {
     /// metadata once fetched; nil while neither is known (requests then go unchecked).
     public var signature: ModelSignature? {
         guard config.checkSignature else { return nil }
-        return config.signature ?? lock.withLock { fetchedSignature }
+        return config.signature ?? fetchedSignature.withLockedValue { $0 }
     }
 
     /// False while the model server cannot be reached.
@@ -165,9 +167,9 @@ public final class ModelService: @unchecked Sendable {
             case .success(let r) where r.status == 200:
                 let body = Array(r.body.readableBytesView)
                 let sig = tf ? ModelSignature.fromTFServingMetadata(body) : ModelSignature.fromV2Metadata(body)
-                let changed = lock.withLock { () -> Bool in
-                    defer { fetchedSignature = sig }
-                    return fetchedSignature != sig
+                let changed = fetchedSignature.withLockedValue { current -> Bool in
+                    defer { current = sig }
+                    return current != sig
                 }
                 if changed {
                     if let sig { logger.info("signature from the model server: inputs \(sig.inputs.map(\.description).joined(separator: ", "))") }
@@ -280,12 +282,30 @@ public final class ModelService: @unchecked Sendable {
     }
 
     /// Sends a batch from `io`, the loop that decided to send it, with that loop's upstream pool. A
-    /// batch the model server rejects for its content is split until only the culprits fail
-    /// (`BatchIsolator`); the slot is held until every member is answered.
+    /// batch the model server rejects for its content is handed to a `BatchIsolator`, which splits it
+    /// until only the culprits fail; the slot is held until every member is answered. A batch that
+    /// succeeds (the usual case) never builds one.
     private func dispatch(_ entries: [QueueEntry<PendingInfer>], on io: EventLoop) {
         let dispatched = monotonicNanos()
         let pool = self.pool(for: io)
         let items = entries.reduce(0) { $0 + $1.items }
+        attempt(entries, pool: pool, on: io).whenSuccess { [self] result in
+            let finished = monotonicNanos()
+            switch result {
+            case .success(let outputs):
+                let shape = BatchShape(items: items, requests: entries.count, attempts: 1)
+                for (entry, output) in zip(entries, outputs) { answer(entry, .answered(output, shape), dispatched: dispatched) }
+                batchDone(items: items, arrivals: entries.map(\.arrival), ok: true, dispatched: dispatched, finished: finished, on: io)
+            case .failure(let failure):
+                isolate(entries, failure, items: items, pool: pool, dispatched: dispatched, finished: finished, on: io)
+            }
+        }
+    }
+
+    /// The rest of a batch whose first attempt failed: bisection for content failures, an answer for
+    /// each member, one log line, and then the slot is freed.
+    private func isolate(_ entries: [QueueEntry<PendingInfer>], _ failure: BatchFailure, items: Int, pool: UpstreamPool,
+                         dispatched: Int64, finished: Int64, on io: EventLoop) {
         let isolator = BatchIsolator<QueueEntry<PendingInfer>, InferResult>(
             // With late_requests: dispatch the model answers late rather than fail, so isolation goes on
             // past the SLO (bounded by its ceil(log2 n) rounds); with reject, it stops at the deadline.
@@ -293,19 +313,19 @@ public final class ModelService: @unchecked Sendable {
             deadline: { [rejectLate = config.limits.rejectLate] in rejectLate ? $0.deadline : .max }, items: { $0.items },
             attempt: { [self] part in attempt(part, pool: pool, on: io) },
             finish: { [self] entry, outcome in answer(entry, outcome, dispatched: dispatched) })
-        isolator.run(entries, on: io).whenComplete { [self] _ in
+        isolator.isolate(entries, after: failure, finished: finished, on: io).whenComplete { [self] _ in
             let c = isolator.counters
-            let finished = monotonicNanos()
-            if let f = c.firstFailure {
-                metrics.isolation(splits: c.splits)
-                if entries.count > 1 && f.kind == .content {
-                    logger.warning("batch of \(entries.count) requests (\(items) items) rejected: \(f.message); \(config.bisectFailures ? "split \(c.splits) times over \(c.attempts) upstream requests: \(c.culprits) failed on their own, \(c.unisolated) could not be isolated, the rest answered" : "isolate_failures is off: all failed")")
-                } else {
-                    logger.warning("batch of \(entries.count) requests (\(items) items) failed: \(f.message)")
-                }
+            metrics.isolation(splits: c.splits)
+            if entries.count > 1 && failure.kind == .content {
+                let what = config.bisectFailures
+                    ? "split \(c.splits) times over \(c.attempts) upstream requests: \(c.culprits) failed on their own, "
+                        + "\(c.unisolated) could not be isolated, the rest answered"
+                    : "isolate_failures is off: all failed"
+                logger.warning("batch of \(entries.count) requests (\(items) items) rejected: \(failure.message); \(what)")
+            } else {
+                logger.warning("batch of \(entries.count) requests (\(items) items) failed: \(failure.message)")
             }
-            batchDone(items: items, arrivals: entries.map(\.arrival), ok: c.firstFailure == nil, dispatched: dispatched,
-                      finished: c.firstFinished ?? finished, on: io)
+            batchDone(items: items, arrivals: entries.map(\.arrival), ok: false, dispatched: dispatched, finished: finished, on: io)
         }
     }
 
@@ -332,19 +352,22 @@ public final class ModelService: @unchecked Sendable {
                 summary: content ? "the backend could not encode it for the model server" : "the backend failed to encode it (status \(e.status))")))
         }
         let sent = monotonicNanos()
-        return pool.send(path: message.path ?? "/", headers: message.headers, body: message.body,
-                         retry: config.retryOnReset ? budget : nil)
-            .map { [self] response -> Result<[InferResult], BatchFailure> in
+        let outcome = io.makePromise(of: Result<[InferResult], BatchFailure>.self)
+        pool.send(path: message.path ?? "/", headers: message.headers, body: message.body,
+                  retry: config.retryOnReset ? budget : nil).whenComplete { [self] result in
+            switch result {
+            case .success(let response):
                 metrics.batch(items: items, upstreamNanos: monotonicNanos() - sent, ok: response.status == 200)
-                return read(response, items: items, itemCounts: part.map(\.items))
-            }
-            .recover { [self] error in
+                outcome.succeed(read(response, items: items, itemCounts: part.map(\.items)))
+            case .failure(let error):
                 metrics.batch(items: items, upstreamNanos: monotonicNanos() - sent, ok: false)
                 let e = error as? UpstreamError ?? .io("\(error)")
                 if case .connect = e { markDown("\(e)") }
-                return .failure(BatchFailure(kind: .upstream, status: e.httpStatus, message: "\(e)", summary: "\(e)",
-                                             retryAfterSeconds: e.httpStatus == 503 ? 1 : nil))
+                outcome.succeed(.failure(BatchFailure(kind: .upstream, status: e.httpStatus, message: "\(e)", summary: "\(e)",
+                                                      retryAfterSeconds: e.httpStatus == 503 ? 1 : nil)))
             }
+        }
+        return outcome.futureResult
     }
 
     /// The model server's reply to one upstream request, split by the members' item counts.

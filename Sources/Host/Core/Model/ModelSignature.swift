@@ -48,7 +48,7 @@ public struct ModelSignature: Sendable, Equatable {
 
     /// Checks one decoded request. `guessedTypes`: the client's protocol carries no datatypes (TF
     /// Serving's JSON), so numbers are converted to the declared datatype and a single unnamed input
-    /// ("input") stands for a model's single input, as TF Serving itself does. Returns the inputs to
+    /// ("input") stands for a model's single required input, as TF Serving itself does. Returns the inputs to
     /// queue (converted where needed) or a 400 naming the input and what was expected.
     public func check(model: String, inputs given: [Tensor], requestedOutputs: [String],
                       guessedTypes: Bool) -> Result<[Tensor], RequestError> {
@@ -57,9 +57,10 @@ public struct ModelSignature: Sendable, Equatable {
         let list = inputs.map(\.description).joined(separator: ", ")
         for var t in given {
             var spec = inputs.first { $0.name == t.name }
-            if spec == nil, guessedTypes, given.count == 1, t.name == "input", inputs.count == 1 {
-                spec = inputs[0]
-                t.name = inputs[0].name
+            if spec == nil, guessedTypes, given.count == 1, t.name == "input",
+               let only = inputs.filter({ !$0.optional }).first, inputs.filter({ !$0.optional }).count == 1 {
+                spec = only
+                t.name = only.name
             }
             guard let spec else {
                 return .failure(.badRequest("model '\(model)' has no input '\(t.name)'; its inputs are \(list) (from \(source))"))
