@@ -2,14 +2,14 @@
 # everything CI runs. Both install the Debian packages they need when missing.
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := libjansson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config curl
+DEB_PACKAGES := libjansson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config curl clang-format
 BENCH_PACKAGES := nginx-light wrk
 
 CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
 SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
 SAMPLE_FFI_POLICY := samples/ffi-policy/libpick.so
 
-.PHONY: all deps bench-deps interop-deps build release run test sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-shared-fate bench-codecs live-vs-sim clean
+.PHONY: all deps lint format bench-deps interop-deps build release run test sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-shared-fate bench-codecs live-vs-sim clean
 
 all: build
 
@@ -41,6 +41,19 @@ interop-deps: .venv-interop/.installed .venv-kserve/.installed
 	@[ -x .venv-kserve/bin/pip ] || python3 -m venv .venv-kserve
 	.venv-kserve/bin/pip install -q -r Tests/interop/requirements-kserve.txt
 	@touch $@
+
+# One formatter per language, line length 120: swift-format (.swift-format, from the toolchain) and
+# clang-format (.clang-format). The frozen ABI 1.0 header is left as it was frozen.
+SWIFT_SOURCES := Sources Tests benchmarks Package.swift
+C_SOURCES = $(shell git ls-files '*.c' '*.h' | grep -v '^Tests/Fixtures/abi-1.0/')
+
+lint: deps
+	$(SWIFT) format lint --strict -r --configuration .swift-format $(SWIFT_SOURCES)
+	clang-format --dry-run --Werror $(C_SOURCES)
+
+format: deps
+	$(SWIFT) format format -i -r --configuration .swift-format $(SWIFT_SOURCES)
+	clang-format -i $(C_SOURCES)
 
 build: deps
 	$(SWIFT) build

@@ -30,8 +30,9 @@ let package = Package(
         // The C ABI (include/mlproxy/mlproxy.h) exposed to Swift, with compile-time layout checks.
         .target(name: "MLProxyABI", path: "Sources/PluginAPI/ABI"),
         // libffi, for foreign policies: plain C functions of numbers bound at load time.
-        .systemLibrary(name: "CFFI", path: "Sources/PluginAPI/CFFI", pkgConfig: "libffi",
-                       providers: [.apt(["libffi-dev"])]),
+        .systemLibrary(
+            name: "CFFI", path: "Sources/PluginAPI/CFFI", pkgConfig: "libffi",
+            providers: [.apt(["libffi-dev"])]),
         // Swift helpers over the ABI: datatypes, status mapping.
         .target(name: "PluginAPI", dependencies: ["MLProxyABI"], path: "Sources/PluginAPI/Swift"),
         // The host as a library, so tests can drive it.
@@ -73,7 +74,9 @@ let package = Package(
             name: "MLPImageStages",
             path: "Plugins/image",
             cSettings: strictC,
-            linkerSettings: [.linkedLibrary("jansson"), .linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("m")]
+            linkerSettings: [
+                .linkedLibrary("jansson"), .linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("m"),
+            ]
         ),
         .target(
             name: "MLPPolicies",

@@ -41,19 +41,19 @@ enum stage_kind { STAGE_B64, STAGE_IMAGE, STAGE_RESIZE, STAGE_NORMALISE, STAGE_C
 
 typedef struct stage {
     enum stage_kind kind;
-    char *tensor;            /* owned; NULL = every tensor the stage can take */
+    char *tensor; /* owned; NULL = every tensor the stage can take */
     /* image */
-    int channels;            /* 1 or 3 */
+    int channels; /* 1 or 3 */
     bool bgr;
     uint64_t max_pixels;
-    uint32_t at_least_h, at_least_w;  /* 0: full-size JPEG decoding */
+    uint32_t at_least_h, at_least_w; /* 0: full-size JPEG decoding */
     /* resize */
     int64_t height, width;
     /* normalise */
     float scale;
     float mean[4], std[4];
-    uint32_t channel_params;  /* 1, or the number of channels mean/std were given for */
-    float lut[4][256];        /* normalise: the result for each UINT8 value and channel */
+    uint32_t channel_params; /* 1, or the number of channels mean/std were given for */
+    float lut[4][256];       /* normalise: the result for each UINT8 value and channel */
 } stage;
 
 static const char *const k_stage_names[] = {"b64", "image", "resize", "normalise", "chw"};
@@ -64,7 +64,10 @@ static const char *const k_stage_names[] = {"b64", "image", "resize", "normalise
 
 /* Reads a number or a list of 1..4 numbers into `out`; returns how many, or 0 when malformed. */
 static uint32_t read_floats(const json_t *v, float *out) {
-    if (json_is_number(v)) { out[0] = (float)json_number_value(v); return 1; }
+    if (json_is_number(v)) {
+        out[0] = (float)json_number_value(v);
+        return 1;
+    }
     if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > 4) return 0;
     for (size_t i = 0; i < json_array_size(v); i++) {
         if (!json_is_number(json_array_get(v, i))) return 0;
@@ -74,7 +77,9 @@ static uint32_t read_floats(const json_t *v, float *out) {
 }
 
 /* normalise of one value of channel c; the UINT8 table and the FP32 path both use it. */
-static float normalised(const stage *s, float x, uint32_t c) { return (x * s->scale - s->mean[c]) / s->std[c]; }
+static float normalised(const stage *s, float x, uint32_t c) {
+    return (x * s->scale - s->mean[c]) / s->std[c];
+}
 
 static void fill_lut(stage *s) {
     for (uint32_t c = 0; c < s->channel_params; c++)
@@ -105,10 +110,15 @@ static mlp_status configure(stage *s, mlp_call *call, const json_t *cfg) {
         const json_t *ch = nargs ? json_array_get(args, 0) : json_object_get(cfg, "channels");
         if (ch) {
             const char *c = json_is_string(ch) ? json_string_value(ch) : "";
-            if (strcmp(c, "rgb") == 0) s->channels = 3;
-            else if (strcmp(c, "bgr") == 0) { s->channels = 3; s->bgr = true; }
-            else if (strcmp(c, "gray") == 0 || strcmp(c, "grey") == 0) s->channels = 1;
-            else return fail(call, MLP_ERR_CONFIG, "image: channels must be \"rgb\", \"bgr\" or \"gray\"");
+            if (strcmp(c, "rgb") == 0)
+                s->channels = 3;
+            else if (strcmp(c, "bgr") == 0) {
+                s->channels = 3;
+                s->bgr = true;
+            } else if (strcmp(c, "gray") == 0 || strcmp(c, "grey") == 0)
+                s->channels = 1;
+            else
+                return fail(call, MLP_ERR_CONFIG, "image: channels must be \"rgb\", \"bgr\" or \"gray\"");
         }
         const json_t *al = json_object_get(cfg, "at_least");
         if (al) {
@@ -132,7 +142,9 @@ static mlp_status configure(stage *s, mlp_call *call, const json_t *cfg) {
         const json_t *w = nargs ? json_array_get(args, nargs > 1 ? 1 : 0) : json_object_get(cfg, "width");
         if (nargs > 2 || !json_is_integer(h) || !json_is_integer(w) || json_integer_value(h) < 1 ||
             json_integer_value(w) < 1 || json_integer_value(h) > 65536 || json_integer_value(w) > 65536)
-            return fail(call, MLP_ERR_CONFIG, "resize needs a height and width in pixels: resize(224,224) or params {height: 224, width: 224}");
+            return fail(
+                call, MLP_ERR_CONFIG,
+                "resize needs a height and width in pixels: resize(224,224) or params {height: 224, width: 224}");
         s->height = json_integer_value(h);
         s->width = json_integer_value(w);
         return MLP_OK;
@@ -151,7 +163,9 @@ static mlp_status configure(stage *s, mlp_call *call, const json_t *cfg) {
             fill_lut(s);
             return MLP_OK;
         }
-        if (nargs) return fail(call, MLP_ERR_CONFIG, "normalise: the only argument is imagenet; use params {scale, mean, std}");
+        if (nargs)
+            return fail(call, MLP_ERR_CONFIG,
+                        "normalise: the only argument is imagenet; use params {scale, mean, std}");
         const json_t *sc = json_object_get(cfg, "scale");
         if (sc) {
             if (!json_is_number(sc)) return fail(call, MLP_ERR_CONFIG, "normalise: scale must be a number");
@@ -188,8 +202,8 @@ static mlp_status create_kind(enum stage_kind kind, mlp_call *call, mlp_bytes co
     }
     const char *key;
     const json_t *unused;
-    static const char *const known[] = {"args", "tensor", "channels", "max_pixels", "at_least", "height", "width",
-                                        "scale", "mean", "std", NULL};
+    static const char *const known[] = {"args",  "tensor", "channels", "max_pixels", "at_least", "height",
+                                        "width", "scale",  "mean",     "std",        NULL};
     json_object_foreach(cfg, key, unused) {
         bool ok = false;
         for (const char *const *k = known; *k && !ok; k++) ok = strcmp(*k, key) == 0;
@@ -200,11 +214,18 @@ static mlp_status create_kind(enum stage_kind kind, mlp_call *call, mlp_bytes co
         }
     }
     stage *s = calloc(1, sizeof *s);
-    if (!s) { json_decref(cfg); return fail(call, MLP_ERR_NOMEM, "out of memory"); }
+    if (!s) {
+        json_decref(cfg);
+        return fail(call, MLP_ERR_NOMEM, "out of memory");
+    }
     s->kind = kind;
     mlp_status st = configure(s, call, cfg);
     json_decref(cfg);
-    if (st != MLP_OK) { free(s->tensor); free(s); return st; }
+    if (st != MLP_OK) {
+        free(s->tensor);
+        free(s);
+        return st;
+    }
     *out = s;
     return MLP_OK;
 }
@@ -220,15 +241,22 @@ static bool is_named(const stage *s, const mlp_tensor *t) {
 }
 
 /* Whether the stage works on `t`: the named tensor, or every tensor that `fits` when none is named. */
-static bool wants(const stage *s, const mlp_tensor *t, bool fits) { return s->tensor ? is_named(s, t) : fits; }
-
-static mlp_status nothing_to_do(mlp_call *call, const stage *s, const char *what) {
-    if (s->tensor) return fail(call, MLP_ERR_INVALID_INPUT, "%s: the request has no tensor '%s'", k_stage_names[s->kind], s->tensor);
-    return fail(call, MLP_ERR_INVALID_INPUT, "%s: the request has no %s tensor to work on", k_stage_names[s->kind], what);
+static bool wants(const stage *s, const mlp_tensor *t, bool fits) {
+    return s->tensor ? is_named(s, t) : fits;
 }
 
-static uint8_t *add(mlp_call *call, const mlp_tensor *like, uint32_t dt, const int64_t *shape, uint32_t rank, size_t size) {
-    mlp_tensor_desc d = {.struct_size = sizeof d, .datatype = dt, .name = like->name, .shape = shape, .rank = rank, .byte_size = size};
+static mlp_status nothing_to_do(mlp_call *call, const stage *s, const char *what) {
+    if (s->tensor)
+        return fail(call, MLP_ERR_INVALID_INPUT, "%s: the request has no tensor '%s'", k_stage_names[s->kind],
+                    s->tensor);
+    return fail(call, MLP_ERR_INVALID_INPUT, "%s: the request has no %s tensor to work on", k_stage_names[s->kind],
+                what);
+}
+
+static uint8_t *add(mlp_call *call, const mlp_tensor *like, uint32_t dt, const int64_t *shape, uint32_t rank,
+                    size_t size) {
+    mlp_tensor_desc d = {
+        .struct_size = sizeof d, .datatype = dt, .name = like->name, .shape = shape, .rank = rank, .byte_size = size};
     return g_host->add_tensor(call, &d);
 }
 
@@ -269,8 +297,12 @@ static mlp_status each_tensor(const stage *s, mlp_call *call, const mlp_stage_in
     return any ? MLP_OK : nothing_to_do(call, s, what);
 }
 
-static bool is_bytes(const mlp_tensor *t) { return t->datatype == MLP_DT_BYTES; }
-static bool is_4d_tensor(const mlp_tensor *t) { return t->rank == 4 && t->datatype != MLP_DT_BYTES; }
+static bool is_bytes(const mlp_tensor *t) {
+    return t->datatype == MLP_DT_BYTES;
+}
+static bool is_4d_tensor(const mlp_tensor *t) {
+    return t->rank == 4 && t->datatype != MLP_DT_BYTES;
+}
 
 /* ---------------------------------------------------------------------------------------------
  * b64
@@ -305,17 +337,27 @@ static mlp_status b64_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
         long n = b64_element(e, elen, scratch, NULL);
         if (n < 0) {
             free(scratch);
-            return fail(call, MLP_ERR_INVALID_INPUT, "b64: element %zu of '%.*s' is not base64", k, (int)t->name.len, t->name.ptr);
+            return fail(call, MLP_ERR_INVALID_INPUT, "b64: element %zu of '%.*s' is not base64", k, (int)t->name.len,
+                        t->name.ptr);
         }
         total += 4 + (size_t)n;
     }
-    if (k != count) { free(scratch); return fail(call, MLP_ERR_INVALID_INPUT, "b64: '%.*s' is truncated", (int)t->name.len, t->name.ptr); }
+    if (k != count) {
+        free(scratch);
+        return fail(call, MLP_ERR_INVALID_INPUT, "b64: '%.*s' is truncated", (int)t->name.len, t->name.ptr);
+    }
     uint8_t *out = add(call, t, MLP_DT_BYTES, t->shape, t->rank, total);
-    if (!out) { free(scratch); return fail(call, MLP_ERR_NOMEM, "b64: the host refused %zu bytes", total); }
+    if (!out) {
+        free(scratch);
+        return fail(call, MLP_ERR_NOMEM, "b64: the host refused %zu bytes", total);
+    }
     p = t->data.ptr;
     while (next_element(&p, end, &e, &elen)) {
         long n = b64_element(e, elen, scratch, out + 4);
-        out[0] = (uint8_t)n; out[1] = (uint8_t)(n >> 8); out[2] = (uint8_t)(n >> 16); out[3] = (uint8_t)(n >> 24);
+        out[0] = (uint8_t)n;
+        out[1] = (uint8_t)(n >> 8);
+        out[2] = (uint8_t)(n >> 16);
+        out[3] = (uint8_t)(n >> 24);
         out += 4 + n;
     }
     free(scratch);
@@ -352,8 +394,12 @@ static void jpeg_message(j_common_ptr c, int level) {
     if (level < 0) jpeg_fail(c);
 }
 
-static bool is_jpeg(const uint8_t *d, size_t n) { return n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF; }
-static bool is_png(const uint8_t *d, size_t n) { return n >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0; }
+static bool is_jpeg(const uint8_t *d, size_t n) {
+    return n >= 3 && d[0] == 0xFF && d[1] == 0xD8 && d[2] == 0xFF;
+}
+static bool is_png(const uint8_t *d, size_t n) {
+    return n >= 8 && memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0;
+}
 
 /* Reads the size (out == NULL) or decodes into `out` (width * height * channels bytes), at the smallest
  * DCT scale that keeps at least min_h x min_w (0 x 0: full size). */
@@ -408,7 +454,10 @@ static bool decode_png(const uint8_t *data, size_t len, int channels, bool bgr, 
     }
     pic->width = img.width;
     pic->height = img.height;
-    if (!out) { png_image_free(&img); return true; }
+    if (!out) {
+        png_image_free(&img);
+        return true;
+    }
     img.format = channels == 1 ? PNG_FORMAT_GRAY : bgr ? PNG_FORMAT_BGR : PNG_FORMAT_RGB;
     /* Transparent pixels are composited on black (background NULL). */
     if (!png_image_finish_read(&img, NULL, out, 0, NULL)) {
@@ -446,14 +495,20 @@ static mlp_status image_one(const stage *s, mlp_call *call, const mlp_tensor *t)
         if (!decode_picture(e, elen, s->channels, s->bgr, s->at_least_h, s->at_least_w, NULL, &pic))
             return fail(call, is_jpeg(e, elen) || is_png(e, elen) ? MLP_ERR_INVALID_INPUT : MLP_ERR_UNSUPPORTED,
                         "image %zu of '%.*s' %s%s", k, nm, name,
-                        is_jpeg(e, elen) ? "is a corrupt JPEG: " : is_png(e, elen) ? "is a corrupt PNG: " : "", pic.error);
+                        is_jpeg(e, elen)  ? "is a corrupt JPEG: "
+                        : is_png(e, elen) ? "is a corrupt PNG: "
+                                          : "",
+                        pic.error);
         if ((uint64_t)pic.width * pic.height > s->max_pixels || pic.width == 0 || pic.height == 0)
-            return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is %ux%u pixels; this model takes at most %llu",
-                        k, nm, name, pic.width, pic.height, (unsigned long long)s->max_pixels);
-        if (k == 0) first = pic;
+            return fail(call, MLP_ERR_INVALID_INPUT,
+                        "image %zu of '%.*s' is %ux%u pixels; this model takes at most %llu", k, nm, name, pic.width,
+                        pic.height, (unsigned long long)s->max_pixels);
+        if (k == 0)
+            first = pic;
         else if (pic.width != first.width || pic.height != first.height)
-            return fail(call, MLP_ERR_INVALID_INPUT, "image %zu of '%.*s' is %ux%u but image 0 is %ux%u; send one size per request",
-                        k, nm, name, pic.width, pic.height, first.width, first.height);
+            return fail(call, MLP_ERR_INVALID_INPUT,
+                        "image %zu of '%.*s' is %ux%u but image 0 is %ux%u; send one size per request", k, nm, name,
+                        pic.width, pic.height, first.width, first.height);
     }
     size_t one = (size_t)first.width * first.height * (size_t)s->channels;
     int64_t shape[4] = {(int64_t)count, first.height, first.width, s->channels};
@@ -501,15 +556,21 @@ static void axis_map(int64_t n, int64_t m, int64_t *lo, double *w) {
 
 static mlp_status resize_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
     if (!is_image_tensor(t))
-        return fail(call, MLP_ERR_INVALID_INPUT, "resize: '%.*s' is not a UINT8 or FP32 [n,H,W,C] image", (int)t->name.len, t->name.ptr);
+        return fail(call, MLP_ERR_INVALID_INPUT, "resize: '%.*s' is not a UINT8 or FP32 [n,H,W,C] image",
+                    (int)t->name.len, t->name.ptr);
     int64_t n = t->shape[0], H = t->shape[1], W = t->shape[2], C = t->shape[3], h = s->height, w = s->width;
-    if (H < 1 || W < 1) return fail(call, MLP_ERR_INVALID_INPUT, "resize: '%.*s' is empty", (int)t->name.len, t->name.ptr);
+    if (H < 1 || W < 1)
+        return fail(call, MLP_ERR_INVALID_INPUT, "resize: '%.*s' is empty", (int)t->name.len, t->name.ptr);
     size_t esize = t->datatype == MLP_DT_UINT8 ? 1 : 4;
     int64_t shape[4] = {n, h, w, C};
     uint8_t *out = add(call, t, t->datatype, shape, 4, (size_t)(n * h * w * C) * esize);
     int64_t *ylo = malloc(sizeof(int64_t) * (size_t)(h + w));
     double *yw = malloc(sizeof(double) * (size_t)(h + w));
-    if (!out || !ylo || !yw) { free(ylo); free(yw); return fail(call, MLP_ERR_NOMEM, "resize: out of memory"); }
+    if (!out || !ylo || !yw) {
+        free(ylo);
+        free(yw);
+        return fail(call, MLP_ERR_NOMEM, "resize: out of memory");
+    }
     int64_t *xlo = ylo + h;
     double *xw = yw + h;
     axis_map(h, H, ylo, yw);
@@ -527,10 +588,15 @@ static mlp_status resize_one(const stage *s, mlp_call *call, const mlp_tensor *t
                     double p00, p01, p10, p11;
                     if (u8) {
                         const uint8_t *px = t->data.ptr;
-                        p00 = px[row0 + c0 + c]; p01 = px[row0 + c1 + c]; p10 = px[row1 + c0 + c]; p11 = px[row1 + c1 + c];
+                        p00 = px[row0 + c0 + c];
+                        p01 = px[row0 + c1 + c];
+                        p10 = px[row1 + c0 + c];
+                        p11 = px[row1 + c1 + c];
                     } else {
-                        p00 = load_px(t, row0 + c0 + c); p01 = load_px(t, row0 + c1 + c);
-                        p10 = load_px(t, row1 + c0 + c); p11 = load_px(t, row1 + c1 + c);
+                        p00 = load_px(t, row0 + c0 + c);
+                        p01 = load_px(t, row0 + c1 + c);
+                        p10 = load_px(t, row1 + c0 + c);
+                        p11 = load_px(t, row1 + c1 + c);
                     }
                     double v = (p00 * wx0 + p01 * wx) * wy0 + (p10 * wx0 + p11 * wx) * wy;
                     if (u8) {
@@ -554,7 +620,8 @@ static mlp_status resize_apply(void *instance, mlp_call *call, const mlp_stage_i
 static mlp_status normalise_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
     bool fits = t->rank >= 2 && (t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_FP32);
     if (!fits)
-        return fail(call, MLP_ERR_INVALID_INPUT, "normalise: '%.*s' is not UINT8 or FP32 with channels last", (int)t->name.len, t->name.ptr);
+        return fail(call, MLP_ERR_INVALID_INPUT, "normalise: '%.*s' is not UINT8 or FP32 with channels last",
+                    (int)t->name.len, t->name.ptr);
     int64_t C = t->shape[t->rank - 1];
     if (s->channel_params > 1 && C != (int64_t)s->channel_params)
         return fail(call, MLP_ERR_INVALID_INPUT, "normalise: '%.*s' has %lld channels but mean/std are given for %u",
@@ -584,11 +651,14 @@ static mlp_status normalise_apply(void *instance, mlp_call *call, const mlp_stag
 static mlp_status chw_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
     (void)s;
     bool fits = t->rank == 4 && t->datatype != MLP_DT_BYTES;
-    if (!fits) return fail(call, MLP_ERR_INVALID_INPUT, "chw: '%.*s' is not an [n,H,W,C] tensor", (int)t->name.len, t->name.ptr);
+    if (!fits)
+        return fail(call, MLP_ERR_INVALID_INPUT, "chw: '%.*s' is not an [n,H,W,C] tensor", (int)t->name.len,
+                    t->name.ptr);
     int64_t n = t->shape[0], H = t->shape[1], W = t->shape[2], C = t->shape[3];
-    size_t es = t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_INT8 || t->datatype == MLP_DT_BOOL ? 1
-              : t->datatype == MLP_DT_UINT16 || t->datatype == MLP_DT_INT16 || t->datatype == MLP_DT_FP16 ? 2
-              : t->datatype == MLP_DT_UINT64 || t->datatype == MLP_DT_INT64 || t->datatype == MLP_DT_FP64 ? 8 : 4;
+    size_t es = t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_INT8 || t->datatype == MLP_DT_BOOL     ? 1
+                : t->datatype == MLP_DT_UINT16 || t->datatype == MLP_DT_INT16 || t->datatype == MLP_DT_FP16 ? 2
+                : t->datatype == MLP_DT_UINT64 || t->datatype == MLP_DT_INT64 || t->datatype == MLP_DT_FP64 ? 8
+                                                                                                            : 4;
     int64_t shape[4] = {n, C, H, W};
     uint8_t *out = add(call, t, t->datatype, shape, 4, t->data.len);
     if (!out) return fail(call, MLP_ERR_NOMEM, "chw: the host refused %zu bytes", t->data.len);
@@ -598,9 +668,12 @@ static mlp_status chw_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
             const uint8_t *src = t->data.ptr + (size_t)((b * H * W) * C + c) * es;
             uint8_t *dst = out + (size_t)((b * C + c) * H * W) * es;
             size_t step = (size_t)C * es, plane = (size_t)(H * W);
-            if (es == 4) for (size_t i = 0; i < plane; i++) memcpy(dst + i * 4, src + i * step, 4);
-            else if (es == 1) for (size_t i = 0; i < plane; i++) dst[i] = src[i * step];
-            else for (size_t i = 0; i < plane; i++) memcpy(dst + i * es, src + i * step, es);
+            if (es == 4)
+                for (size_t i = 0; i < plane; i++) memcpy(dst + i * 4, src + i * step, 4);
+            else if (es == 1)
+                for (size_t i = 0; i < plane; i++) dst[i] = src[i * step];
+            else
+                for (size_t i = 0; i < plane; i++) memcpy(dst + i * es, src + i * step, es);
         }
     return MLP_OK;
 }
@@ -612,30 +685,33 @@ static mlp_status chw_apply(void *instance, mlp_call *call, const mlp_stage_inpu
 /* ---------------------------------------------------------------------------------------------
  * Registration.
  * ------------------------------------------------------------------------------------------- */
-#define STAGE_CREATE(fn, kind) \
-    static mlp_status fn(mlp_call *call, mlp_bytes config, void **out) { return create_kind(kind, call, config, out); }
+#define STAGE_CREATE(fn, kind)                                                                                         \
+    static mlp_status fn(mlp_call *call, mlp_bytes config, void **out) {                                               \
+        return create_kind(kind, call, config, out);                                                                   \
+    }
 STAGE_CREATE(b64_create, STAGE_B64)
 STAGE_CREATE(image_create, STAGE_IMAGE)
 STAGE_CREATE(resize_create, STAGE_RESIZE)
 STAGE_CREATE(normalise_create, STAGE_NORMALISE)
 STAGE_CREATE(chw_create, STAGE_CHW)
 
-#define STAGE_VTABLE(var, create_fn, apply_fn) \
-    static const mlp_stage_vtable var = {.struct_size = sizeof(mlp_stage_vtable), .create = create_fn, \
-                                         .destroy = stage_destroy, .apply = apply_fn}
+#define STAGE_VTABLE(var, create_fn, apply_fn)                                                                         \
+    static const mlp_stage_vtable var = {                                                                              \
+        .struct_size = sizeof(mlp_stage_vtable), .create = create_fn, .destroy = stage_destroy, .apply = apply_fn}
 STAGE_VTABLE(k_b64, b64_create, b64_apply);
 STAGE_VTABLE(k_image, image_create, image_apply);
 STAGE_VTABLE(k_resize, resize_create, resize_apply);
 STAGE_VTABLE(k_normalise, normalise_create, normalise_apply);
 STAGE_VTABLE(k_chw, chw_create, chw_apply);
 
-#define COMPONENT(var, nm, desc, vt) \
-    static const mlp_component var = {.struct_size = sizeof(mlp_component), .kind = MLP_KIND_STAGE, \
-                                      .name = nm, .description = desc, .vtable = &vt}
+#define COMPONENT(var, nm, desc, vt)                                                                                   \
+    static const mlp_component var = {                                                                                 \
+        .struct_size = sizeof(mlp_component), .kind = MLP_KIND_STAGE, .name = nm, .description = desc, .vtable = &vt}
 COMPONENT(c_b64, "b64", "base64 text -> bytes (data: URLs and whitespace allowed)", k_b64);
 COMPONENT(c_image, "image", "JPEG/PNG bytes -> UINT8 [n,H,W,C] (rgb, bgr or gray)", k_image);
 COMPONENT(c_resize, "resize", "bilinear resize of [n,H,W,C] images: resize(height,width)", k_resize);
-COMPONENT(c_normalise, "normalise", "UINT8/FP32 -> FP32 (x*scale - mean)/std per channel; normalise(imagenet)", k_normalise);
+COMPONENT(c_normalise, "normalise", "UINT8/FP32 -> FP32 (x*scale - mean)/std per channel; normalise(imagenet)",
+          k_normalise);
 COMPONENT(c_normalize, "normalize", "the same as normalise", k_normalise);
 COMPONENT(c_chw, "chw", "[n,H,W,C] -> [n,C,H,W] (PyTorch layout)", k_chw);
 
@@ -656,7 +732,8 @@ MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info 
 int mlp_image_fuzz_decode(const uint8_t *data, size_t size) {
     picture pic = {0};
     if (!decode_picture(data, size, 3, false, 0, 0, NULL, &pic)) return MLP_ERR_INVALID_INPUT;
-    if ((uint64_t)pic.width * pic.height > 4096u * 4096u || pic.width == 0 || pic.height == 0) return MLP_ERR_INVALID_INPUT;
+    if ((uint64_t)pic.width * pic.height > 4096u * 4096u || pic.width == 0 || pic.height == 0)
+        return MLP_ERR_INVALID_INPUT;
     uint8_t *out = malloc((size_t)pic.width * pic.height * 3);
     if (!out) return MLP_ERR_NOMEM;
     bool ok = decode_picture(data, size, 3, false, 0, 0, out, &pic);

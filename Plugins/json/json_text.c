@@ -22,10 +22,9 @@ MLP_DEFINE_FAIL()
  * Datatypes.
  * ------------------------------------------------------------------------------------------- */
 const char *const k_dt_names[] = {
-    [MLP_DT_BOOL] = "BOOL",   [MLP_DT_UINT8] = "UINT8", [MLP_DT_UINT16] = "UINT16",
-    [MLP_DT_UINT32] = "UINT32", [MLP_DT_UINT64] = "UINT64", [MLP_DT_INT8] = "INT8",
-    [MLP_DT_INT16] = "INT16", [MLP_DT_INT32] = "INT32", [MLP_DT_INT64] = "INT64",
-    [MLP_DT_FP16] = "FP16",   [MLP_DT_FP32] = "FP32",   [MLP_DT_FP64] = "FP64",
+    [MLP_DT_BOOL] = "BOOL",     [MLP_DT_UINT8] = "UINT8", [MLP_DT_UINT16] = "UINT16", [MLP_DT_UINT32] = "UINT32",
+    [MLP_DT_UINT64] = "UINT64", [MLP_DT_INT8] = "INT8",   [MLP_DT_INT16] = "INT16",   [MLP_DT_INT32] = "INT32",
+    [MLP_DT_INT64] = "INT64",   [MLP_DT_FP16] = "FP16",   [MLP_DT_FP32] = "FP32",     [MLP_DT_FP64] = "FP64",
     [MLP_DT_BYTES] = "BYTES",
 };
 
@@ -39,10 +38,18 @@ uint32_t dt_from_name(const char *s) {
 /* Element size in bytes; 0 for BYTES (variable). */
 size_t dt_size(uint32_t dt) {
     switch (dt) {
-    case MLP_DT_BOOL: case MLP_DT_UINT8: case MLP_DT_INT8: return 1;
-    case MLP_DT_UINT16: case MLP_DT_INT16: case MLP_DT_FP16: return 2;
-    case MLP_DT_UINT32: case MLP_DT_INT32: case MLP_DT_FP32: return 4;
-    case MLP_DT_UINT64: case MLP_DT_INT64: case MLP_DT_FP64: return 8;
+    case MLP_DT_BOOL:
+    case MLP_DT_UINT8:
+    case MLP_DT_INT8: return 1;
+    case MLP_DT_UINT16:
+    case MLP_DT_INT16:
+    case MLP_DT_FP16: return 2;
+    case MLP_DT_UINT32:
+    case MLP_DT_INT32:
+    case MLP_DT_FP32: return 4;
+    case MLP_DT_UINT64:
+    case MLP_DT_INT64:
+    case MLP_DT_FP64: return 8;
     default: return 0;
     }
 }
@@ -83,7 +90,10 @@ float float_from_half(uint16_t h) {
             x = sign;
         } else {
             int32_t e = -1;
-            do { e++; mant <<= 1; } while ((mant & 0x400u) == 0);
+            do {
+                e++;
+                mant <<= 1;
+            } while ((mant & 0x400u) == 0);
             x = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ffu) << 13);
         }
     } else if (exp == 0x1f) {
@@ -95,7 +105,6 @@ float float_from_half(uint16_t h) {
     memcpy(&f, &x, 4);
     return f;
 }
-
 
 /* ---------------------------------------------------------------------------------------------
  * JSON -> tensors.
@@ -120,21 +129,21 @@ bool count_leaves(const json_t *v, uint32_t dt, size_t *count, size_t *bytes, in
     return true;
 }
 
-
 mlp_status write_leaf(leaf_writer *w, const json_t *v) {
     size_t es = dt_size(w->dt);
     uint8_t *p = w->out;
     switch (w->dt) {
     case MLP_DT_BOOL:
         if (!json_is_boolean(v))
-            return fail(w->call, w->err_status, "input '%s': element %zu is not a boolean (BOOL)",
-                        w->tensor, w->index);
+            return fail(w->call, w->err_status, "input '%s': element %zu is not a boolean (BOOL)", w->tensor, w->index);
         p[0] = json_is_true(v) ? 1 : 0;
         break;
-    case MLP_DT_FP16: case MLP_DT_FP32: case MLP_DT_FP64: {
+    case MLP_DT_FP16:
+    case MLP_DT_FP32:
+    case MLP_DT_FP64: {
         if (!json_is_number(v))
-            return fail(w->call, w->err_status, "input '%s': element %zu is not a number (%s)",
-                        w->tensor, w->index, k_dt_names[w->dt]);
+            return fail(w->call, w->err_status, "input '%s': element %zu is not a number (%s)", w->tensor, w->index,
+                        k_dt_names[w->dt]);
         double d = json_number_value(v);
         if (w->dt == MLP_DT_FP64) {
             memcpy(p, &d, 8);
@@ -159,24 +168,52 @@ mlp_status write_leaf(leaf_writer *w, const json_t *v) {
     default: {
         /* Integers: exact values in range only. */
         if (!json_is_integer(v))
-            return fail(w->call, w->err_status, "input '%s': element %zu is not an integer (%s)",
-                        w->tensor, w->index, k_dt_names[w->dt]);
+            return fail(w->call, w->err_status, "input '%s': element %zu is not an integer (%s)", w->tensor, w->index,
+                        k_dt_names[w->dt]);
         json_int_t i = json_integer_value(v);
         long long lo = 0, hi = 0;
         bool is_unsigned = false;
         switch (w->dt) {
-        case MLP_DT_UINT8: lo = 0; hi = UINT8_MAX; is_unsigned = true; break;
-        case MLP_DT_UINT16: lo = 0; hi = UINT16_MAX; is_unsigned = true; break;
-        case MLP_DT_UINT32: lo = 0; hi = UINT32_MAX; is_unsigned = true; break;
-        case MLP_DT_UINT64: lo = 0; hi = INT64_MAX; is_unsigned = true; break;
-        case MLP_DT_INT8: lo = INT8_MIN; hi = INT8_MAX; break;
-        case MLP_DT_INT16: lo = INT16_MIN; hi = INT16_MAX; break;
-        case MLP_DT_INT32: lo = INT32_MIN; hi = INT32_MAX; break;
-        default: lo = INT64_MIN; hi = INT64_MAX; break;
+        case MLP_DT_UINT8:
+            lo = 0;
+            hi = UINT8_MAX;
+            is_unsigned = true;
+            break;
+        case MLP_DT_UINT16:
+            lo = 0;
+            hi = UINT16_MAX;
+            is_unsigned = true;
+            break;
+        case MLP_DT_UINT32:
+            lo = 0;
+            hi = UINT32_MAX;
+            is_unsigned = true;
+            break;
+        case MLP_DT_UINT64:
+            lo = 0;
+            hi = INT64_MAX;
+            is_unsigned = true;
+            break;
+        case MLP_DT_INT8:
+            lo = INT8_MIN;
+            hi = INT8_MAX;
+            break;
+        case MLP_DT_INT16:
+            lo = INT16_MIN;
+            hi = INT16_MAX;
+            break;
+        case MLP_DT_INT32:
+            lo = INT32_MIN;
+            hi = INT32_MAX;
+            break;
+        default:
+            lo = INT64_MIN;
+            hi = INT64_MAX;
+            break;
         }
         if (i < lo || i > hi)
-            return fail(w->call, w->err_status, "input '%s': element %zu = %lld is out of range for %s",
-                        w->tensor, w->index, (long long)i, k_dt_names[w->dt]);
+            return fail(w->call, w->err_status, "input '%s': element %zu = %lld is out of range for %s", w->tensor,
+                        w->index, (long long)i, k_dt_names[w->dt]);
         (void)is_unsigned;
         /* Little-endian hosts only (x86_64, aarch64): the low bytes of the value are the element. */
         int64_t v64 = (int64_t)i;
@@ -202,14 +239,12 @@ mlp_status write_leaves(leaf_writer *w, const json_t *v) {
     return write_leaf(w, v);
 }
 
-
-json_t *parse_body(mlp_call *call, mlp_bytes body, const char *what, mlp_status err_status,
-                          mlp_status *status) {
+json_t *parse_body(mlp_call *call, mlp_bytes body, const char *what, mlp_status err_status, mlp_status *status) {
     json_error_t err;
     json_t *root = json_loadb((const char *)body.ptr, body.len, 0, &err);
     if (!root) {
-        *status = fail(call, err_status, "%s is not valid JSON: %s (line %d, column %d)", what,
-                       err.text, err.line, err.column);
+        *status = fail(call, err_status, "%s is not valid JSON: %s (line %d, column %d)", what, err.text, err.line,
+                       err.column);
         return NULL;
     }
     if (!json_is_object(root)) {
@@ -230,7 +265,10 @@ void tb_reserve(text_buf *b, size_t extra) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap < b->len + extra) cap *= 2;
     char *p = realloc(b->p, cap);
-    if (!p) { b->oom = true; return; }
+    if (!p) {
+        b->oom = true;
+        return;
+    }
     b->p = p;
     b->cap = cap;
 }
@@ -242,17 +280,21 @@ void tb_put(text_buf *b, const char *s, size_t n) {
     b->len += n;
 }
 
-void tb_str(text_buf *b, const char *s) { tb_put(b, s, strlen(s)); }
+void tb_str(text_buf *b, const char *s) {
+    tb_put(b, s, strlen(s));
+}
 
-__attribute__((format(printf, 2, 3)))
-void tb_fmt(text_buf *b, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) void tb_fmt(text_buf *b, const char *fmt, ...) {
     tb_reserve(b, 64);
     if (b->oom) return;
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
     va_end(ap);
-    if (n < 0) { b->oom = true; return; }
+    if (n < 0) {
+        b->oom = true;
+        return;
+    }
     if ((size_t)n >= b->cap - b->len) {
         tb_reserve(b, (size_t)n + 1);
         if (b->oom) return;
@@ -280,9 +322,7 @@ void tb_json_string(text_buf *b, const uint8_t *s, size_t n) {
         case '\n': tb_put(b, "\\n", 2); break;
         case '\r': tb_put(b, "\\r", 2); break;
         case '\t': tb_put(b, "\\t", 2); break;
-        default:
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-            tb_put(b, esc, 6);
+        default: snprintf(esc, sizeof esc, "\\u%04x", c); tb_put(b, esc, 6);
         }
     }
     tb_put(b, (const char *)s + run, n - run);
@@ -293,13 +333,23 @@ bool utf8_valid(const uint8_t *s, size_t n) {
     size_t i = 0;
     while (i < n) {
         uint8_t c = s[i];
-        if (c < 0x80) { i++; continue; }
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
         size_t len;
         uint32_t cp;
-        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
-        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
-        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
-        else return false;
+        if ((c & 0xE0) == 0xC0) {
+            len = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4;
+            cp = c & 0x07;
+        } else
+            return false;
         if (n - i < len) return false;
         for (size_t k = 1; k < len; k++) {
             if ((s[i + k] & 0xC0) != 0x80) return false;
@@ -313,11 +363,16 @@ bool utf8_valid(const uint8_t *s, size_t n) {
 }
 
 void tb_double(text_buf *b, double d, bool single) {
-    if (!isfinite(d)) { tb_str(b, "null"); return; }
-    if (d == floor(d) && fabs(d) < 1e15) { tb_fmt(b, "%.1f", d); return; }
+    if (!isfinite(d)) {
+        tb_str(b, "null");
+        return;
+    }
+    if (d == floor(d) && fabs(d) < 1e15) {
+        tb_fmt(b, "%.1f", d);
+        return;
+    }
     tb_fmt(b, single ? "%.9g" : "%.17g", d);
 }
-
 
 mlp_status flush(mlp_call *call, text_buf *b, const char *content_type) {
     mlp_status s = MLP_OK;
@@ -382,9 +437,12 @@ mlp_status upstream_error(mlp_call *call, const mlp_upstream_reply *reply, const
 }
 
 mlp_status stateless_create(mlp_call *call, mlp_bytes config, void **out) {
-    (void)call; (void)config;
+    (void)call;
+    (void)config;
     *out = NULL;
     return MLP_OK;
 }
 
-void stateless_destroy(void *instance) { (void)instance; }
+void stateless_destroy(void *instance) {
+    (void)instance;
+}

@@ -22,7 +22,10 @@ static mlp_status raw_create(mlp_call *call, mlp_bytes config, void **out) {
     const char *name = input ? json_string_value(input) : "input";
     size_t n = strlen(name);
     raw_codec *c = malloc(sizeof *c + n + 1);
-    if (!c) { json_decref(cfg); return fail(call, MLP_ERR_NOMEM, "out of memory"); }
+    if (!c) {
+        json_decref(cfg);
+        return fail(call, MLP_ERR_NOMEM, "out of memory");
+    }
     c->name_len = n;
     memcpy(c->name, name, n + 1);
     json_decref(cfg);
@@ -30,21 +33,31 @@ static mlp_status raw_create(mlp_call *call, mlp_bytes config, void **out) {
     return MLP_OK;
 }
 
-static void raw_destroy(void *instance) { free(instance); }
+static void raw_destroy(void *instance) {
+    free(instance);
+}
 
 static mlp_status raw_decode(void *instance, mlp_call *call, const mlp_request_message *msg) {
     const raw_codec *c = instance;
     if (msg->body.len == 0) return fail(call, MLP_ERR_INVALID_INPUT, "the request body is empty");
-    if (msg->body.len > UINT32_MAX) return fail(call, MLP_ERR_INVALID_INPUT, "the body is larger than a BYTES element (4 GiB)");
+    if (msg->body.len > UINT32_MAX)
+        return fail(call, MLP_ERR_INVALID_INPUT, "the body is larger than a BYTES element (4 GiB)");
     int64_t shape[1] = {1};
     mlp_tensor_desc desc = {
-        .struct_size = sizeof desc, .datatype = MLP_DT_BYTES, .name = {(const uint8_t *)c->name, c->name_len},
-        .shape = shape, .rank = 1, .byte_size = 4 + msg->body.len,
+        .struct_size = sizeof desc,
+        .datatype = MLP_DT_BYTES,
+        .name = {(const uint8_t *)c->name, c->name_len},
+        .shape = shape,
+        .rank = 1,
+        .byte_size = 4 + msg->body.len,
     };
     uint8_t *out = g_host->add_tensor(call, &desc);
     if (!out) return fail(call, MLP_ERR_NOMEM, "the host refused %zu bytes", desc.byte_size);
     uint32_t len = (uint32_t)msg->body.len;
-    out[0] = (uint8_t)len; out[1] = (uint8_t)(len >> 8); out[2] = (uint8_t)(len >> 16); out[3] = (uint8_t)(len >> 24);
+    out[0] = (uint8_t)len;
+    out[1] = (uint8_t)(len >> 8);
+    out[2] = (uint8_t)(len >> 16);
+    out[3] = (uint8_t)(len >> 24);
     memcpy(out + 4, msg->body.ptr, msg->body.len);
     return MLP_OK;
 }

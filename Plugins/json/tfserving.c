@@ -28,8 +28,8 @@ typedef enum { KIND_NONE, KIND_NUMBER, KIND_BOOL, KIND_BYTES } leaf_kind;
 typedef struct value_info {
     int64_t shape[16];
     uint32_t rank;
-    size_t count;      /* leaves */
-    size_t bytes;      /* encoded BYTES size (4 + length per element) */
+    size_t count; /* leaves */
+    size_t bytes; /* encoded BYTES size (4 + length per element) */
     leaf_kind kind;
     bool all_integers;
 } value_info;
@@ -100,8 +100,8 @@ static mlp_status write_bytes_leaves(const json_t *v, uint8_t **out) {
 
 /* Adds one tensor from `value`, whose first dim is the batch. `rows` is set for the row format, where
  * `value` is the array of per-instance values (so the batch dim is the array itself). */
-mlp_status add_value(mlp_call *call, const char *name, size_t name_len, const json_t *value,
-                     uint32_t number_type, mlp_status err_status, const char *what) {
+mlp_status add_value(mlp_call *call, const char *name, size_t name_len, const json_t *value, uint32_t number_type,
+                     mlp_status err_status, const char *what) {
     value_info info = {.kind = KIND_NONE, .all_integers = true};
     if (!json_is_array(value))
         return fail(call, err_status, "%s '%.*s' must be an array whose first dimension is the batch", what,
@@ -113,11 +113,16 @@ mlp_status add_value(mlp_call *call, const char *name, size_t name_len, const js
     if (info.kind == KIND_NONE) dt = number_type ? number_type : MLP_DT_FP32;
     size_t size = dt == MLP_DT_BYTES ? info.bytes : info.count * dt_size(dt);
     mlp_tensor_desc desc = {
-        .struct_size = sizeof desc, .datatype = dt, .name = {(const uint8_t *)name, name_len},
-        .shape = info.shape, .rank = info.rank, .byte_size = size,
+        .struct_size = sizeof desc,
+        .datatype = dt,
+        .name = {(const uint8_t *)name, name_len},
+        .shape = info.shape,
+        .rank = info.rank,
+        .byte_size = size,
     };
     uint8_t *out = g_host->add_tensor(call, &desc);
-    if (!out) return fail(call, MLP_ERR_NOMEM, "%s '%.*s': the host refused %zu bytes", what, (int)name_len, name, size);
+    if (!out)
+        return fail(call, MLP_ERR_NOMEM, "%s '%.*s': the host refused %zu bytes", what, (int)name_len, name, size);
     if (dt == MLP_DT_BYTES) return write_bytes_leaves(value, &out);
     leaf_writer w = {.dt = dt, .out = out, .index = 0, .tensor = name, .call = call, .err_status = err_status};
     return write_leaves(&w, value);
@@ -142,7 +147,8 @@ mlp_status add_rows(mlp_call *call, const json_t *instances, uint32_t number_typ
         json_array_foreach(instances, i, inst) {
             const json_t *v = json_object_get(inst, key);
             if (!json_is_object(inst) || !v || json_object_size(inst) != json_object_size(first)) {
-                s = fail(call, err_status, "instances[%zu] does not have the same named inputs as instances[0] ('%s')", i, key);
+                s = fail(call, err_status, "instances[%zu] does not have the same named inputs as instances[0] ('%s')",
+                         i, key);
                 break;
             }
             json_array_append(column, (json_t *)v);
@@ -174,22 +180,68 @@ static void write_element(text_buf *b, uint32_t dt, const uint8_t **p) {
     switch (dt) {
     case MLP_DT_BOOL: tb_str(b, **p ? "true" : "false"); break;
     case MLP_DT_UINT8: tb_fmt(b, "%u", (unsigned)**p); break;
-    case MLP_DT_INT8: tb_fmt(b, "%d", (int)(int8_t)**p); break;
-    case MLP_DT_UINT16: { uint16_t v; memcpy(&v, *p, 2); tb_fmt(b, "%u", (unsigned)v); break; }
-    case MLP_DT_INT16: { int16_t v; memcpy(&v, *p, 2); tb_fmt(b, "%d", (int)v); break; }
-    case MLP_DT_UINT32: { uint32_t v; memcpy(&v, *p, 4); tb_fmt(b, "%u", v); break; }
-    case MLP_DT_INT32: { int32_t v; memcpy(&v, *p, 4); tb_fmt(b, "%d", v); break; }
-    case MLP_DT_UINT64: { uint64_t v; memcpy(&v, *p, 8); tb_fmt(b, "%llu", (unsigned long long)v); break; }
-    case MLP_DT_INT64: { int64_t v; memcpy(&v, *p, 8); tb_fmt(b, "%lld", (long long)v); break; }
-    case MLP_DT_FP16: { uint16_t v; memcpy(&v, *p, 2); tb_double(b, float_from_half(v), true); break; }
-    case MLP_DT_FP32: { float v; memcpy(&v, *p, 4); tb_double(b, v, true); break; }
-    case MLP_DT_FP64: { double v; memcpy(&v, *p, 8); tb_double(b, v, false); break; }
+    case MLP_DT_INT8: tb_fmt(b, "%d", (int)(int8_t) * *p); break;
+    case MLP_DT_UINT16: {
+        uint16_t v;
+        memcpy(&v, *p, 2);
+        tb_fmt(b, "%u", (unsigned)v);
+        break;
+    }
+    case MLP_DT_INT16: {
+        int16_t v;
+        memcpy(&v, *p, 2);
+        tb_fmt(b, "%d", (int)v);
+        break;
+    }
+    case MLP_DT_UINT32: {
+        uint32_t v;
+        memcpy(&v, *p, 4);
+        tb_fmt(b, "%u", v);
+        break;
+    }
+    case MLP_DT_INT32: {
+        int32_t v;
+        memcpy(&v, *p, 4);
+        tb_fmt(b, "%d", v);
+        break;
+    }
+    case MLP_DT_UINT64: {
+        uint64_t v;
+        memcpy(&v, *p, 8);
+        tb_fmt(b, "%llu", (unsigned long long)v);
+        break;
+    }
+    case MLP_DT_INT64: {
+        int64_t v;
+        memcpy(&v, *p, 8);
+        tb_fmt(b, "%lld", (long long)v);
+        break;
+    }
+    case MLP_DT_FP16: {
+        uint16_t v;
+        memcpy(&v, *p, 2);
+        tb_double(b, float_from_half(v), true);
+        break;
+    }
+    case MLP_DT_FP32: {
+        float v;
+        memcpy(&v, *p, 4);
+        tb_double(b, v, true);
+        break;
+    }
+    case MLP_DT_FP64: {
+        double v;
+        memcpy(&v, *p, 8);
+        tb_double(b, v, false);
+        break;
+    }
     case MLP_DT_BYTES: {
         uint32_t n;
         memcpy(&n, *p, 4);
         const uint8_t *s = *p + 4;
         bool text = true;
-        for (uint32_t i = 0; i < n; i++) if (s[i] < 0x20 || s[i] >= 0x7f) text = false;
+        for (uint32_t i = 0; i < n; i++)
+            if (s[i] < 0x20 || s[i] >= 0x7f) text = false;
         if (text) {
             tb_json_string(b, s, n);
         } else {
@@ -197,7 +249,8 @@ static void write_element(text_buf *b, uint32_t dt, const uint8_t **p) {
             static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
             tb_str(b, "{\"b64\":\"");
             for (uint32_t i = 0; i < n; i += 3) {
-                uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
+                uint32_t v =
+                    (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0) | (i + 2 < n ? s[i + 2] : 0);
                 char q[4] = {alphabet[v >> 18 & 63], alphabet[v >> 12 & 63], i + 1 < n ? alphabet[v >> 6 & 63] : '=',
                              i + 2 < n ? alphabet[v & 63] : '='};
                 tb_put(b, q, 4);
@@ -213,7 +266,10 @@ static void write_element(text_buf *b, uint32_t dt, const uint8_t **p) {
 
 /* Writes dims [d, rank) of a tensor starting at *p, as nested arrays. */
 static void write_nested(text_buf *b, const mlp_tensor *t, uint32_t d, const uint8_t **p) {
-    if (d == t->rank) { write_element(b, t->datatype, p); return; }
+    if (d == t->rank) {
+        write_element(b, t->datatype, p);
+        return;
+    }
     tb_put(b, "[", 1);
     for (int64_t i = 0; i < t->shape[d]; i++) {
         if (i) tb_put(b, ",", 1);
@@ -228,7 +284,11 @@ static void write_row(text_buf *b, const mlp_tensor *t, int64_t row) {
     size_t per = 1;
     for (uint32_t d = 1; d < t->rank; d++) per *= (size_t)t->shape[d];
     if (t->datatype == MLP_DT_BYTES) {
-        for (size_t skip = (size_t)row * per; skip > 0; skip--) { uint32_t n; memcpy(&n, p, 4); p += 4 + n; }
+        for (size_t skip = (size_t)row * per; skip > 0; skip--) {
+            uint32_t n;
+            memcpy(&n, p, 4);
+            p += 4 + n;
+        }
     } else {
         p += (size_t)row * per * dt_size(t->datatype);
     }
@@ -260,15 +320,17 @@ static void write_key(text_buf *b, const mlp_tensor *t, bool first) {
 
 /* {"predictions": [...]} (rows) or {"outputs": ...} (columns) from tensors whose dim 0 is the batch;
  * with rows and no rows_key, the bare list of rows. */
-mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts, uint32_t stride, uint32_t count,
-                       bool rows, const char *rows_key, const char *columns_key) {
+mlp_status write_reply(mlp_call *call, text_buf *b, const mlp_tensor *ts, uint32_t stride, uint32_t count, bool rows,
+                       const char *rows_key, const char *columns_key) {
     for (uint32_t i = 0; i < count; i++)
         if (!tensor_is_sane(mlp_tensor_at(ts, stride, i)))
             return fail(call, MLP_ERR_INTERNAL, "tensor %u does not match its shape", i);
     bool single = count == 1;
     if (rows) {
-        if (rows_key) tb_fmt(b, "{\"%s\":[", rows_key);
-        else tb_put(b, "[", 1);
+        if (rows_key)
+            tb_fmt(b, "{\"%s\":[", rows_key);
+        else
+            tb_put(b, "[", 1);
         int64_t items = count ? mlp_tensor_at(ts, stride, 0)->shape[0] : 0;
         for (int64_t r = 0; r < items; r++) {
             if (r) tb_put(b, ",", 1);
@@ -317,7 +379,8 @@ static mlp_status tf_codec_create(mlp_call *call, mlp_bytes config, void **out) 
         dt = json_is_string(nt) ? dt_from_name(json_string_value(nt)) : MLP_DT_INVALID;
         if (dt == MLP_DT_INVALID || dt == MLP_DT_BYTES || dt == MLP_DT_BOOL) {
             json_decref(cfg);
-            return fail(call, MLP_ERR_CONFIG, "tfserving codec: number_type must be a numeric v2 datatype such as FP32");
+            return fail(call, MLP_ERR_CONFIG,
+                        "tfserving codec: number_type must be a numeric v2 datatype such as FP32");
         }
     }
     json_decref(cfg);
@@ -328,7 +391,9 @@ static mlp_status tf_codec_create(mlp_call *call, mlp_bytes config, void **out) 
     return MLP_OK;
 }
 
-static void tf_codec_destroy(void *instance) { free(instance); }
+static void tf_codec_destroy(void *instance) {
+    free(instance);
+}
 
 static mlp_status tf_codec_decode(void *instance, mlp_call *call, const mlp_request_message *msg) {
     const tf_codec *c = instance;
@@ -346,7 +411,8 @@ static mlp_status tf_codec_decode(void *instance, mlp_call *call, const mlp_requ
         status = add_columns(call, inputs, c->number_type, MLP_ERR_INVALID_INPUT, "input");
         if (status == MLP_OK) status = g_host->set_codec_state(call, (mlp_bytes){(const uint8_t *)"c", 1});
     } else {
-        status = fail(call, MLP_ERR_INVALID_INPUT, "a TF Serving request needs 'instances' (rows) or 'inputs' (columns)");
+        status =
+            fail(call, MLP_ERR_INVALID_INPUT, "a TF Serving request needs 'instances' (rows) or 'inputs' (columns)");
     }
     json_decref(root);
     return status;
@@ -357,7 +423,10 @@ static mlp_status tf_codec_encode(void *instance, mlp_call *call, const mlp_resp
     bool rows = !(r->codec_state.len == 1 && r->codec_state.ptr[0] == 'c');
     text_buf b = {0};
     mlp_status s = write_reply(call, &b, r->outputs, r->tensor_stride, r->output_count, rows, "predictions", "outputs");
-    if (s != MLP_OK) { free(b.p); return s; }
+    if (s != MLP_OK) {
+        free(b.p);
+        return s;
+    }
     return flush(call, &b, "application/json");
 }
 
@@ -378,15 +447,21 @@ const mlp_codec_vtable mlp_tfserving_codec = {
  * ------------------------------------------------------------------------------------------- */
 static mlp_status tf_backend_encode(void *instance, mlp_call *call, const mlp_batch_view *batch) {
     (void)instance;
-    mlp_status s = set_model_path(call, "/v1/models/", batch->model_name, "/versions/", batch->model_version, ":predict");
+    mlp_status s =
+        set_model_path(call, "/v1/models/", batch->model_name, "/versions/", batch->model_version, ":predict");
     if (s != MLP_OK) return s;
     /* One input called "input" goes as plain instances; several go as objects of named values. */
-    bool unnamed = batch->input_count == 1 &&
-                   mlp_tensor_at(batch->inputs, batch->tensor_stride, 0)->name.len == sizeof k_unnamed - 1 &&
-                   memcmp(mlp_tensor_at(batch->inputs, batch->tensor_stride, 0)->name.ptr, k_unnamed, sizeof k_unnamed - 1) == 0;
+    bool unnamed =
+        batch->input_count == 1 &&
+        mlp_tensor_at(batch->inputs, batch->tensor_stride, 0)->name.len == sizeof k_unnamed - 1 &&
+        memcmp(mlp_tensor_at(batch->inputs, batch->tensor_stride, 0)->name.ptr, k_unnamed, sizeof k_unnamed - 1) == 0;
     text_buf b = {0};
-    s = write_reply(call, &b, batch->inputs, batch->tensor_stride, unnamed ? 1 : batch->input_count, true, "instances", "inputs");
-    if (s != MLP_OK) { free(b.p); return s; }
+    s = write_reply(call, &b, batch->inputs, batch->tensor_stride, unnamed ? 1 : batch->input_count, true, "instances",
+                    "inputs");
+    if (s != MLP_OK) {
+        free(b.p);
+        return s;
+    }
     if (!unnamed && batch->input_count == 1) {
         /* A single named input still needs its name: rewrite as objects. */
         free(b.p);

@@ -20,7 +20,10 @@ static mlp_status ts_encode(void *instance, mlp_call *call, const mlp_batch_view
     if (s != MLP_OK) return s;
     text_buf b = {0};
     s = write_reply(call, &b, batch->inputs, batch->tensor_stride, batch->input_count, true, NULL, NULL);
-    if (s != MLP_OK) { free(b.p); return s; }
+    if (s != MLP_OK) {
+        free(b.p);
+        return s;
+    }
     return flush(call, &b, "application/json");
 }
 
@@ -37,7 +40,8 @@ static mlp_status ts_decode(void *instance, mlp_call *call, const mlp_upstream_r
                      reply->batch_items, root ? "" : ": not JSON");
         } else if (json_array_size(rows) != reply->batch_items) {
             s = fail(call, MLP_ERR_UPSTREAM,
-                     "TorchServe answered %zu results for a batch of %u items; its handler must return one per item of the list it was sent",
+                     "TorchServe answered %zu results for a batch of %u items; its handler must return one per item of "
+                     "the list it was sent",
                      json_array_size(rows), reply->batch_items);
         } else {
             s = add_rows(call, rows, 0, MLP_ERR_UPSTREAM, "output", "predictions");

@@ -24,8 +24,8 @@ typedef struct binary_cursor {
 
 /* Decodes a v2 "inputs" or "outputs" array into host tensors. `what` names it in messages. Tensors
  * with parameters.binary_data_size take their bytes from `bin` (NULL when the body has none). */
-static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const char *key,
-                                      const char *what, mlp_status err_status, binary_cursor *bin) {
+static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const char *key, const char *what,
+                                      mlp_status err_status, binary_cursor *bin) {
     if (!json_is_array(arr) || json_array_size(arr) == 0)
         return fail(call, err_status, "'%s' must be a non-empty array", key);
     size_t idx;
@@ -36,26 +36,24 @@ static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const c
         const json_t *jdt = json_object_get(t, "datatype");
         const json_t *jshape = json_object_get(t, "shape");
         const json_t *jdata = json_object_get(t, "data");
-        if (!json_is_string(jname))
-            return fail(call, err_status, "%s[%zu]: 'name' must be a string", key, idx);
+        if (!json_is_string(jname)) return fail(call, err_status, "%s[%zu]: 'name' must be a string", key, idx);
         const char *name = json_string_value(jname);
-        if (!json_is_string(jdt))
-            return fail(call, err_status, "%s '%s': 'datatype' must be a string", what, name);
+        if (!json_is_string(jdt)) return fail(call, err_status, "%s '%s': 'datatype' must be a string", what, name);
         uint32_t dt = dt_from_name(json_string_value(jdt));
         if (dt == MLP_DT_INVALID)
-            return fail(call, err_status, "%s '%s': unknown datatype '%s' (expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, FP64, BYTES)",
+            return fail(call, err_status,
+                        "%s '%s': unknown datatype '%s' (expected one of BOOL, UINT8..UINT64, INT8..INT64, FP16, FP32, "
+                        "FP64, BYTES)",
                         what, name, json_string_value(jdt));
         if (!json_is_array(jshape) || json_array_size(jshape) == 0 || json_array_size(jshape) > 16)
-            return fail(call, err_status, "%s '%s': 'shape' must be an array of 1 to 16 dimensions",
-                        what, name);
+            return fail(call, err_status, "%s '%s': 'shape' must be an array of 1 to 16 dimensions", what, name);
         int64_t shape[16];
         uint32_t rank = (uint32_t)json_array_size(jshape);
         size_t expected = 1;
         for (uint32_t d = 0; d < rank; d++) {
             const json_t *jd = json_array_get(jshape, d);
             if (!json_is_integer(jd) || json_integer_value(jd) < 0)
-                return fail(call, err_status, "%s '%s': shape[%u] must be a non-negative integer",
-                            what, name, d);
+                return fail(call, err_status, "%s '%s': shape[%u] must be a non-negative integer", what, name, d);
             shape[d] = (int64_t)json_integer_value(jd);
             if (shape[d] > 0 && expected > SIZE_MAX / 16 / (size_t)shape[d])
                 return fail(call, err_status, "%s '%s': shape is too large", what, name);
@@ -67,18 +65,25 @@ static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const c
                 return fail(call, err_status, "%s '%s': binary_data_size must be a non-negative integer", what, name);
             size_t size = (size_t)json_integer_value(jbin);
             if (!bin)
-                return fail(call, err_status, "%s '%s': binary_data_size is set but the request has no binary part "
-                            "(send Inference-Header-Content-Length)", what, name);
+                return fail(call, err_status,
+                            "%s '%s': binary_data_size is set but the request has no binary part "
+                            "(send Inference-Header-Content-Length)",
+                            what, name);
             if (size > bin->left)
-                return fail(call, err_status, "%s '%s': binary_data_size %zu runs past the end of the body (%zu bytes left)",
-                            what, name, size, bin->left);
+                return fail(call, err_status,
+                            "%s '%s': binary_data_size %zu runs past the end of the body (%zu bytes left)", what, name,
+                            size, bin->left);
             if (dt != MLP_DT_BYTES && size != expected * dt_size(dt))
-                return fail(call, err_status, "%s '%s': binary_data_size %zu does not match shape of %zu %s elements (%zu bytes)",
-                            what, name, size, expected, k_dt_names[dt], expected * dt_size(dt));
+                return fail(call, err_status,
+                            "%s '%s': binary_data_size %zu does not match shape of %zu %s elements (%zu bytes)", what,
+                            name, size, expected, k_dt_names[dt], expected * dt_size(dt));
             mlp_tensor_desc desc = {
-                .struct_size = sizeof desc, .datatype = dt,
+                .struct_size = sizeof desc,
+                .datatype = dt,
                 .name = {(const uint8_t *)name, json_string_length(jname)},
-                .shape = shape, .rank = rank, .byte_size = size,
+                .shape = shape,
+                .rank = rank,
+                .byte_size = size,
             };
             uint8_t *out = g_host->add_tensor(call, &desc);
             if (!out) return fail(call, MLP_ERR_NOMEM, "%s '%s': the host refused %zu bytes", what, name, size);
@@ -87,35 +92,34 @@ static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const c
             bin->left -= size;
             continue;
         }
-        if (jdata == NULL)
-            return fail(call, err_status, "%s '%s': 'data' is missing", what, name);
+        if (jdata == NULL) return fail(call, err_status, "%s '%s': 'data' is missing", what, name);
         size_t count = 0, bytes = 0;
         if (!count_leaves(jdata, dt, &count, &bytes, 0)) {
-            if (dt == MLP_DT_BYTES)
-                return fail(call, err_status, "%s '%s': BYTES data must be strings", what, name);
+            if (dt == MLP_DT_BYTES) return fail(call, err_status, "%s '%s': BYTES data must be strings", what, name);
             return fail(call, err_status, "%s '%s': 'data' is nested too deeply", what, name);
         }
         if (count != expected)
-            return fail(call, err_status, "%s '%s': shape has %zu elements but data has %zu",
-                        what, name, expected, count);
+            return fail(call, err_status, "%s '%s': shape has %zu elements but data has %zu", what, name, expected,
+                        count);
         if (dt != MLP_DT_BYTES) bytes = count * dt_size(dt);
         mlp_tensor_desc desc = {
-            .struct_size = sizeof desc, .datatype = dt,
+            .struct_size = sizeof desc,
+            .datatype = dt,
             .name = {(const uint8_t *)name, json_string_length(jname)},
-            .shape = shape, .rank = rank, .byte_size = bytes,
+            .shape = shape,
+            .rank = rank,
+            .byte_size = bytes,
         };
         uint8_t *out = g_host->add_tensor(call, &desc);
         if (!out) return fail(call, MLP_ERR_NOMEM, "%s '%s': the host refused %zu bytes", what, name, bytes);
-        leaf_writer w = {.dt = dt, .out = out, .index = 0, .tensor = name, .call = call,
-                         .err_status = err_status};
+        leaf_writer w = {.dt = dt, .out = out, .index = 0, .tensor = name, .call = call, .err_status = err_status};
         mlp_status s = write_leaves(&w, jdata);
         if (s != MLP_OK) return s;
     }
     return MLP_OK;
 }
 
-static mlp_status pass_parameters(mlp_call *call, const json_t *params, const char *what,
-                                  mlp_status err_status) {
+static mlp_status pass_parameters(mlp_call *call, const json_t *params, const char *what, mlp_status err_status) {
     if (params == NULL) return MLP_OK;
     if (!json_is_object(params)) return fail(call, err_status, "%s 'parameters' must be an object", what);
     char *text = json_dumps(params, JSON_COMPACT);
@@ -151,23 +155,68 @@ static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t
     const uint8_t *end = p + t->data.len;
     size_t es = dt_size(t->datatype);
     if (es && count * es != t->data.len)
-        return fail(call, MLP_ERR_INTERNAL, "tensor '%.*s' has %zu bytes for %zu elements",
-                    (int)t->name.len, (const char *)t->name.ptr, t->data.len, count);
+        return fail(call, MLP_ERR_INTERNAL, "tensor '%.*s' has %zu bytes for %zu elements", (int)t->name.len,
+                    (const char *)t->name.ptr, t->data.len, count);
     for (size_t i = 0; i < count; i++) {
         if (i) tb_put(b, ",", 1);
         switch (t->datatype) {
         case MLP_DT_BOOL: tb_str(b, p[0] ? "true" : "false"); break;
         case MLP_DT_UINT8: tb_fmt(b, "%u", (unsigned)p[0]); break;
         case MLP_DT_INT8: tb_fmt(b, "%d", (int)(int8_t)p[0]); break;
-        case MLP_DT_UINT16: { uint16_t v; memcpy(&v, p, 2); tb_fmt(b, "%u", (unsigned)v); break; }
-        case MLP_DT_INT16: { int16_t v; memcpy(&v, p, 2); tb_fmt(b, "%d", (int)v); break; }
-        case MLP_DT_UINT32: { uint32_t v; memcpy(&v, p, 4); tb_fmt(b, "%u", v); break; }
-        case MLP_DT_INT32: { int32_t v; memcpy(&v, p, 4); tb_fmt(b, "%d", v); break; }
-        case MLP_DT_UINT64: { uint64_t v; memcpy(&v, p, 8); tb_fmt(b, "%llu", (unsigned long long)v); break; }
-        case MLP_DT_INT64: { int64_t v; memcpy(&v, p, 8); tb_fmt(b, "%lld", (long long)v); break; }
-        case MLP_DT_FP16: { uint16_t v; memcpy(&v, p, 2); tb_double(b, float_from_half(v), true); break; }
-        case MLP_DT_FP32: { float v; memcpy(&v, p, 4); tb_double(b, v, true); break; }
-        case MLP_DT_FP64: { double v; memcpy(&v, p, 8); tb_double(b, v, false); break; }
+        case MLP_DT_UINT16: {
+            uint16_t v;
+            memcpy(&v, p, 2);
+            tb_fmt(b, "%u", (unsigned)v);
+            break;
+        }
+        case MLP_DT_INT16: {
+            int16_t v;
+            memcpy(&v, p, 2);
+            tb_fmt(b, "%d", (int)v);
+            break;
+        }
+        case MLP_DT_UINT32: {
+            uint32_t v;
+            memcpy(&v, p, 4);
+            tb_fmt(b, "%u", v);
+            break;
+        }
+        case MLP_DT_INT32: {
+            int32_t v;
+            memcpy(&v, p, 4);
+            tb_fmt(b, "%d", v);
+            break;
+        }
+        case MLP_DT_UINT64: {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            tb_fmt(b, "%llu", (unsigned long long)v);
+            break;
+        }
+        case MLP_DT_INT64: {
+            int64_t v;
+            memcpy(&v, p, 8);
+            tb_fmt(b, "%lld", (long long)v);
+            break;
+        }
+        case MLP_DT_FP16: {
+            uint16_t v;
+            memcpy(&v, p, 2);
+            tb_double(b, float_from_half(v), true);
+            break;
+        }
+        case MLP_DT_FP32: {
+            float v;
+            memcpy(&v, p, 4);
+            tb_double(b, v, true);
+            break;
+        }
+        case MLP_DT_FP64: {
+            double v;
+            memcpy(&v, p, 8);
+            tb_double(b, v, false);
+            break;
+        }
         case MLP_DT_BYTES: {
             uint32_t n;
             if (end - p < 4) return fail(call, MLP_ERR_INTERNAL, "truncated BYTES tensor");
@@ -217,7 +266,8 @@ static mlp_status split_binary(mlp_call *call, mlp_bytes hlen, mlp_bytes body, m
         n = n * 10 + (size_t)(hlen.ptr[i] - '0');
     }
     if (n > body.len)
-        return fail(call, err_status, "Inference-Header-Content-Length %zu is larger than the body (%zu bytes)", n, body.len);
+        return fail(call, err_status, "Inference-Header-Content-Length %zu is larger than the body (%zu bytes)", n,
+                    body.len);
     head->len = n;
     bin->at = body.ptr + n;
     bin->left = body.len - n;
@@ -245,8 +295,10 @@ static mlp_status note_binary_outputs(mlp_call *call, const json_t *params, cons
         any = any || json_is_true(flag);
     }
     mlp_status s = MLP_OK;
-    if (st.oom) s = fail(call, MLP_ERR_NOMEM, "out of memory");
-    else if (any) s = g_host->set_codec_state(call, (mlp_bytes){(const uint8_t *)st.p, st.len});
+    if (st.oom)
+        s = fail(call, MLP_ERR_NOMEM, "out of memory");
+    else if (any)
+        s = g_host->set_codec_state(call, (mlp_bytes){(const uint8_t *)st.p, st.len});
     free(st.p);
     return s;
 }
@@ -291,13 +343,17 @@ static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request
         /* Triton's names for per-request controls. */
         const json_t *prio = json_object_get(params, "priority");
         if (prio) {
-            if (!json_is_integer(prio)) { status = fail(call, MLP_ERR_INVALID_INPUT, "parameters.priority must be an integer"); goto done; }
+            if (!json_is_integer(prio)) {
+                status = fail(call, MLP_ERR_INVALID_INPUT, "parameters.priority must be an integer");
+                goto done;
+            }
             g_host->set_request_int(call, MLP_REQ_PRIORITY, json_integer_value(prio));
         }
         const json_t *timeout = json_object_get(params, "timeout");
         if (timeout) {
             if (!json_is_integer(timeout) || json_integer_value(timeout) < 0) {
-                status = fail(call, MLP_ERR_INVALID_INPUT, "parameters.timeout must be a non-negative integer (microseconds)");
+                status = fail(call, MLP_ERR_INVALID_INPUT,
+                              "parameters.timeout must be a non-negative integer (microseconds)");
                 goto done;
             }
             g_host->set_request_int(call, MLP_REQ_TIMEOUT_US, json_integer_value(timeout));
@@ -305,13 +361,20 @@ static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request
     }
     const json_t *outputs = json_object_get(root, "outputs");
     if (outputs) {
-        if (!json_is_array(outputs)) { status = fail(call, MLP_ERR_INVALID_INPUT, "'outputs' must be an array"); goto done; }
+        if (!json_is_array(outputs)) {
+            status = fail(call, MLP_ERR_INVALID_INPUT, "'outputs' must be an array");
+            goto done;
+        }
         size_t i;
         const json_t *o;
         json_array_foreach(outputs, i, o) {
             const json_t *n = json_object_get(o, "name");
-            if (!json_is_string(n)) { status = fail(call, MLP_ERR_INVALID_INPUT, "outputs[%zu].name must be a string", i); goto done; }
-            status = g_host->add_requested_output(call, (mlp_bytes){(const uint8_t *)json_string_value(n), json_string_length(n)});
+            if (!json_is_string(n)) {
+                status = fail(call, MLP_ERR_INVALID_INPUT, "outputs[%zu].name must be a string", i);
+                goto done;
+            }
+            status = g_host->add_requested_output(
+                call, (mlp_bytes){(const uint8_t *)json_string_value(n), json_string_length(n)});
             if (status != MLP_OK) goto done;
         }
     }
@@ -319,8 +382,9 @@ static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request
     if (status != MLP_OK) goto done;
     status = decode_tensor_array(call, json_object_get(root, "inputs"), "inputs", "input", MLP_ERR_INVALID_INPUT, binp);
     if (status == MLP_OK && binp && bin.left)
-        status = fail(call, MLP_ERR_INVALID_INPUT, "%zu bytes of binary data follow the JSON head but no input's binary_data_size claims them",
-                      bin.left);
+        status =
+            fail(call, MLP_ERR_INVALID_INPUT,
+                 "%zu bytes of binary data follow the JSON head but no input's binary_data_size claims them", bin.left);
 done:
     json_decref(root);
     return status;
@@ -344,7 +408,8 @@ mlp_status v2_encode_response(void *instance, mlp_call *call, const mlp_response
         tb_put(&b, (const char *)r->parameters_json.ptr, r->parameters_json.len);
     }
     mlp_bytes state = r->struct_size >= offsetof(mlp_response_view, codec_state) + sizeof r->codec_state
-                          ? r->codec_state : (mlp_bytes){NULL, 0};
+                          ? r->codec_state
+                          : (mlp_bytes){NULL, 0};
     bool any_binary = false;
     tb_str(&b, ",\"outputs\":[");
     for (uint32_t i = 0; i < r->output_count; i++) {
@@ -353,7 +418,10 @@ mlp_status v2_encode_response(void *instance, mlp_call *call, const mlp_response
         bool binary = wants_binary(state, t->name);
         any_binary = any_binary || binary;
         mlp_status s = encode_tensor(call, &b, t, binary);
-        if (s != MLP_OK) { free(b.p); return s; }
+        if (s != MLP_OK) {
+            free(b.p);
+            return s;
+        }
     }
     tb_str(&b, "]}");
     if (!any_binary) return flush(call, &b, "application/json");
@@ -363,8 +431,10 @@ mlp_status v2_encode_response(void *instance, mlp_call *call, const mlp_response
     static const char hname[] = "inference-header-content-length";
     mlp_status s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)hname, sizeof hname - 1},
                                       (mlp_bytes){(const uint8_t *)len, (size_t)n});
-    if (s == MLP_OK) s = flush(call, &b, "application/octet-stream");
-    else free(b.p);
+    if (s == MLP_OK)
+        s = flush(call, &b, "application/octet-stream");
+    else
+        free(b.p);
     for (uint32_t i = 0; s == MLP_OK && i < r->output_count; i++) {
         const mlp_tensor *t = mlp_tensor_at(r->outputs, r->tensor_stride, i);
         if (wants_binary(state, t->name) && t->data.len) s = g_host->write(call, t->data.ptr, t->data.len);
@@ -403,9 +473,12 @@ static mlp_status backend_create(mlp_call *call, mlp_bytes config, void **out) {
     binary_mode mode = BINARY_AUTO;
     bool ok = json_is_object(cfg) && json_object_size(cfg) == (b ? 1u : 0u);
     if (ok && v) {
-        if (strcmp(v, "always") == 0) mode = BINARY_ALWAYS;
-        else if (strcmp(v, "never") == 0) mode = BINARY_NEVER;
-        else ok = strcmp(v, "auto") == 0;
+        if (strcmp(v, "always") == 0)
+            mode = BINARY_ALWAYS;
+        else if (strcmp(v, "never") == 0)
+            mode = BINARY_NEVER;
+        else
+            ok = strcmp(v, "auto") == 0;
     } else if (b) {
         ok = false;
     }
@@ -418,7 +491,9 @@ static mlp_status backend_create(mlp_call *call, mlp_bytes config, void **out) {
     return MLP_OK;
 }
 
-static void backend_destroy(void *instance) { free(instance); }
+static void backend_destroy(void *instance) {
+    free(instance);
+}
 
 /* Whether a BYTES tensor's elements can go in JSON strings: UTF-8 without NUL. */
 static bool bytes_fit_json(const mlp_tensor *t) {
@@ -443,8 +518,10 @@ static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch
     for (uint32_t i = 0; i < batch->input_count; i++) {
         const mlp_tensor *t = mlp_tensor_at(batch->inputs, batch->tensor_stride, i);
         bool b = mode == BINARY_ALWAYS || (mode == BINARY_AUTO && t->datatype == MLP_DT_BYTES && !bytes_fit_json(t));
-        if (i < 64) binary[i] = b;
-        else if (b) return fail(call, MLP_ERR_UNSUPPORTED, "binary inputs beyond the 64th are not supported");
+        if (i < 64)
+            binary[i] = b;
+        else if (b)
+            return fail(call, MLP_ERR_UNSUPPORTED, "binary inputs beyond the 64th are not supported");
         any_binary = any_binary || b;
     }
     text_buf b = {0};
@@ -452,7 +529,10 @@ static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch
     for (uint32_t i = 0; i < batch->input_count; i++) {
         if (i) tb_put(&b, ",", 1);
         s = encode_tensor(call, &b, mlp_tensor_at(batch->inputs, batch->tensor_stride, i), i < 64 && binary[i]);
-        if (s != MLP_OK) { free(b.p); return s; }
+        if (s != MLP_OK) {
+            free(b.p);
+            return s;
+        }
     }
     tb_str(&b, "]");
     if (batch->requested_output_count) {
@@ -471,9 +551,12 @@ static mlp_status backend_encode(void *instance, mlp_call *call, const mlp_batch
     char len[32];
     int n = snprintf(len, sizeof len, "%zu", b.len);
     static const char hname[] = "inference-header-content-length";
-    s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)hname, sizeof hname - 1}, (mlp_bytes){(const uint8_t *)len, (size_t)n});
-    if (s == MLP_OK) s = flush(call, &b, "application/octet-stream");
-    else free(b.p);
+    s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)hname, sizeof hname - 1},
+                           (mlp_bytes){(const uint8_t *)len, (size_t)n});
+    if (s == MLP_OK)
+        s = flush(call, &b, "application/octet-stream");
+    else
+        free(b.p);
     for (uint32_t i = 0; s == MLP_OK && i < batch->input_count; i++) {
         const mlp_tensor *t = mlp_tensor_at(batch->inputs, batch->tensor_stride, i);
         if (binary[i] && t->data.len) s = g_host->write(call, t->data.ptr, t->data.len);
@@ -497,7 +580,8 @@ static mlp_status backend_decode(void *instance, mlp_call *call, const mlp_upstr
     if (!root) return status;
     status = pass_parameters(call, json_object_get(root, "parameters"), "reply", MLP_ERR_UPSTREAM);
     if (status == MLP_OK)
-        status = decode_tensor_array(call, json_object_get(root, "outputs"), "outputs", "output", MLP_ERR_UPSTREAM, binp);
+        status =
+            decode_tensor_array(call, json_object_get(root, "outputs"), "outputs", "output", MLP_ERR_UPSTREAM, binp);
     json_decref(root);
     return status;
 }
@@ -514,34 +598,49 @@ static const mlp_backend_vtable k_kserve_v2 = {
  * Registration.
  * ------------------------------------------------------------------------------------------- */
 static const mlp_component k_codec_component = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_CODEC, .name = "json",
-    .description = "Open Inference Protocol (v2) JSON requests and responses", .vtable = &k_json_codec,
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_CODEC,
+    .name = "json",
+    .description = "Open Inference Protocol (v2) JSON requests and responses",
+    .vtable = &k_json_codec,
 };
 static const mlp_component k_backend_component = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_BACKEND, .name = "kserve-v2",
-    .description = "KServe/Open Inference Protocol v2 JSON (Triton, MLServer, KServe)", .vtable = &k_kserve_v2,
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_BACKEND,
+    .name = "kserve-v2",
+    .description = "KServe/Open Inference Protocol v2 JSON (Triton, MLServer, KServe)",
+    .vtable = &k_kserve_v2,
 };
 static const mlp_component k_tf_codec_component = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_CODEC, .name = "tfserving",
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_CODEC,
+    .name = "tfserving",
     .description = "TF Serving REST requests (instances/inputs, b64) and replies (predictions/outputs)",
     .vtable = &mlp_tfserving_codec,
 };
 static const mlp_component k_tf_backend_component = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_BACKEND, .name = "tfserving",
-    .description = "TF Serving REST predict (TF Serving, KServe v1)", .vtable = &mlp_tfserving_backend,
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_BACKEND,
+    .name = "tfserving",
+    .description = "TF Serving REST predict (TF Serving, KServe v1)",
+    .vtable = &mlp_tfserving_backend,
 };
 static const mlp_component k_raw_codec_component = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_CODEC, .name = "raw",
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_CODEC,
+    .name = "raw",
     .description = "the whole body as one BYTES element (images, audio, text) for chain stages; v2 JSON replies",
     .vtable = &mlp_raw_codec,
 };
 static const mlp_component k_torchserve_component = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_BACKEND, .name = "torchserve",
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_BACKEND,
+    .name = "torchserve",
     .description = "TorchServe inference API (POST /predictions/{m}), the batch as one JSON list",
     .vtable = &mlp_torchserve_backend,
 };
-static const mlp_component *const k_components[] = {&k_codec_component, &k_backend_component,
-                                                    &k_tf_codec_component, &k_tf_backend_component,
+static const mlp_component *const k_components[] = {&k_codec_component,     &k_backend_component,
+                                                    &k_tf_codec_component,  &k_tf_backend_component,
                                                     &k_raw_codec_component, &k_torchserve_component};
 
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
@@ -559,8 +658,17 @@ MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info 
 static uint8_t *fuzz_scratch;
 static size_t fuzz_scratch_len;
 
-static void fuzz_log(mlp_call *c, int l, const char *m, size_t n) { (void)c; (void)l; (void)m; (void)n; }
-static void fuzz_error(mlp_call *c, const char *m, size_t n) { (void)c; (void)m; (void)n; }
+static void fuzz_log(mlp_call *c, int l, const char *m, size_t n) {
+    (void)c;
+    (void)l;
+    (void)m;
+    (void)n;
+}
+static void fuzz_error(mlp_call *c, const char *m, size_t n) {
+    (void)c;
+    (void)m;
+    (void)n;
+}
 static uint8_t *fuzz_add_tensor(mlp_call *c, const mlp_tensor_desc *d) {
     (void)c;
     if (d->byte_size > (64u << 20)) return NULL;
@@ -572,15 +680,31 @@ static uint8_t *fuzz_add_tensor(mlp_call *c, const mlp_tensor_desc *d) {
     }
     return fuzz_scratch ? fuzz_scratch : (uint8_t *)&fuzz_scratch_len;
 }
-static mlp_status fuzz_bytes(mlp_call *c, mlp_bytes b) { (void)c; (void)b; return MLP_OK; }
-static mlp_status fuzz_int(mlp_call *c, int k, int64_t v) { (void)c; (void)k; (void)v; return MLP_OK; }
+static mlp_status fuzz_bytes(mlp_call *c, mlp_bytes b) {
+    (void)c;
+    (void)b;
+    return MLP_OK;
+}
+static mlp_status fuzz_int(mlp_call *c, int k, int64_t v) {
+    (void)c;
+    (void)k;
+    (void)v;
+    return MLP_OK;
+}
 
 const mlp_host_api *mlp_fuzz_host(void) {
     static const mlp_host_api host = {
-        .struct_size = sizeof host, .abi_major = MLP_ABI_MAJOR, .abi_minor = MLP_ABI_MINOR,
-        .log = fuzz_log, .set_error = fuzz_error, .add_tensor = fuzz_add_tensor,
-        .set_id = fuzz_bytes, .set_request_int = fuzz_int, .add_requested_output = fuzz_bytes,
-        .set_parameters_json = fuzz_bytes, .set_codec_state = fuzz_bytes,
+        .struct_size = sizeof host,
+        .abi_major = MLP_ABI_MAJOR,
+        .abi_minor = MLP_ABI_MINOR,
+        .log = fuzz_log,
+        .set_error = fuzz_error,
+        .add_tensor = fuzz_add_tensor,
+        .set_id = fuzz_bytes,
+        .set_request_int = fuzz_int,
+        .add_requested_output = fuzz_bytes,
+        .set_parameters_json = fuzz_bytes,
+        .set_codec_state = fuzz_bytes,
     };
     return &host;
 }

@@ -38,17 +38,17 @@ typedef struct mlproxy_aimd {
     uint32_t b, min_b, max_b;
     int64_t target_ns, window_ns;
     double threshold;
-    size_stats *stats;   /* max_b + 1 entries */
+    size_stats *stats; /* max_b + 1 entries */
     uint32_t largest_seen;
     int64_t window_start;
-    double *rt;          /* response times (ns) of the current window */
+    double *rt; /* response times (ns) of the current window */
     size_t rt_len, rt_cap;
     uint32_t timer_dispatches, size_dispatches;
 } mlproxy_aimd;
 
 static mlp_status mlproxy_aimd_create(mlp_call *call, mlp_bytes config, void **out) {
-    static const char *const known[] = {HOST_KEYS, "initial_batch", "min_batch", "timer_share_threshold",
-                                        "window_s", NULL};
+    static const char *const known[] = {HOST_KEYS, "initial_batch", "min_batch", "timer_share_threshold", "window_s",
+                                        NULL};
     mlp_status s;
     json_t *cfg = config_parse(call, config, known, &s);
     if (!cfg) return s;
@@ -122,7 +122,10 @@ static mlp_status mlproxy_aimd_decide(void *instance, mlp_call *call, const mlp_
     (void)call;
     mlproxy_aimd *p = instance;
     mlproxy_aimd_adjust(p, in->now_ns);
-    if (in->queue_len == 0) { wait_for_events(out); return MLP_OK; }
+    if (in->queue_len == 0) {
+        wait_for_events(out);
+        return MLP_OK;
+    }
     if (in->queued_items >= p->b) {
         p->size_dispatches++;
         dispatch(out, p->b);
@@ -130,9 +133,12 @@ static mlp_status mlproxy_aimd_decide(void *instance, mlp_call *call, const mlp_
     }
     uint32_t next = in->queued_items;
     double latency;
-    if (next <= p->max_b && p->stats[next].count) latency = size_stats_quantile(&p->stats[next], 0.95);
-    else if (p->largest_seen) latency = size_stats_quantile(&p->stats[p->largest_seen], 0.95);
-    else latency = 100e6;
+    if (next <= p->max_b && p->stats[next].count)
+        latency = size_stats_quantile(&p->stats[next], 0.95);
+    else if (p->largest_seen)
+        latency = size_stats_quantile(&p->stats[p->largest_seen], 0.95);
+    else
+        latency = 100e6;
     const double floor_ns = 50e6;
     double delay = (double)p->target_ns - fmax(latency, floor_ns);
     if (delay < floor_ns) delay = floor_ns;
@@ -168,8 +174,11 @@ static void mlproxy_aimd_observe(void *instance, const mlp_batch_report *r) {
 }
 
 const mlp_policy_vtable mlp_mlproxy_aimd_policy = {
-    .struct_size = sizeof(mlp_policy_vtable), .create = mlproxy_aimd_create, .destroy = mlproxy_aimd_destroy,
-    .decide = mlproxy_aimd_decide, .observe = mlproxy_aimd_observe,
+    .struct_size = sizeof(mlp_policy_vtable),
+    .create = mlproxy_aimd_create,
+    .destroy = mlproxy_aimd_destroy,
+    .decide = mlproxy_aimd_decide,
+    .observe = mlproxy_aimd_observe,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -187,7 +196,9 @@ typedef struct cork {
     uint32_t max_items;
     double max_latency_ns, tick_ns;
     double a, b, wait_ns;
-    struct { double n, duration, wait; } samples[CORK_KEPT];
+    struct {
+        double n, duration, wait;
+    } samples[CORK_KEPT];
     uint32_t kept, next, outbound;
     int64_t last_refresh;
 } cork;
@@ -260,11 +271,13 @@ static void cork_observe(void *instance, const mlp_batch_report *r) {
     }
 }
 
-static mlp_status cork_decide(void *instance, mlp_call *call, const mlp_policy_input *in,
-                              mlp_policy_decision *out) {
+static mlp_status cork_decide(void *instance, mlp_call *call, const mlp_policy_input *in, mlp_policy_decision *out) {
     (void)call;
     cork *p = instance;
-    if (in->queue_len == 0) { wait_for_events(out); return MLP_OK; }
+    if (in->queue_len == 0) {
+        wait_for_events(out);
+        return MLP_OK;
+    }
     uint32_t max = in->max_batch_items < p->max_items ? in->max_batch_items : p->max_items;
     double n = in->queued_items;
     double w0 = (double)(in->now_ns - mlp_queue_at(in, 0)->arrival_ns);
@@ -287,8 +300,11 @@ static mlp_status cork_decide(void *instance, mlp_call *call, const mlp_policy_i
 }
 
 const mlp_policy_vtable mlp_cork_policy = {
-    .struct_size = sizeof(mlp_policy_vtable), .create = cork_create, .destroy = destroy_free,
-    .decide = cork_decide, .observe = cork_observe,
+    .struct_size = sizeof(mlp_policy_vtable),
+    .create = cork_create,
+    .destroy = destroy_free,
+    .decide = cork_decide,
+    .observe = cork_observe,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -326,11 +342,13 @@ static mlp_status aimd_create(mlp_call *call, mlp_bytes config, void **out) {
     return MLP_OK;
 }
 
-static mlp_status aimd_decide(void *instance, mlp_call *call, const mlp_policy_input *in,
-                              mlp_policy_decision *out) {
+static mlp_status aimd_decide(void *instance, mlp_call *call, const mlp_policy_input *in, mlp_policy_decision *out) {
     (void)call;
     const aimd *p = instance;
-    if (in->queue_len == 0) { wait_for_events(out); return MLP_OK; }
+    if (in->queue_len == 0) {
+        wait_for_events(out);
+        return MLP_OK;
+    }
     uint32_t b = (uint32_t)p->b;
     dispatch(out, in->queued_items < b ? in->queued_items : b);
     return MLP_OK;
@@ -339,11 +357,16 @@ static mlp_status aimd_decide(void *instance, mlp_call *call, const mlp_policy_i
 static void aimd_observe(void *instance, const mlp_batch_report *r) {
     aimd *p = instance;
     if (!r->ok) return;
-    if (r->finished_ns - r->dispatched_ns > p->slo_ns) p->b = fmax(1, p->b * p->backoff);
-    else p->b = fmin(p->max_b, p->b + p->step);
+    if (r->finished_ns - r->dispatched_ns > p->slo_ns)
+        p->b = fmax(1, p->b * p->backoff);
+    else
+        p->b = fmin(p->max_b, p->b + p->step);
 }
 
 const mlp_policy_vtable mlp_aimd_policy = {
-    .struct_size = sizeof(mlp_policy_vtable), .create = aimd_create, .destroy = destroy_free,
-    .decide = aimd_decide, .observe = aimd_observe,
+    .struct_size = sizeof(mlp_policy_vtable),
+    .create = aimd_create,
+    .destroy = destroy_free,
+    .decide = aimd_decide,
+    .observe = aimd_observe,
 };

@@ -13,10 +13,13 @@ const mlp_host_api *g_host;
 MLP_DEFINE_FAIL()
 
 /* Reads a number from the config object; `*found` tells whether it was there. Non-numbers fail. */
-mlp_status config_number(mlp_call *call, const json_t *cfg, const char *key, double dflt,
-                                double min, double max, double *out) {
+mlp_status config_number(mlp_call *call, const json_t *cfg, const char *key, double dflt, double min, double max,
+                         double *out) {
     const json_t *v = json_object_get(cfg, key);
-    if (!v) { *out = dflt; return MLP_OK; }
+    if (!v) {
+        *out = dflt;
+        return MLP_OK;
+    }
     if (!json_is_number(v)) return fail(call, MLP_ERR_CONFIG, "policy parameter '%s' must be a number", key);
     double d = json_number_value(v);
     if (!(d >= min && d <= max))
@@ -38,7 +41,8 @@ json_t *config_parse(mlp_call *call, mlp_bytes text, const char *const *known, m
     json_t *value;
     json_object_foreach(cfg, key, value) {
         bool ok = false;
-        for (const char *const *k = known; *k; k++) if (strcmp(*k, key) == 0) ok = true;
+        for (const char *const *k = known; *k; k++)
+            if (strcmp(*k, key) == 0) ok = true;
         if (!ok) {
             *status = fail(call, MLP_ERR_CONFIG, "unknown policy parameter '%s'", key);
             json_decref(cfg);
@@ -49,7 +53,9 @@ json_t *config_parse(mlp_call *call, mlp_bytes text, const char *const *known, m
     return cfg;
 }
 
-void destroy_free(void *instance) { free(instance); }
+void destroy_free(void *instance) {
+    free(instance);
+}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

@@ -25,9 +25,9 @@ static mlp_status none_create(mlp_call *call, mlp_bytes config, void **out) {
     return MLP_OK;
 }
 
-static mlp_status none_decide(void *instance, mlp_call *call, const mlp_policy_input *in,
-                              mlp_policy_decision *out) {
-    (void)instance; (void)call;
+static mlp_status none_decide(void *instance, mlp_call *call, const mlp_policy_input *in, mlp_policy_decision *out) {
+    (void)instance;
+    (void)call;
     if (in->queue_len == 0) {
         out->action = MLP_ACTION_WAIT;
         out->wake_at_ns = MLP_WAKE_NEVER;
@@ -39,8 +39,11 @@ static mlp_status none_decide(void *instance, mlp_call *call, const mlp_policy_i
 }
 
 static const mlp_policy_vtable k_none = {
-    .struct_size = sizeof(mlp_policy_vtable), .create = none_create, .destroy = destroy_free,
-    .decide = none_decide, .observe = NULL,
+    .struct_size = sizeof(mlp_policy_vtable),
+    .create = none_create,
+    .destroy = destroy_free,
+    .decide = none_decide,
+    .observe = NULL,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -73,8 +76,7 @@ static mlp_status static_create(mlp_call *call, mlp_bytes config, void **out) {
     return MLP_OK;
 }
 
-static mlp_status static_decide(void *instance, mlp_call *call, const mlp_policy_input *in,
-                                mlp_policy_decision *out) {
+static mlp_status static_decide(void *instance, mlp_call *call, const mlp_policy_input *in, mlp_policy_decision *out) {
     (void)call;
     const static_policy *p = instance;
     if (in->queue_len == 0) {
@@ -99,8 +101,11 @@ static mlp_status static_decide(void *instance, mlp_call *call, const mlp_policy
 }
 
 static const mlp_policy_vtable k_static = {
-    .struct_size = sizeof(mlp_policy_vtable), .create = static_create, .destroy = destroy_free,
-    .decide = static_decide, .observe = NULL,
+    .struct_size = sizeof(mlp_policy_vtable),
+    .create = static_create,
+    .destroy = destroy_free,
+    .decide = static_decide,
+    .observe = NULL,
 };
 
 /* ---------------------------------------------------------------------------------------------
@@ -157,11 +162,13 @@ static const mlp_policy_vtable k_static = {
  * +-40% on Poisson arrivals, and a cap taken from it lets batches out at its peaks that stay out until
  * they finish: on an 8x spike 46-64 were in flight where the cap's nominal value was 18. */
 #define STEADY_ALPHA 0.02
-#define LATE_WINDOW 300000.0 /* requests: about the error budget's horizon (12 min at 400 req/s) */
+#define LATE_WINDOW  300000.0 /* requests: about the error budget's horizon (12 min at 400 req/s) */
 
 /* The last LAT_KEPT batches' sizes and latencies. */
 typedef struct latency_ring {
-    struct { double n, ns; } at[LAT_KEPT];
+    struct {
+        double n, ns;
+    } at[LAT_KEPT];
     uint32_t kept, next;
 } latency_ring;
 
@@ -197,19 +204,21 @@ static void ring_fit(const latency_ring *r, double *a, double *b) {
 }
 
 /* A latency line with its margin: L(n) = a + b n + margin. */
-typedef struct latency_line { double a, b, margin; } latency_line;
+typedef struct latency_line {
+    double a, b, margin;
+} latency_line;
 
 typedef struct adaptive_policy {
     uint32_t max_items;
     double quantile;
     int64_t safety_ns;
     double rate_alpha;
-    double utilization;  /* 0 disables the knee: always the largest batch that meets the deadline */
-    double headroom;     /* in-flight cap: ceil(c_full x headroom) + 1 batches; 0 disables it */
-    bool pack;           /* a further batch in flight only when waiting for a slot misses a deadline */
-    bool shed;           /* the model allows shedding: requests that cannot meet their deadline go 503 */
-    double miss_budget;  /* fraction of requests that may be late rather than add a batch in flight */
-    double late_fraction;/* of the last ~LATE_WINDOW requests answered (an exponential average) */
+    double utilization;   /* 0 disables the knee: always the largest batch that meets the deadline */
+    double headroom;      /* in-flight cap: ceil(c_full x headroom) + 1 batches; 0 disables it */
+    bool pack;            /* a further batch in flight only when waiting for a slot misses a deadline */
+    bool shed;            /* the model allows shedding: requests that cannot meet their deadline go 503 */
+    double miss_budget;   /* fraction of requests that may be late rather than add a batch in flight */
+    double late_fraction; /* of the last ~LATE_WINDOW requests answered (an exponential average) */
     int64_t slo_ns;
     /* Latency model. */
     latency_ring lat;
@@ -221,24 +230,27 @@ typedef struct adaptive_policy {
      * last 10 s are believed (the model really is slower): the ring restarts from the main one. */
     latency_ring svc;
     double svc_a, svc_b;
-    latency_line svc_line;  /* S(n) with the quantile of its residuals */
+    latency_line svc_line; /* S(n) with the quantile of its residuals */
     int64_t outliers_since;
     uint32_t largest_seen; /* the largest batch observed; batches grow at most to twice it */
     /* The batches this policy sent that have not been reported yet (time, items), so it can tell
      * when a slot frees up. Batches the host sent on its own (a late request with nothing in flight)
      * are entered when first seen, as if sent then. */
-    struct { int64_t at; uint32_t items; } out[OUT_KEPT];
+    struct {
+        int64_t at;
+        uint32_t items;
+    } out[OUT_KEPT];
     uint32_t out_count;
     /* Arrival rate. */
     int64_t last_arrival_ns;
-    double gap_ns;       /* mean gap between arrivals; 0 until two have been seen */
-    double steady_gap_ns;/* the same with weight STEADY_ALPHA, for the in-flight cap */
+    double gap_ns;        /* mean gap between arrivals; 0 until two have been seen */
+    double steady_gap_ns; /* the same with weight STEADY_ALPHA, for the in-flight cap */
     double items_per_request;
 } adaptive_policy;
 
 static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) {
-    static const char *const known[] = {HOST_KEYS, "quantile", "safety_ms", "rate_alpha", "utilization", "headroom",
-                                        "pack", "miss_budget", "shed", NULL};
+    static const char *const known[] = {HOST_KEYS,  "quantile", "safety_ms",   "rate_alpha", "utilization",
+                                        "headroom", "pack",     "miss_budget", "shed",       NULL};
     mlp_status s;
     json_t *cfg = config_parse(call, config, known, &s);
     if (!cfg) return s;
@@ -274,7 +286,9 @@ static mlp_status adaptive_create(mlp_call *call, mlp_bytes config, void **out) 
     return MLP_OK;
 }
 
-static double line_at(const latency_line *l, uint32_t n) { return l->a + l->b * n + l->margin; }
+static double line_at(const latency_line *l, uint32_t n) {
+    return l->a + l->b * n + l->margin;
+}
 
 /* The least-squares line over the ring plus the `quantile` of its residuals. */
 static latency_line ring_line(const latency_ring *r, double quantile) {
@@ -295,7 +309,9 @@ static void adaptive_refit(adaptive_policy *p) {
     p->have_data = true;
 }
 
-static double latency_of(const adaptive_policy *p, uint32_t n) { return p->a + p->b * n + p->margin; }
+static double latency_of(const adaptive_policy *p, uint32_t n) {
+    return p->a + p->b * n + p->margin;
+}
 
 static void adaptive_observe(void *instance, const mlp_batch_report *r) {
     adaptive_policy *p = instance;
@@ -303,7 +319,8 @@ static void adaptive_observe(void *instance, const mlp_batch_report *r) {
     uint32_t nearest = p->out_count;
     for (uint32_t i = 0; i < p->out_count; i++) {
         if (nearest == p->out_count ||
-            llabs(p->out[i].at - r->dispatched_ns) < llabs(p->out[nearest].at - r->dispatched_ns)) nearest = i;
+            llabs(p->out[i].at - r->dispatched_ns) < llabs(p->out[nearest].at - r->dispatched_ns))
+            nearest = i;
     }
     if (nearest < p->out_count) p->out[nearest] = p->out[--p->out_count];
     for (uint32_t i = 0; i < r->requests; i++) {
@@ -340,7 +357,9 @@ static double rate_from(const adaptive_policy *p, double mean_gap, int64_t now) 
     return p->items_per_request / (quiet > mean_gap ? quiet : mean_gap);
 }
 
-static double rate_at(const adaptive_policy *p, int64_t now) { return rate_from(p, p->gap_ns, now); }
+static double rate_at(const adaptive_policy *p, int64_t now) {
+    return rate_from(p, p->gap_ns, now);
+}
 
 static void note_arrivals(adaptive_policy *p, const mlp_policy_input *in) {
     /* Requests newer than the last one seen sit at the tail; take them oldest first. */
@@ -368,7 +387,8 @@ static void note_arrivals(adaptive_policy *p, const mlp_policy_input *in) {
 static void reconcile_out(adaptive_policy *p, const mlp_policy_input *in, uint32_t B) {
     while (p->out_count > in->inflight_batches) {
         uint32_t oldest = 0;
-        for (uint32_t i = 1; i < p->out_count; i++) if (p->out[i].at < p->out[oldest].at) oldest = i;
+        for (uint32_t i = 1; i < p->out_count; i++)
+            if (p->out[i].at < p->out[oldest].at) oldest = i;
         p->out[oldest] = p->out[--p->out_count];
     }
     while (p->out_count < in->inflight_batches && p->out_count < OUT_KEPT) {
@@ -407,7 +427,8 @@ static bool queue_fits_in_flight(adaptive_policy *p, const mlp_policy_input *in,
         }
         if (j == in->queue_len) items = fmin(B, items + rate * (first - now));
         uint32_t s = 0;
-        for (uint32_t m = 1; m < k; m++) if (slot[m] < slot[s]) s = m;
+        for (uint32_t m = 1; m < k; m++)
+            if (slot[m] < slot[s]) s = m;
         slot[s] += latency_of(p, (uint32_t)ceil(items));
         double slack = (double)deadline - slot[s];
         if (slack < 0) return false;
@@ -480,9 +501,9 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
     }
     out->action = MLP_ACTION_DISPATCH;
     out->dispatch_items = n < B ? n : B;
-    if (n >= B && !(learning && in->inflight_batches > 0)) return MLP_OK;  /* a full batch */
+    if (n >= B && !(learning && in->inflight_batches > 0)) return MLP_OK; /* a full batch */
     if (n >= B) {
-        out->action = MLP_ACTION_WAIT;  /* the batch out now will ask again when it finishes */
+        out->action = MLP_ACTION_WAIT; /* the batch out now will ask again when it finishes */
         out->wake_at_ns = MLP_WAKE_NEVER;
         return MLP_OK;
     }
@@ -537,7 +558,10 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
         if (w > 0) {
             uint32_t knee = target;
             for (uint32_t m = n; m < target; m++) {
-                if (m > 0 && rate * line_at(L, m) / m <= p->utilization) { knee = m; break; }
+                if (m > 0 && rate * line_at(L, m) / m <= p->utilization) {
+                    knee = m;
+                    break;
+                }
             }
             target = (uint32_t)lround((double)target - w * (double)(target - knee));
         }
@@ -576,43 +600,60 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
 }
 
 static const mlp_policy_vtable k_adaptive = {
-    .struct_size = sizeof(mlp_policy_vtable), .create = adaptive_create, .destroy = destroy_free,
-    .decide = adaptive_decide, .observe = adaptive_observe,
+    .struct_size = sizeof(mlp_policy_vtable),
+    .create = adaptive_create,
+    .destroy = destroy_free,
+    .decide = adaptive_decide,
+    .observe = adaptive_observe,
 };
 
 /* ---------------------------------------------------------------------------------------------
  * Registration.
  * ------------------------------------------------------------------------------------------- */
 static const mlp_component k_none_c = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "none",
-    .description = "no batching: every request is sent alone", .vtable = &k_none,
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_POLICY,
+    .name = "none",
+    .description = "no batching: every request is sent alone",
+    .vtable = &k_none,
 };
 static const mlp_component k_static_c = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "static",
-    .description = "dispatch at batch_items or after max_delay_ms", .vtable = &k_static,
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_POLICY,
+    .name = "static",
+    .description = "dispatch at batch_items or after max_delay_ms",
+    .vtable = &k_static,
 };
 static const mlp_component k_adaptive_c = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "adaptive-sla",
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_POLICY,
+    .name = "adaptive-sla",
     .description = "largest batches that meet every deadline, from a learnt latency quantile",
     .vtable = &k_adaptive,
 };
 static const mlp_component k_mlproxy_aimd_c = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "mlproxy-aimd",
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_POLICY,
+    .name = "mlproxy-aimd",
     .description = "the research system's buffer size B with AIMD every 30 s and a p95-based timer",
     .vtable = &mlp_mlproxy_aimd_policy,
 };
 static const mlp_component k_cork_c = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "cork",
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_POLICY,
+    .name = "cork",
     .description = "BentoML's CORK dispatcher: linear latency fit, wait while the queue's wait pays off",
     .vtable = &mlp_cork_policy,
 };
 static const mlp_component k_aimd_c = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_POLICY, .name = "aimd",
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_POLICY,
+    .name = "aimd",
     .description = "Clipper's AIMD on the batch size against the SLO, dispatching when a slot is free",
     .vtable = &mlp_aimd_policy,
 };
-static const mlp_component *const k_components[] = {&k_none_c, &k_static_c, &k_adaptive_c,
-                                                    &k_mlproxy_aimd_c, &k_cork_c, &k_aimd_c};
+static const mlp_component *const k_components[] = {&k_none_c,         &k_static_c, &k_adaptive_c,
+                                                    &k_mlproxy_aimd_c, &k_cork_c,   &k_aimd_c};
 
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
     mlp_status s = mlp_plugin_begin(host, out, "policies");

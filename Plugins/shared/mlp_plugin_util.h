@@ -9,8 +9,8 @@
 
 /* Formats a failure message into a bounded buffer, hands it to host->set_error (which copies it)
  * and returns `status`, so hooks can `return mlp_failv(...)`. */
-static inline mlp_status mlp_failv(const mlp_host_api *host, mlp_call *call, mlp_status status,
-                                   const char *fmt, va_list ap) {
+static inline mlp_status mlp_failv(const mlp_host_api *host, mlp_call *call, mlp_status status, const char *fmt,
+                                   va_list ap) {
     char msg[512];
     int n = vsnprintf(msg, sizeof msg, fmt, ap);
     if (n < 0) n = 0;
@@ -21,14 +21,14 @@ static inline mlp_status mlp_failv(const mlp_host_api *host, mlp_call *call, mlp
 
 /* Defines `fail(call, status, fmt, ...)` over mlp_failv with the plugin's `g_host`; `linkage` is
  * `static` or empty. One definition per plugin source that needs it. */
-#define MLP_DEFINE_FAIL(linkage)                                                              \
-    __attribute__((format(printf, 3, 4)))                                                     \
-    linkage mlp_status fail(mlp_call *call, mlp_status status, const char *fmt, ...) {        \
-        va_list ap;                                                                           \
-        va_start(ap, fmt);                                                                    \
-        mlp_status s = mlp_failv(g_host, call, status, fmt, ap);                              \
-        va_end(ap);                                                                           \
-        return s;                                                                             \
+#define MLP_DEFINE_FAIL(linkage)                                                                                       \
+    __attribute__((format(printf, 3, 4))) linkage mlp_status fail(mlp_call *call, mlp_status status, const char *fmt,  \
+                                                                  ...) {                                               \
+        va_list ap;                                                                                                    \
+        va_start(ap, fmt);                                                                                             \
+        mlp_status s = mlp_failv(g_host, call, status, fmt, ap);                                                       \
+        va_end(ap);                                                                                                    \
+        return s;                                                                                                      \
     }
 
 #endif

@@ -18,10 +18,14 @@ static const mlp_host_api *g_host;
 MLP_DEFINE_FAIL(static)
 
 /* NumPy dtype descriptions <-> v2 datatypes (little-endian or byte-sized only). */
-static const struct { const char *descr; uint32_t dt; size_t size; } k_types[] = {
-    {"|b1", MLP_DT_BOOL, 1},   {"|u1", MLP_DT_UINT8, 1},  {"<u2", MLP_DT_UINT16, 2}, {"<u4", MLP_DT_UINT32, 4},
-    {"<u8", MLP_DT_UINT64, 8}, {"|i1", MLP_DT_INT8, 1},   {"<i2", MLP_DT_INT16, 2},  {"<i4", MLP_DT_INT32, 4},
-    {"<i8", MLP_DT_INT64, 8},  {"<f2", MLP_DT_FP16, 2},   {"<f4", MLP_DT_FP32, 4},   {"<f8", MLP_DT_FP64, 8},
+static const struct {
+    const char *descr;
+    uint32_t dt;
+    size_t size;
+} k_types[] = {
+    {"|b1", MLP_DT_BOOL, 1},   {"|u1", MLP_DT_UINT8, 1}, {"<u2", MLP_DT_UINT16, 2}, {"<u4", MLP_DT_UINT32, 4},
+    {"<u8", MLP_DT_UINT64, 8}, {"|i1", MLP_DT_INT8, 1},  {"<i2", MLP_DT_INT16, 2},  {"<i4", MLP_DT_INT32, 4},
+    {"<i8", MLP_DT_INT64, 8},  {"<f2", MLP_DT_FP16, 2},  {"<f4", MLP_DT_FP32, 4},   {"<f8", MLP_DT_FP64, 8},
 };
 
 typedef struct npy_codec {
@@ -46,7 +50,10 @@ static mlp_status npy_create(mlp_call *call, mlp_bytes config, void **out) {
             if (j >= config.len || text[j] != '"') break;
             size_t start = ++j;
             while (j < config.len && text[j] != '"') j++;
-            if (j - start >= 128) { free(c); return fail(call, MLP_ERR_CONFIG, "npy: %s is too long", keys[k]); }
+            if (j - start >= 128) {
+                free(c);
+                return fail(call, MLP_ERR_CONFIG, "npy: %s is too long", keys[k]);
+            }
             memcpy(dest[k], text + start, j - start);
             dest[k][j - start] = 0;
             break;
@@ -56,7 +63,9 @@ static mlp_status npy_create(mlp_call *call, mlp_bytes config, void **out) {
     return MLP_OK;
 }
 
-static void npy_destroy(void *instance) { free(instance); }
+static void npy_destroy(void *instance) {
+    free(instance);
+}
 
 /* Finds `'key':` in the header dict and returns a pointer just past the colon and spaces. */
 static const char *dict_value(const char *h, size_t n, const char *key) {
@@ -78,15 +87,18 @@ static mlp_status npy_decode(void *instance, mlp_call *call, const mlp_request_m
     if (len < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
         return fail(call, MLP_ERR_INVALID_INPUT, "the body is not a .npy file (no \\x93NUMPY magic)");
     size_t hlen, hstart;
-    if (b[6] == 1) { hlen = (size_t)b[8] | (size_t)b[9] << 8; hstart = 10; }
-    else if (b[6] == 2 || b[6] == 3) {
+    if (b[6] == 1) {
+        hlen = (size_t)b[8] | (size_t)b[9] << 8;
+        hstart = 10;
+    } else if (b[6] == 2 || b[6] == 3) {
         if (len < 12) return fail(call, MLP_ERR_INVALID_INPUT, ".npy header is truncated");
         hlen = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
         hstart = 12;
     } else {
         return fail(call, MLP_ERR_INVALID_INPUT, ".npy format version %u.%u is not supported", b[6], b[7]);
     }
-    if (hlen > len - hstart) return fail(call, MLP_ERR_INVALID_INPUT, ".npy header length %zu runs past the body", hlen);
+    if (hlen > len - hstart)
+        return fail(call, MLP_ERR_INVALID_INPUT, ".npy header length %zu runs past the body", hlen);
     const char *h = (const char *)b + hstart;
     const char *descr = dict_value(h, hlen, "descr");
     const char *order = dict_value(h, hlen, "fortran_order");
@@ -103,11 +115,16 @@ static mlp_status npy_decode(void *instance, mlp_call *call, const mlp_request_m
             bool match = memcmp(descr + 1, d, 3) == 0 ||
                          (d[0] == '<' && descr[1] == '=' && memcmp(descr + 2, d + 1, 2) == 0) ||
                          (d[0] == '|' && (descr[1] == '<' || descr[1] == '=') && memcmp(descr + 2, d + 1, 2) == 0);
-            if (match && descr[4] == descr[0]) { dt = k_types[i].dt; es = k_types[i].size; break; }
+            if (match && descr[4] == descr[0]) {
+                dt = k_types[i].dt;
+                es = k_types[i].size;
+                break;
+            }
         }
     }
     if (dt == MLP_DT_INVALID)
-        return fail(call, MLP_ERR_UNSUPPORTED, ".npy dtype %.8s is not supported (little-endian bool, int, uint or float only)", descr);
+        return fail(call, MLP_ERR_UNSUPPORTED,
+                    ".npy dtype %.8s is not supported (little-endian bool, int, uint or float only)", descr);
     int64_t shape[16];
     uint32_t rank = 0;
     const char *p = shape_text, *end = h + hlen;
@@ -117,7 +134,8 @@ static mlp_status npy_decode(void *instance, mlp_call *call, const mlp_request_m
     while (p < end && *p != ')') {
         while (p < end && (*p == ' ' || *p == ',')) p++;
         if (p < end && *p == ')') break;
-        if (p >= end || *p < '0' || *p > '9') return fail(call, MLP_ERR_INVALID_INPUT, ".npy shape holds something that is not a size");
+        if (p >= end || *p < '0' || *p > '9')
+            return fail(call, MLP_ERR_INVALID_INPUT, ".npy shape holds something that is not a size");
         int64_t v = 0;
         while (p < end && *p >= '0' && *p <= '9') {
             if (v > (INT64_C(1) << 40)) return fail(call, MLP_ERR_INVALID_INPUT, ".npy shape is too large");
@@ -131,11 +149,15 @@ static mlp_status npy_decode(void *instance, mlp_call *call, const mlp_request_m
     if (rank == 0) return fail(call, MLP_ERR_INVALID_INPUT, ".npy array is a scalar; dim 0 must be the items");
     size_t data = hstart + hlen;
     if (len - data != count * es)
-        return fail(call, MLP_ERR_INVALID_INPUT, ".npy data is %zu bytes but the shape and dtype need %zu", len - data, count * es);
+        return fail(call, MLP_ERR_INVALID_INPUT, ".npy data is %zu bytes but the shape and dtype need %zu", len - data,
+                    count * es);
     mlp_tensor_desc desc = {
-        .struct_size = sizeof desc, .datatype = dt,
+        .struct_size = sizeof desc,
+        .datatype = dt,
         .name = {(const uint8_t *)c->input_name, strlen(c->input_name)},
-        .shape = shape, .rank = rank, .byte_size = count * es,
+        .shape = shape,
+        .rank = rank,
+        .byte_size = count * es,
     };
     uint8_t *out = g_host->add_tensor(call, &desc);
     if (!out) return fail(call, MLP_ERR_NOMEM, "the host refused %zu bytes", count * es);
@@ -148,17 +170,22 @@ static mlp_status npy_encode(void *instance, mlp_call *call, const mlp_response_
     const mlp_tensor *t = NULL;
     for (uint32_t i = 0; i < r->output_count && !t; i++) {
         const mlp_tensor *o = mlp_tensor_at(r->outputs, r->tensor_stride, i);
-        if (!c->output_name[0] || (o->name.len == strlen(c->output_name) && memcmp(o->name.ptr, c->output_name, o->name.len) == 0))
+        if (!c->output_name[0] ||
+            (o->name.len == strlen(c->output_name) && memcmp(o->name.ptr, c->output_name, o->name.len) == 0))
             t = o;
     }
-    if (!t) return fail(call, MLP_ERR_UPSTREAM, "the model's reply has no output '%s' to send as .npy",
-                        c->output_name[0] ? c->output_name : "(any)");
+    if (!t)
+        return fail(call, MLP_ERR_UPSTREAM, "the model's reply has no output '%s' to send as .npy",
+                    c->output_name[0] ? c->output_name : "(any)");
     const char *descr = NULL;
-    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++) if (k_types[i].dt == t->datatype) descr = k_types[i].descr;
+    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
+        if (k_types[i].dt == t->datatype) descr = k_types[i].descr;
     if (!descr) return fail(call, MLP_ERR_UNSUPPORTED, "output datatype %u has no .npy form (BYTES)", t->datatype);
     char header[512];
     int n = snprintf(header, sizeof header, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
-    for (uint32_t d = 0; d < t->rank && n < 400; d++) n += snprintf(header + n, sizeof header - (size_t)n, "%lld,%s", (long long)t->shape[d], t->rank > 1 && d + 1 < t->rank ? " " : "");
+    for (uint32_t d = 0; d < t->rank && n < 400; d++)
+        n += snprintf(header + n, sizeof header - (size_t)n, "%lld,%s", (long long)t->shape[d],
+                      t->rank > 1 && d + 1 < t->rank ? " " : "");
     n += snprintf(header + n, sizeof header - (size_t)n, "), }");
     /* Pad with spaces so that magic (10 bytes) + header + newline is a multiple of 64. */
     size_t total = 10 + (size_t)n + 1;
@@ -168,7 +195,8 @@ static mlp_status npy_encode(void *instance, mlp_call *call, const mlp_response_
     pre[8] = (uint8_t)(hl & 0xff);
     pre[9] = (uint8_t)(hl >> 8);
     static const char ct[] = "content-type", npy[] = "application/x-npy";
-    mlp_status s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)ct, sizeof ct - 1}, (mlp_bytes){(const uint8_t *)npy, sizeof npy - 1});
+    mlp_status s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)ct, sizeof ct - 1},
+                                      (mlp_bytes){(const uint8_t *)npy, sizeof npy - 1});
     if (s == MLP_OK) s = g_host->write(call, pre, sizeof pre);
     if (s == MLP_OK) s = g_host->write(call, header, (size_t)n);
     for (size_t i = 0; s == MLP_OK && i < pad; i++) s = g_host->write(call, " ", 1);
@@ -180,12 +208,20 @@ static mlp_status npy_encode(void *instance, mlp_call *call, const mlp_response_
 static const char *const k_npy_types[] = {"application/x-npy", "application/npy", NULL};
 
 static const mlp_codec_vtable k_npy = {
-    .struct_size = sizeof(mlp_codec_vtable), .content_types = k_npy_types, .create = npy_create,
-    .destroy = npy_destroy, .decode_request = npy_decode, .encode_response = npy_encode, .protocol = "v2",
+    .struct_size = sizeof(mlp_codec_vtable),
+    .content_types = k_npy_types,
+    .create = npy_create,
+    .destroy = npy_destroy,
+    .decode_request = npy_decode,
+    .encode_response = npy_encode,
+    .protocol = "v2",
 };
 static const mlp_component k_npy_component = {
-    .struct_size = sizeof(mlp_component), .kind = MLP_KIND_CODEC, .name = "npy",
-    .description = "NumPy .npy request and response bodies", .vtable = &k_npy,
+    .struct_size = sizeof(mlp_component),
+    .kind = MLP_KIND_CODEC,
+    .name = "npy",
+    .description = "NumPy .npy request and response bodies",
+    .vtable = &k_npy,
 };
 static const mlp_component *const k_components[] = {&k_npy_component};
 
@@ -200,7 +236,11 @@ MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info 
 
 /* Fuzz entry: a host that hands out scratch memory and discards everything. */
 static uint8_t fuzz_scratch[1 << 20];
-static void fuzz_error(mlp_call *c, const char *m, size_t n) { (void)c; (void)m; (void)n; }
+static void fuzz_error(mlp_call *c, const char *m, size_t n) {
+    (void)c;
+    (void)m;
+    (void)n;
+}
 static uint8_t *fuzz_add_tensor(mlp_call *c, const mlp_tensor_desc *d) {
     (void)c;
     return d->byte_size <= sizeof fuzz_scratch ? fuzz_scratch : NULL;
@@ -208,8 +248,11 @@ static uint8_t *fuzz_add_tensor(mlp_call *c, const mlp_tensor_desc *d) {
 
 int mlp_npy_fuzz_decode_request(const uint8_t *data, size_t size) {
     static const mlp_host_api host = {
-        .struct_size = sizeof host, .abi_major = MLP_ABI_MAJOR, .abi_minor = MLP_ABI_MINOR,
-        .set_error = fuzz_error, .add_tensor = fuzz_add_tensor,
+        .struct_size = sizeof host,
+        .abi_major = MLP_ABI_MAJOR,
+        .abi_minor = MLP_ABI_MINOR,
+        .set_error = fuzz_error,
+        .add_tensor = fuzz_add_tensor,
     };
     if (!g_host) g_host = &host;
     npy_codec c = {.input_name = "input"};

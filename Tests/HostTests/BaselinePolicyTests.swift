@@ -8,7 +8,9 @@ import Testing
 struct BaselinePolicyTests {
     static let ms: Int64 = 1_000_000
 
-    func queue(_ policy: String, params: String = "", maxItems: Int = 64, slo: Int64 = 1000, inflight: Int = 8) throws -> ModelQueue<Int> {
+    func queue(_ policy: String, params: String = "", maxItems: Int = 64, slo: Int64 = 1000, inflight: Int = 8) throws
+        -> ModelQueue<Int>
+    {
         try policyQueue(policy, params: params, maxItems: maxItems, sloMillis: slo, inflight: inflight)
     }
 
@@ -29,7 +31,9 @@ struct BaselinePolicyTests {
     @Test func mlproxyAimdTimerUsesP95OfTheNextSizeAndItsFloor() throws {
         let q = try queue("mlproxy-aimd", params: "\"initial_batch\":10")
         // Two items queued next: p95 of size 2 = 300 ms -> timer = 800 - 300 = 500 ms.
-        for _ in 0..<5 { q.policy.observe(items: 2, arrivals: [0, 0], ok: true, dispatched: 0, finished: 300 * Self.ms) }
+        for _ in 0..<5 {
+            q.policy.observe(items: 2, arrivals: [0, 0], ok: true, dispatched: 0, finished: 300 * Self.ms)
+        }
         admit(q, 0, at: 1000 * Self.ms)
         admit(q, 1, at: 1000 * Self.ms)
         #expect(summarize(q.pump(now: 1000 * Self.ms)).wake == 1500 * Self.ms)
@@ -88,7 +92,10 @@ struct BaselinePolicyTests {
         admit(q, 1, at: 240 * Self.ms)
         let effects = q.pump(now: 250 * Self.ms)
         #expect(summarize(effects).rejected == [0])
-        guard case .reject(_, let error) = effects.first else { Issue.record("no shed"); return }
+        guard case .reject(_, let error) = effects.first else {
+            Issue.record("no shed")
+            return
+        }
         #expect(error.status == 503)
         #expect(error.message.contains("cork"))
     }
@@ -99,7 +106,8 @@ struct BaselinePolicyTests {
         // one size only, so a = 1 us, b = 5 ms, o_w = 100 ms.
         for k in 0..<3 {
             let t = Int64(k) * 1000 * Self.ms
-            q.policy.observe(items: 1, arrivals: [t], ok: true, dispatched: t + 100 * Self.ms, finished: t + 105 * Self.ms)
+            q.policy.observe(
+                items: 1, arrivals: [t], ok: true, dispatched: t + 100 * Self.ms, finished: t + 105 * Self.ms)
         }
         admit(q, 0, at: 10_000 * Self.ms)
         // 1 x (0 + 1 ms + 0.001 ms) <= 95 ms -> wait one tick.
@@ -116,10 +124,13 @@ struct BaselinePolicyTests {
         for i in 0..<10 { admit(q, i, at: 0) }
         #expect(summarize(q.pump(now: 0)).batches == [[0, 1, 2, 3]])
         // On time (50 ms <= 100 ms): B = 4 + 2 = 6.
-        q.batchFinished(items: 4, arrivals: Array(repeating: 0, count: 4), ok: true, dispatched: 0, finished: 50 * Self.ms)
+        q.batchFinished(
+            items: 4, arrivals: Array(repeating: 0, count: 4), ok: true, dispatched: 0, finished: 50 * Self.ms)
         #expect(summarize(q.pump(now: 50 * Self.ms)).batches == [[4, 5, 6, 7, 8, 9]])
         // Late (150 ms > 100 ms): B = 6 x 0.9 = 5.4, sent as 5.
-        q.batchFinished(items: 6, arrivals: Array(repeating: 0, count: 6), ok: true, dispatched: 50 * Self.ms, finished: 200 * Self.ms)
+        q.batchFinished(
+            items: 6, arrivals: Array(repeating: 0, count: 6), ok: true, dispatched: 50 * Self.ms,
+            finished: 200 * Self.ms)
         for i in 10..<20 { admit(q, i, at: 200 * Self.ms) }
         #expect(summarize(q.pump(now: 200 * Self.ms)).batches == [[10, 11, 12, 13, 14]])
     }

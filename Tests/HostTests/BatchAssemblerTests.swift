@@ -7,7 +7,8 @@ import Testing
 struct BatchAssemblerTests {
     /// Input "x" FP64 [n, 2] whose rows are (base + i, 1) and input "s" BYTES [n] of "r<base+i>".
     func request(base: Int, items: Int) -> [Tensor] {
-        let x = Tensor.fp64(name: "x", shape: [Int64(items), 2], values: (0..<items).flatMap { [Double(base + $0), 1] })
+        let x = Tensor.fp64(
+            name: "x", shape: [Int64(items), 2], values: (0..<items).flatMap { [Double(base + $0), 1] })
         var bytes: [UInt8] = []
         for i in 0..<items {
             let s = Array("r\(base + i)".utf8)
@@ -83,7 +84,9 @@ struct BatchAssemblerTests {
         let b = [Tensor.fp64(name: "x", shape: [2, 3], values: [1, 2, 3, 4, 5, 6])]
         #expect(BatchAssembler.batchKey(of: a, padded: true) == BatchAssembler.batchKey(of: b, padded: true))
         let c = [Tensor.fp64(name: "x", shape: [1, 2, 1], values: [1, 2])]
-        #expect(BatchAssembler.batchKey(of: a, padded: true) != BatchAssembler.batchKey(of: c, padded: true), "ranks differ")
+        #expect(
+            BatchAssembler.batchKey(of: a, padded: true) != BatchAssembler.batchKey(of: c, padded: true), "ranks differ"
+        )
         let merged = BatchAssembler.merge([a, b], padValue: -1)
         #expect(merged[0].shape == [3, 3])
         #expect(merged[0].doubles() == [1, 2, -1, 1, 2, 3, 4, 5, 6])
@@ -101,7 +104,8 @@ struct BatchAssemblerTests {
             withUnsafeBytes(of: UInt32(word.utf8.count).littleEndian) { two += $0 }
             two += Array(word.utf8)
         }
-        let s2 = Tensor(name: "s", datatype: .bytes, shape: [1, 2], storage: two.withUnsafeBytes { TensorStorage(bytes: $0) })
+        let s2 = Tensor(
+            name: "s", datatype: .bytes, shape: [1, 2], storage: two.withUnsafeBytes { TensorStorage(bytes: $0) })
         let s1Wide = Tensor(name: "s", datatype: .bytes, shape: [1, 1], storage: s1.storage)
         let words = BatchAssembler.merge([[s1Wide], [s2]], padValue: 0)[0]
         #expect(words.shape == [2, 2] && words.validate() == nil)

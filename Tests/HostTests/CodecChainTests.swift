@@ -44,29 +44,35 @@ private func rgbPixel(_ x: Int, _ y: Int) -> [Double] { [Double(10 * x), Double(
 @Suite("Codec chains and image stages")
 struct CodecChainTests {
     @Test func chainsParseInEveryForm() throws {
-        let c = try ProxyConfig.parse(yaml: """
-            models:
-              - name: m
-                upstream: "http://127.0.0.1:9"
-                codecs:
-                  - json
-                  - "b64 -> image -> resize(224, 224) -> normalise(imagenet)"
-                  - chain: [raw, {name: image, params: {channels: bgr}}]
-                    stages: ["resize(2,3)"]
-                    content_types: [Image/PNG]
-                    rank: 3
-            """)
+        let c = try ProxyConfig.parse(
+            yaml: """
+                models:
+                  - name: m
+                    upstream: "http://127.0.0.1:9"
+                    codecs:
+                      - json
+                      - "b64 -> image -> resize(224, 224) -> normalise(imagenet)"
+                      - chain: [raw, {name: image, params: {channels: bgr}}]
+                        stages: ["resize(2,3)"]
+                        content_types: [Image/PNG]
+                        rank: 3
+                """)
         let chains = c.models[0].codecs
-        #expect(chains.map { $0.elements.map(\.name) } == [["json"], ["b64", "image", "resize", "normalise"], ["raw", "image", "resize"]])
+        #expect(
+            chains.map { $0.elements.map(\.name) } == [
+                ["json"], ["b64", "image", "resize", "normalise"], ["raw", "image", "resize"],
+            ])
         #expect(chains[1].elements[2].paramsJSON == "{\"args\":[224,224]}")
         #expect(chains[1].elements[3].paramsJSON == "{\"args\":[\"imagenet\"]}")
         #expect(chains[2].elements[1].paramsJSON == "{\"channels\":\"bgr\"}")
         #expect(chains[2].contentTypes == ["image/png"])
         #expect(chains[2].rank == 3 && chains[0].rank == 0)
 
-        for (codecs, message) in [("[{name: json, chain: raw}]", "not both"), ("[\"b64 -> \"]", "is not a codec or stage name"),
-                                  ("[\"resize(2\"]", "must end with ')'"), ("[{chain: raw, params: {a: 1}}]", "'params' goes with 'name'"),
-                                  ("[{chain: raw, content_types: []}]", "at least one content type")] {
+        for (codecs, message) in [
+            ("[{name: json, chain: raw}]", "not both"), ("[\"b64 -> \"]", "is not a codec or stage name"),
+            ("[\"resize(2\"]", "must end with ')'"), ("[{chain: raw, params: {a: 1}}]", "'params' goes with 'name'"),
+            ("[{chain: raw, content_types: []}]", "at least one content type"),
+        ] {
             #expect {
                 try ProxyConfig.parse(yaml: "models: [{name: m, upstream: \"http://127.0.0.1:9\", codecs: \(codecs)}]")
             } throws: { ($0 as? ConfigError)?.message.contains(message) == true }
@@ -74,13 +80,17 @@ struct CodecChainTests {
     }
 
     @Test func unknownStagesAndBadStageParamsStopTheModelWithTheChainNamed() throws {
-        for (chain, message) in [("image -> blur", "no stage named 'blur'"), ("image -> resize(0,5)", "resize needs a height and width"),
-                                 ("image(purple)", "channels must be"), ("raw -> normalise(1,2)", "the only argument is imagenet")] {
+        for (chain, message) in [
+            ("image -> blur", "no stage named 'blur'"), ("image -> resize(0,5)", "resize needs a height and width"),
+            ("image(purple)", "channels must be"), ("raw -> normalise(1,2)", "the only argument is imagenet"),
+        ] {
             #expect {
-                let rt = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
-                    listen: "127.0.0.1:0"
-                    models: [{name: m, upstream: "http://127.0.0.1:9", codecs: ["\(chain)"]}]
-                    """), group: MultiThreadedEventLoopGroup.singleton)
+                let rt = try ProxyRuntime.start(
+                    config: try ProxyConfig.parse(
+                        yaml: """
+                            listen: "127.0.0.1:0"
+                            models: [{name: m, upstream: "http://127.0.0.1:9", codecs: ["\(chain)"]}]
+                            """), group: MultiThreadedEventLoopGroup.singleton)
                 rt.drainAndStop()
             } throws: { e in
                 let text = "\(e)"
@@ -129,7 +139,8 @@ struct CodecChainTests {
     }
 
     @Test func corruptForeignAndHugeImagesFailWithReasons() throws {
-        let jpeg = try image("red_16x8.jpg"), png = try image("rgb_4x3.png")
+        let jpeg = try image("red_16x8.jpg")
+        let png = try image("rgb_4x3.png")
         let truncated = try failure("image", "{}", [bytesTensor("img", [try image("red_16x8_truncated.jpg")])])
         #expect(truncated.status == 400 && truncated.message.contains("corrupt"), "\(truncated)")
         let cutPNG = try failure("image", "{}", [bytesTensor("img", [png.prefix(50)])])
@@ -170,7 +181,9 @@ struct CodecChainTests {
 
     @Test func b64TakesDataURLsAndWhitespaceAndRefusesOtherText() throws {
         let png = try image("rgb_4x3.png")
-        let text = "data:image/png;base64," + png.base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+        let text =
+            "data:image/png;base64,"
+            + png.base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
         let out = try applied("b64", "{}", [bytesTensor("img", [Data(text.utf8)])])
         #expect(out[0].datatype == .bytes && out[0].shape == [1])
         #expect(Data(out[0].bytes.dropFirst(4)) == png)
@@ -180,7 +193,9 @@ struct CodecChainTests {
 
     @Test func stagesPassOtherTensorsOnUntouched() throws {
         let meta = Tensor.fp64(name: "meta", shape: [1, 2], values: [7, 8])
-        let out = try applied("image", "{\"tensor\":\"img\"}", [meta, bytesTensor("img", [try image("rgb_4x3.png")]), bytesTensor("other", [Data("x".utf8)])])
+        let out = try applied(
+            "image", "{\"tensor\":\"img\"}",
+            [meta, bytesTensor("img", [try image("rgb_4x3.png")]), bytesTensor("other", [Data("x".utf8)])])
         #expect(out.map(\.name) == ["meta", "img", "other"])
         #expect(out[0].storage === meta.storage, "passed on without a copy")
         #expect(out[1].shape == [1, 3, 4, 3] && out[2].datatype == .bytes)
@@ -191,22 +206,23 @@ struct CodecChainTests {
     /// Over HTTP with curl: content type and rank pick the chain; bad images get their 4xx while their
     /// batch-mates are answered; 415 lists what the model takes.
     @Test func chainsServeClientsAndBadImagesHurtNobodyElse() throws {
-        let cluster = try TestCluster(models: """
-              - name: img
-                upstream: "UPSTREAM"
-                policy: static
-                policy_params: {batch_items: 8, max_delay_ms: 30}
-                codecs:
-                  - json
-                  - "image -> normalise"
-                  - {chain: "b64 -> image -> normalise", content_types: [text/plain]}
-              - name: ranked
-                upstream: "UPSTREAM"
-                policy: none
-                codecs:
-                  - "image -> normalise"
-                  - {chain: "image(gray)", content_types: ["image/*"], rank: 5}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - name: img
+                    upstream: "UPSTREAM"
+                    policy: static
+                    policy_params: {batch_items: 8, max_delay_ms: 30}
+                    codecs:
+                      - json
+                      - "image -> normalise"
+                      - {chain: "b64 -> image -> normalise", content_types: [text/plain]}
+                  - name: ranked
+                    upstream: "UPSTREAM"
+                    policy: none
+                    codecs:
+                      - "image -> normalise"
+                      - {chain: "image(gray)", content_types: ["image/*"], rank: 5}
+                """)
         defer { cluster.stop() }
         let png = try image("rgb_4x3.png")
         let pixels: [Double] = (0..<3).flatMap { y in (0..<4).flatMap { x in rgbPixel(x, y) } }
@@ -233,7 +249,8 @@ struct CodecChainTests {
         }
         #expect(batched > 0, "images of one size were batched together")
         // The rank picks the gray chain for image/png over the first-listed one.
-        let ranked = try curlParallel(url: cluster.url + "/v2/models/ranked/infer", requests: [(try image("gray_5x5.png"), "image/png")])
+        let ranked = try curlParallel(
+            url: cluster.url + "/v2/models/ranked/infer", requests: [(try image("gray_5x5.png"), "image/png")])
         let graySum: Double = (0..<25).map { Double(10 * $0) }.reduce(0, +)
         #expect(ranked[0].output("sum") == [graySum], "\(ranked[0].body)")
         let refused = try curlParallel(url: cluster.url + "/v2/models/img/infer", requests: [(png, "image/gif")])
@@ -247,17 +264,19 @@ struct CodecChainTests {
 @Suite("Images from Pillow", .serialized)
 struct PillowImageTests {
     @Test func pillowImagesArriveAsTheirReferenceTensors() throws {
-        let cluster = try TestCluster(simEcho: true, models: """
-              - name: img
-                upstream: "UPSTREAM"
-                backend_params: {binary: always}
-                policy: static
-                policy_params: {batch_items: 6, max_delay_ms: 40}
-                codecs:
-                  - "image -> resize(20,24) -> normalise(imagenet)"
-                  - {chain: "b64 -> image -> resize(20,24) -> normalise(imagenet)", content_types: [text/plain]}
-                  - "tfserving -> image -> resize(20,24) -> normalise(imagenet)"
-            """)
+        let cluster = try TestCluster(
+            simEcho: true,
+            models: """
+                  - name: img
+                    upstream: "UPSTREAM"
+                    backend_params: {binary: always}
+                    policy: static
+                    policy_params: {batch_items: 6, max_delay_ms: 40}
+                    codecs:
+                      - "image -> resize(20,24) -> normalise(imagenet)"
+                      - {chain: "b64 -> image -> resize(20,24) -> normalise(imagenet)", content_types: [text/plain]}
+                      - "tfserving -> image -> resize(20,24) -> normalise(imagenet)"
+                """)
         defer { cluster.stop() }
         let r = try runChecker("image_client.py", [cluster.url, "img", "20", "24"])
         #expect(r.checked == 24, "\(r.output)")

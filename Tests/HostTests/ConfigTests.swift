@@ -22,19 +22,26 @@ struct ConfigTests {
     }
 
     @Test func badValuesSayWhy() {
-        #expect(error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", max_batch_items: 0}\n").contains("models[0].max_batch_items: 0 is outside"))
+        #expect(
+            error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", max_batch_items: 0}\n").contains(
+                "models[0].max_batch_items: 0 is outside"))
         #expect(error("models:\n  - {name: a, upstream: \"https://x:1\"}\n").contains("must start with http://"))
         #expect(error("models:\n  - {name: a}\n").contains("'upstream'"))
-        #expect(error("listen: nowhere\nmodels:\n  - {name: a, upstream: \"http://127.0.0.1:1\"}\n").contains("listen: 'nowhere' is not host:port"))
-        #expect(error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", late_requests: drop}\n").contains("'dispatch' or 'reject'"))
+        #expect(
+            error("listen: nowhere\nmodels:\n  - {name: a, upstream: \"http://127.0.0.1:1\"}\n").contains(
+                "listen: 'nowhere' is not host:port"))
+        #expect(
+            error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", late_requests: drop}\n").contains(
+                "'dispatch' or 'reject'"))
         #expect(error("models: []\n").contains("at least one model"))
     }
 
     @Test func defaultsAndPolicyParameters() throws {
-        let c = try ProxyConfig.parse(yaml: """
-            models:
-              - {name: a, upstream: "http://127.0.0.1:9000", policy_params: {quantile: 0.9}, slo_ms: 250}
-            """)
+        let c = try ProxyConfig.parse(
+            yaml: """
+                models:
+                  - {name: a, upstream: "http://127.0.0.1:9000", policy_params: {quantile: 0.9}, slo_ms: 250}
+                """)
         let m = try #require(c.models.first)
         #expect(m.policy == "adaptive-sla")
         #expect(m.backend == "kserve-v2")
@@ -46,12 +53,18 @@ struct ConfigTests {
     }
 
     @Test func codecsTakeParameters() throws {
-        let c = try ProxyConfig.parse(yaml: """
-            models:
-              - {name: a, upstream: "http://127.0.0.1:9000", codecs: [json, {name: npy, params: {input_name: x}}]}
-            """)
-        #expect(c.models[0].codecs.map(\.elements) == [[ChainElement(name: "json")], [ChainElement(name: "npy", paramsJSON: "{\"input_name\":\"x\"}")]])
-        #expect(error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", codecs: [{params: {}}]}\n").contains("'name' (a codec) or 'chain'"))
+        let c = try ProxyConfig.parse(
+            yaml: """
+                models:
+                  - {name: a, upstream: "http://127.0.0.1:9000", codecs: [json, {name: npy, params: {input_name: x}}]}
+                """)
+        #expect(
+            c.models[0].codecs.map(\.elements) == [
+                [ChainElement(name: "json")], [ChainElement(name: "npy", paramsJSON: "{\"input_name\":\"x\"}")],
+            ])
+        #expect(
+            error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", codecs: [{params: {}}]}\n").contains(
+                "'name' (a codec) or 'chain'"))
     }
 
     @Test func theShippedSamplesParse() throws {

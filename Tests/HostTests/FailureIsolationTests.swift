@@ -26,10 +26,13 @@ struct FailureIsolationTests {
 
         /// Runs `members` through an isolator whose fake upstream rejects a batch holding a bad member
         /// with `failure` (its words quote the bad member's id) and otherwise answers each member its id.
-        func isolate(_ members: [Member], bisect: Bool = true,
-                     failure: @escaping @Sendable ([Member]) -> BatchFailure? = Run.rejectBad) -> BatchIsolator<Member, Int>.Counters {
+        func isolate(
+            _ members: [Member], bisect: Bool = true,
+            failure: @escaping @Sendable ([Member]) -> BatchFailure? = Run.rejectBad
+        ) -> BatchIsolator<Member, Int>.Counters {
             let isolator = BatchIsolator<Member, Int>(
-                bisect: bisect, now: { [loop] in Int64(loop.now.uptimeNanoseconds) }, deadline: { $0.deadline }, items: { _ in 1 },
+                bisect: bisect, now: { [loop] in Int64(loop.now.uptimeNanoseconds) }, deadline: { $0.deadline },
+                items: { _ in 1 },
                 attempt: { [self] part in
                     sent.withLockedValue { $0.append(part.map(\.id)) }
                     let p = loop.makePromise(of: Result<[Int], BatchFailure>.self)
@@ -57,8 +60,9 @@ struct FailureIsolationTests {
 
         static let rejectBad: @Sendable ([Member]) -> BatchFailure? = { part in
             guard let bad = part.first(where: \.bad) else { return nil }
-            return BatchFailure(kind: .content, status: 422, message: "model server answered 422: row holds secret-\(bad.id)",
-                                summary: "the model server answered 422")
+            return BatchFailure(
+                kind: .content, status: 422, message: "model server answered 422: row holds secret-\(bad.id)",
+                summary: "the model server answered 422")
         }
 
         private func isDone(_ f: EventLoopFuture<Void>) -> Bool {
@@ -118,15 +122,26 @@ struct FailureIsolationTests {
     @Test func aMemberIsNotSentAgainPastItsDeadline() throws {
         let run = Run()
         // Member 1's deadline falls before the first reply comes back (10 ms): it is not resent.
-        let members = [Member(id: 0, bad: true), Member(id: 1, bad: false, deadline: 5_000_000), Member(id: 2, bad: false)]
+        let members = [
+            Member(id: 0, bad: true), Member(id: 1, bad: false, deadline: 5_000_000), Member(id: 2, bad: false),
+        ]
         let c = run.isolate(members)
-        guard case .failed(let e, _)? = run.outcome(1) else { Issue.record("member 1 should fail"); return }
+        guard case .failed(let e, _)? = run.outcome(1) else {
+            Issue.record("member 1 should fail")
+            return
+        }
         #expect(e.cause == .batch)
         #expect(e.status == 502)
         #expect(e.message.contains("deadline"))
         #expect(!e.message.contains("secret"))
-        guard case .answered(2, _)? = run.outcome(2) else { Issue.record("member 2 should be answered"); return }
-        guard case .failed(let bad, _)? = run.outcome(0) else { Issue.record("member 0 should fail"); return }
+        guard case .answered(2, _)? = run.outcome(2) else {
+            Issue.record("member 2 should be answered")
+            return
+        }
+        guard case .failed(let bad, _)? = run.outcome(0) else {
+            Issue.record("member 0 should fail")
+            return
+        }
         #expect(bad.cause == .own)
         #expect(c.unisolated == 1)
         #expect(!run.sent.withLockedValue { $0 }.dropFirst().contains { $0.contains(1) })
@@ -136,7 +151,10 @@ struct FailureIsolationTests {
         let run = Run()
         let c = run.isolate((0..<4).map { Member(id: $0, bad: $0 == 2) }, bisect: false)
         for id in 0..<4 {
-            guard case .failed(let e, _)? = run.outcome(id) else { Issue.record("member \(id) should fail"); continue }
+            guard case .failed(let e, _)? = run.outcome(id) else {
+                Issue.record("member \(id) should fail")
+                continue
+            }
             #expect(e.cause == .batch)
             #expect(!e.message.contains("secret"), "\(e.message)")
             #expect(e.message.contains("isolate_failures is off"))
@@ -146,13 +164,19 @@ struct FailureIsolationTests {
 
     @Test func aServerFailureIsNotSplitAndSaysSo() throws {
         let run = Run()
-        let c = run.isolate((0..<6).map { Member(id: $0, bad: false) }, failure: { _ in
-            BatchFailure(kind: .upstream, status: 503, message: "model server answered 503: overloaded, row secret",
-                         summary: "the model server answered 503", retryAfterSeconds: 2)
-        })
+        let c = run.isolate(
+            (0..<6).map { Member(id: $0, bad: false) },
+            failure: { _ in
+                BatchFailure(
+                    kind: .upstream, status: 503, message: "model server answered 503: overloaded, row secret",
+                    summary: "the model server answered 503", retryAfterSeconds: 2)
+            })
         #expect(c.attempts == 1)
         for id in 0..<6 {
-            guard case .failed(let e, _)? = run.outcome(id) else { Issue.record("member \(id) should fail"); continue }
+            guard case .failed(let e, _)? = run.outcome(id) else {
+                Issue.record("member \(id) should fail")
+                continue
+            }
             #expect(e.status == 503)
             #expect(e.cause == .upstream)
             #expect(e.retryAfterSeconds == 2)

@@ -20,7 +20,10 @@ struct KServeInteropTests {
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let server = Process()
         server.executableURL = URL(fileURLWithPath: python)
-        server.arguments = [repoRoot.appendingPathComponent("Tests/interop/kserve_sum_model.py").path, String(port), String(try freePort())]
+        server.arguments = [
+            repoRoot.appendingPathComponent("Tests/interop/kserve_sum_model.py").path, String(port),
+            String(try freePort()),
+        ]
         let handle = try FileHandle(forWritingTo: log)
         server.standardOutput = handle
         server.standardError = handle
@@ -32,20 +35,25 @@ struct KServeInteropTests {
             if !ready { usleep(250_000) }
         }
         guard ready else {
-            throw TestFailure.command("kserve model server", -1, String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(3000)))
+            throw TestFailure.command(
+                "kserve model server", -1, String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(3000)))
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         defer { try? group.syncShutdownGracefully() }
-        let proxy = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
-            listen: "127.0.0.1:0"
-            models:
-              - {name: s, upstream: "http://127.0.0.1:\(port)", upstream_model: sum, backend: tfserving, codecs: [tfserving],
-                 policy: static, policy_params: {max_delay_ms: 50}, max_batch_items: 32}
-            """), group: group)
+        let proxy = try ProxyRuntime.start(
+            config: try ProxyConfig.parse(
+                yaml: """
+                    listen: "127.0.0.1:0"
+                    models:
+                      - {name: s, upstream: "http://127.0.0.1:\(port)", upstream_model: sum, backend: tfserving, codecs: [tfserving],
+                         policy: static, policy_params: {max_delay_ms: 50}, max_batch_items: 32}
+                    """), group: group)
         defer { proxy.drainAndStop() }
         let bodies = (0..<60).map { "{\"instances\": [[\(Double($0)), 1.5, 2]]}" }
-        let direct = try curlParallel(url: "http://127.0.0.1:\(port)/v1/models/sum:predict", bodies: bodies, concurrency: 4)
-        let proxied = try curlParallel(url: "http://127.0.0.1:\(proxy.port)/v1/models/s:predict", bodies: bodies, concurrency: 60)
+        let direct = try curlParallel(
+            url: "http://127.0.0.1:\(port)/v1/models/sum:predict", bodies: bodies, concurrency: 4)
+        let proxied = try curlParallel(
+            url: "http://127.0.0.1:\(proxy.port)/v1/models/s:predict", bodies: bodies, concurrency: 60)
         var batched = 0
         for i in bodies.indices {
             #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")

@@ -22,13 +22,18 @@ struct MLServerInteropTests {
         init(script: String = "train_iris.py", model: String = "iris") throws {
             let python = MLServerInteropTests.venv.appendingPathComponent("python").path
             guard FileManager.default.isExecutableFile(atPath: python) else {
-                throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does) to install MLServer")
+                throw TestFailure.command(
+                    python, -1, "missing: run `make interop-deps` (make test does) to install MLServer")
             }
             self.model = model
             dir = try scratchDir("mlserver")
             port = try freePort()
-            try run(python, [repoRoot.appendingPathComponent("Tests/interop/\(script)").path, dir.path, String(port),
-                             String(try freePort()), String(try freePort())])
+            try run(
+                python,
+                [
+                    repoRoot.appendingPathComponent("Tests/interop/\(script)").path, dir.path, String(port),
+                    String(try freePort()), String(try freePort()),
+                ])
             log = dir.appendingPathComponent("mlserver.log")
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             try start()
@@ -47,13 +52,18 @@ struct MLServerInteropTests {
             // Ready within 60 s, or the test fails with the server's own log.
             let deadline = Date().addingTimeInterval(60)
             while Date() < deadline {
-                if process.isRunning, (try? run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/v2/models/\(model)/ready"])) != nil { return }
+                if process.isRunning,
+                    (try? run("/usr/bin/curl", ["-sf", "http://127.0.0.1:\(port)/v2/models/\(model)/ready"])) != nil
+                {
+                    return
+                }
                 if !process.isRunning { break }
                 usleep(250_000)
             }
             let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             stop()
-            throw TestFailure.command("mlserver start", process.isRunning ? -1 : process.terminationStatus, String(text.suffix(3000)))
+            throw TestFailure.command(
+                "mlserver start", process.isRunning ? -1 : process.terminationStatus, String(text.suffix(3000)))
         }
 
         /// SIGKILL, as when a model server crashes or its pod is evicted; only this process, by its pid.
@@ -70,34 +80,43 @@ struct MLServerInteropTests {
 
     /// MLServer (its repository written by `script`, serving `model`) and the proxy in front of it,
     /// the model configured with `keys`; both stopped after `body`.
-    static func withServerAndProxy(script: String = "train_iris.py", model: String = "iris",
-                                   keys: String = "policy: adaptive-sla, slo_ms: 1000, max_batch_items: 32",
-                                   _ body: (MLServer, ProxyRuntime) throws -> Void) throws {
+    static func withServerAndProxy(
+        script: String = "train_iris.py", model: String = "iris",
+        keys: String = "policy: adaptive-sla, slo_ms: 1000, max_batch_items: 32",
+        _ body: (MLServer, ProxyRuntime) throws -> Void
+    ) throws {
         let server = try MLServer(script: script, model: model)
         defer { server.stop() }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         defer { try? group.syncShutdownGracefully() }
-        let rt = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
-            listen: "127.0.0.1:0"
-            models:
-              - {name: \(model), upstream: "http://127.0.0.1:\(server.port)", \(keys)}
-            """), group: group)
+        let rt = try ProxyRuntime.start(
+            config: try ProxyConfig.parse(
+                yaml: """
+                    listen: "127.0.0.1:0"
+                    models:
+                      - {name: \(model), upstream: "http://127.0.0.1:\(server.port)", \(keys)}
+                    """), group: group)
         defer { rt.drainAndStop() }
         try body(server, rt)
     }
 
     /// Iris-like rows, distinct per request.
     static func body(_ i: Int) -> String {
-        let base: [[Double]] = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3], [5.9, 3.0, 5.1, 1.8]]
+        let base: [[Double]] = [
+            [5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3], [5.9, 3.0, 5.1, 1.8],
+        ]
         let row = base[i % 4].enumerated().map { j, v in v + Double((i * 7 + j * 3) % 10) / 20 }
-        return "{\"id\":\"r\(i)\",\"inputs\":[{\"name\":\"predict\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[\(row.map { String($0) }.joined(separator: ","))]}]}"
+        return
+            "{\"id\":\"r\(i)\",\"inputs\":[{\"name\":\"predict\",\"shape\":[1,4],\"datatype\":\"FP32\",\"data\":[\(row.map { String($0) }.joined(separator: ","))]}]}"
     }
 
     @Test func answersThroughTheProxyEqualMLServersOwnUnderConcurrentLoad() throws {
         try Self.withServerAndProxy { server, rt in
             let bodies = (0..<200).map(Self.body)
-            let direct = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/iris/infer", bodies: bodies, concurrency: 8)
-            let proxied = try curlParallel(url: "http://127.0.0.1:\(rt.port)/v2/models/iris/infer", bodies: bodies, concurrency: 200)
+            let direct = try curlParallel(
+                url: "http://127.0.0.1:\(server.port)/v2/models/iris/infer", bodies: bodies, concurrency: 8)
+            let proxied = try curlParallel(
+                url: "http://127.0.0.1:\(rt.port)/v2/models/iris/infer", bodies: bodies, concurrency: 200)
             var batched = 0
             for i in bodies.indices {
                 #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")
@@ -114,9 +133,12 @@ struct MLServerInteropTests {
 
     @Test func tritonclientGetsTheSameAnswersThroughTheProxy() throws {
         try Self.withServerAndProxy { server, rt in
-            let out = try run(Self.venv.appendingPathComponent("python").path,
-                              [repoRoot.appendingPathComponent("Tests/interop/tritonclient_check.py").path,
-                               "127.0.0.1:\(rt.port)", "127.0.0.1:\(server.port)"])
+            let out = try run(
+                Self.venv.appendingPathComponent("python").path,
+                [
+                    repoRoot.appendingPathComponent("Tests/interop/tritonclient_check.py").path,
+                    "127.0.0.1:\(rt.port)", "127.0.0.1:\(server.port)",
+                ])
             let json = try #require(try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any])
             let proxied = try #require(json["proxy"] as? [[Int]])
             #expect(proxied.count == 4)

@@ -19,7 +19,8 @@ struct MLServerSharedFateTests {
         let row: [Double] = (0..<10).map { Double(i) + Double($0) / 8 }
         func v2(_ name: String, _ dt: String, _ values: [Double], extra: String = "") -> Data {
             let data: String = values.map { String($0) }.joined(separator: ",")
-            let text: String = "{\"id\":\"r\(i)\",\"inputs\":[{\"name\":\"\(name)\",\"datatype\":\"\(dt)\",\"shape\":[1,\(values.count)],\"data\":[\(data)]}\(extra)]}"
+            let text: String =
+                "{\"id\":\"r\(i)\",\"inputs\":[{\"name\":\"\(name)\",\"datatype\":\"\(dt)\",\"shape\":[1,\(values.count)],\"data\":[\(data)]}\(extra)]}"
             return Data(text.utf8)
         }
         switch kind {
@@ -28,7 +29,12 @@ struct MLServerSharedFateTests {
         case .wrongWidth: return (v2("features", "FP64", Array(row.prefix(9))), "application/json")
         case .wrongType: return (v2("features", "FP32", row), "application/json")
         case .extraInput:
-            return (v2("features", "FP64", row, extra: ",{\"name\":\"weights\",\"datatype\":\"FP64\",\"shape\":[1,1],\"data\":[1]}"), "application/json")
+            return (
+                v2(
+                    "features", "FP64", row,
+                    extra: ",{\"name\":\"weights\",\"datatype\":\"FP64\",\"shape\":[1,1],\"data\":[1]}"),
+                "application/json"
+            )
         case .nan:
             // JSON cannot carry a NaN; a NumPy client's .npy body can, and it batches with the good rows.
             var values = row
@@ -70,7 +76,8 @@ struct MLServerSharedFateTests {
     func withRegressor(extra: String = "", _ body: (MLServer, String) throws -> Void) throws {
         try MLServerInteropTests.withServerAndProxy(
             script: "train_regressor.py", model: "regressor",
-            keys: "slo_ms: 2000, max_batch_items: 64, codecs: [json, {name: npy, params: {input_name: features}}]\(extra)"
+            keys:
+                "slo_ms: 2000, max_batch_items: 64, codecs: [json, {name: npy, params: {input_name: features}}]\(extra)"
         ) { server, rt in try body(server, "http://127.0.0.1:\(rt.port)") }
     }
 
@@ -86,7 +93,10 @@ struct MLServerSharedFateTests {
     func awaitSignature(_ url: String) throws {
         for _ in 0..<100 {
             let meta = (try? run("/usr/bin/curl", ["-s", url + "/v2/models/regressor"])) ?? ""
-            if meta.contains("\"features\"") { usleep(200_000); return }
+            if meta.contains("\"features\"") {
+                usleep(200_000)
+                return
+            }
             usleep(50_000)
         }
     }
@@ -94,8 +104,9 @@ struct MLServerSharedFateTests {
     /// Every good request's own answer, straight from MLServer.
     func directAnswers(_ server: MLServer, _ kinds: [Kind]) throws -> [Int: [Double]] {
         let good = kinds.indices.filter { kinds[$0] == .good }
-        let direct = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/regressor/infer",
-                                      requests: good.map { Self.request($0, .good) }, concurrency: 8)
+        let direct = try curlParallel(
+            url: "http://127.0.0.1:\(server.port)/v2/models/regressor/infer",
+            requests: good.map { Self.request($0, .good) }, concurrency: 8)
         var out: [Int: [Double]] = [:]
         for (i, r) in zip(good, direct) {
             #expect(r.status == 200, "direct \(i): \(r.body)")
@@ -109,9 +120,11 @@ struct MLServerSharedFateTests {
             try awaitSignature(url)
             let kinds = Self.mix()
             let want = try directAnswers(server, kinds)
-            let results = try curlParallel(url: url + "/v2/models/regressor/infer",
-                                           requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
-            var lost = 0, batched = 0
+            let results = try curlParallel(
+                url: url + "/v2/models/regressor/infer",
+                requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
+            var lost = 0
+            var batched = 0
             for (i, (kind, r)) in zip(kinds, results).enumerated() {
                 let error = r.json?["error"] as? String ?? ""
                 switch kind {
@@ -119,9 +132,15 @@ struct MLServerSharedFateTests {
                     if !Self.answeredRight(i, r, want) { lost += 1 }
                     if (Int(r.headers["mlproxy-batch-requests"] ?? "") ?? 0) > 1 { batched += 1 }
                 case .wrongName:
-                    #expect(r.status == 400 && error.contains("no input 'feature'; its inputs are features (FP64 [-1, 10])"), "\(i): \(r.body)")
+                    #expect(
+                        r.status == 400
+                            && error.contains("no input 'feature'; its inputs are features (FP64 [-1, 10])"),
+                        "\(i): \(r.body)")
                 case .wrongWidth:
-                    #expect(r.status == 400 && error.contains("has shape [1, 9] but model 'regressor' expects features (FP64 [-1, 10])"), "\(i): \(r.body)")
+                    #expect(
+                        r.status == 400
+                            && error.contains("has shape [1, 9] but model 'regressor' expects features (FP64 [-1, 10])"),
+                        "\(i): \(r.body)")
                 case .wrongType:
                     #expect(r.status == 400 && error.contains("input 'features' is FP32"), "\(i): \(r.body)")
                 case .extraInput:
@@ -147,15 +166,24 @@ struct MLServerSharedFateTests {
             let kinds = Self.mix()
             let want = try directAnswers(server, kinds)
             // What MLServer says to each bad JSON request sent alone.
-            let directBad = try curlParallel(url: "http://127.0.0.1:\(server.port)/v2/models/regressor/infer",
-                                             requests: kinds.indices.filter { kinds[$0] != .good && kinds[$0] != .nan }.map { Self.request($0, kinds[$0]) },
-                                             concurrency: 1)
+            let directBad = try curlParallel(
+                url: "http://127.0.0.1:\(server.port)/v2/models/regressor/infer",
+                requests: kinds.indices.filter { kinds[$0] != .good && kinds[$0] != .nan }.map {
+                    Self.request($0, kinds[$0])
+                },
+                concurrency: 1)
             var directStatus: [Kind: Int] = [:]
-            for (i, r) in zip(kinds.indices.filter { kinds[$0] != .good && kinds[$0] != .nan }, directBad) { directStatus[kinds[i]] = r.status }
-            #expect(directStatus[.wrongName] == 200 && directStatus[.wrongType] == 200, "MLServer changed: \(directStatus)")
-            #expect(directStatus[.wrongWidth] == 500 && directStatus[.extraInput] == 400, "MLServer changed: \(directStatus)")
-            let results = try curlParallel(url: url + "/v2/models/regressor/infer",
-                                           requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
+            for (i, r) in zip(kinds.indices.filter { kinds[$0] != .good && kinds[$0] != .nan }, directBad) {
+                directStatus[kinds[i]] = r.status
+            }
+            #expect(
+                directStatus[.wrongName] == 200 && directStatus[.wrongType] == 200, "MLServer changed: \(directStatus)")
+            #expect(
+                directStatus[.wrongWidth] == 500 && directStatus[.extraInput] == 400,
+                "MLServer changed: \(directStatus)")
+            let results = try curlParallel(
+                url: url + "/v2/models/regressor/infer",
+                requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
             var lost = 0
             for (i, (kind, r)) in zip(kinds, results).enumerated() {
                 let error = r.json?["error"] as? String ?? ""
@@ -168,13 +196,17 @@ struct MLServerSharedFateTests {
                     // The status MLServer gives the request alone, and its words for an error.
                     #expect(r.status == directStatus[kind], "\(i) \(kind): \(r.body)")
                     if kind == .wrongWidth { #expect(error.contains("X has 9 features"), "\(r.body)") }
-                    if kind == .extraInput { #expect(error.contains("only supports a single input tensor"), "\(r.body)") }
+                    if kind == .extraInput {
+                        #expect(error.contains("only supports a single input tensor"), "\(r.body)")
+                    }
                 }
                 if r.status != 200 { #expect(r.headers["mlproxy-failure"] == "own", "\(i) \(kind): \(r.headers)") }
             }
             #expect(lost == 0)
             let metrics = try run("/usr/bin/curl", ["-s", url + "/metrics"])
-            #expect(!metrics.contains("mlproxy_split_batches_total{model=\"regressor\"} 0\n"), "no batch was split: the test proves nothing")
+            #expect(
+                !metrics.contains("mlproxy_split_batches_total{model=\"regressor\"} 0\n"),
+                "no batch was split: the test proves nothing")
         }
     }
 
@@ -184,13 +216,18 @@ struct MLServerSharedFateTests {
             let requests = (0..<1500).map { Self.request($0, .good) }
             let results = LoadResults()
             let load = Thread {
-                results.set(Result { try curlParallel(url: url + "/v2/models/regressor/infer", requests: requests, concurrency: 48) })
+                results.set(
+                    Result {
+                        try curlParallel(url: url + "/v2/models/regressor/infer", requests: requests, concurrency: 48)
+                    })
             }
             load.start()
             let started = Date()
             while Date().timeIntervalSince(started) < 30 {
                 let metrics = (try? run("/usr/bin/curl", ["-s", url + "/metrics"])) ?? ""
-                let line = metrics.split(separator: "\n").first { $0.hasPrefix("mlproxy_responses_total{model=\"regressor\",code=\"200\"}") }
+                let line = metrics.split(separator: "\n").first {
+                    $0.hasPrefix("mlproxy_responses_total{model=\"regressor\",code=\"200\"}")
+                }
                 if let n = line?.split(separator: " ").last.flatMap({ Int($0) }), n >= 200 { break }
                 usleep(20_000)
             }
@@ -207,15 +244,23 @@ struct MLServerSharedFateTests {
             }
             print("MLServer killed under load: responses by status \(byStatus.sorted { $0.key < $1.key })")
             #expect(all.count == 1500 && byStatus[0] == nil, "some request got no response: \(byStatus)")
-            #expect((byStatus[200] ?? 0) > 0 && (byStatus[503] ?? 0) > 0, "the crash did not land inside the load: \(byStatus)")
-            let ready = { try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/v2/models/regressor/ready"]) }
+            #expect(
+                (byStatus[200] ?? 0) > 0 && (byStatus[503] ?? 0) > 0,
+                "the crash did not land inside the load: \(byStatus)")
+            let ready = {
+                try run(
+                    "/usr/bin/curl",
+                    ["-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/v2/models/regressor/ready"])
+            }
             #expect(try ready() == "503")
             // Back on the same port; the proxy was not restarted.
             try server.start()
             let back = Date()
             var answered = false
             while !answered && Date().timeIntervalSince(back) < 5 {
-                answered = try curlParallel(url: url + "/v2/models/regressor/infer", requests: [Self.request(1, .good)])[0].status == 200
+                answered =
+                    try curlParallel(url: url + "/v2/models/regressor/infer", requests: [Self.request(1, .good)])[0]
+                    .status == 200
                 if !answered { usleep(100_000) }
             }
             #expect(answered, "no answer within 5 s of MLServer being back")

@@ -7,7 +7,8 @@ import Testing
 @Suite("Model signatures")
 struct ModelSignatureTests {
     @Test func v2MetadataWithOptionalInputs() throws {
-        let body = Array("""
+        let body = Array(
+            """
             {"name":"m","versions":["1"],"platform":"onnx","inputs":[
               {"name":"ids","datatype":"INT64","shape":[-1,-1]},
               {"name":"mask","datatype":"INT64","shape":[-1,-1],"optional":true},
@@ -25,7 +26,8 @@ struct ModelSignatureTests {
 
     @Test func tfServingSignatureDef() throws {
         // The shape of TF Serving's GET /v1/models/{m}/metadata.
-        let body = Array("""
+        let body = Array(
+            """
             {"model_spec":{"name":"half_plus_two","signature_name":"","version":"123"},
              "metadata":{"signature_def":{"signature_def":{
                "classify_x_to_y":{"inputs":{"inputs":{"dtype":"DT_STRING","tensor_shape":{"dim":[],"unknown_rank":true},"name":"tf_example:0"}},
@@ -39,9 +41,12 @@ struct ModelSignatureTests {
         #expect(sig.outputs == [TensorSpec(name: "y", datatype: .fp64, shape: [-1, 1])])
     }
 
-    static let sig = ModelSignature(inputs: [TensorSpec(name: "x", datatype: .fp64, shape: [-1, 4]),
-                                             TensorSpec(name: "w", datatype: .fp64, shape: [-1, 1], optional: true)],
-                                    outputs: [TensorSpec(name: "y", datatype: .fp64, shape: [-1, 1])], source: "the config")
+    static let sig = ModelSignature(
+        inputs: [
+            TensorSpec(name: "x", datatype: .fp64, shape: [-1, 4]),
+            TensorSpec(name: "w", datatype: .fp64, shape: [-1, 1], optional: true),
+        ],
+        outputs: [TensorSpec(name: "y", datatype: .fp64, shape: [-1, 1])], source: "the config")
 
     func check(_ inputs: [Tensor], outputs: [String] = [], guessed: Bool = false) -> Result<[Tensor], RequestError> {
         Self.sig.check(model: "m", inputs: inputs, requestedOutputs: outputs, guessedTypes: guessed)
@@ -52,13 +57,21 @@ struct ModelSignatureTests {
         #expect(try check([row]).get().count == 1)
         #expect(try check([row, .fp64(name: "w", shape: [2, 1], values: [1, 2])], outputs: ["y"]).get().count == 2)
         func refusal(_ r: Result<[Tensor], RequestError>) -> String {
-            if case .failure(let e) = r { #expect(e.status == 400); return e.message }
+            if case .failure(let e) = r {
+                #expect(e.status == 400)
+                return e.message
+            }
             Issue.record("accepted")
             return ""
         }
-        #expect(refusal(check([.fp64(name: "z", shape: [1, 4], values: [1, 2, 3, 4])])).contains("model 'm' has no input 'z'"))
-        #expect(refusal(check([.fp64(name: "x", shape: [1, 3], values: [1, 2, 3])])).contains("has shape [1, 3] but model 'm' expects x (FP64 [-1, 4])"))
-        #expect(refusal(check([.fp64(name: "w", shape: [1, 1], values: [1])])).contains("lacks input x (FP64 [-1, 4])"))
+        #expect(
+            refusal(check([.fp64(name: "z", shape: [1, 4], values: [1, 2, 3, 4])])).contains(
+                "model 'm' has no input 'z'"))
+        #expect(
+            refusal(check([.fp64(name: "x", shape: [1, 3], values: [1, 2, 3])])).contains(
+                "has shape [1, 3] but model 'm' expects x (FP64 [-1, 4])"))
+        #expect(
+            refusal(check([.fp64(name: "w", shape: [1, 1], values: [1])])).contains("lacks input x (FP64 [-1, 4])"))
         #expect(refusal(check([row], outputs: ["z"])).contains("no output 'z'; its outputs are y"))
         var fp32 = row
         fp32.datatype = .fp32

@@ -44,19 +44,27 @@ struct PluginLoaderTests {
         let dir = try scratchDir("abi10")
         defer { try? FileManager.default.removeItem(at: dir) }
         let so = dir.appendingPathComponent("libpairs_abi10.so").path
-        try run("/usr/bin/cc", ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
-                                 "-I", repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.0").path, "-o", so,
-                                 repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c").path, "-ljansson"])
+        try run(
+            "/usr/bin/cc",
+            [
+                "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+                "-I", repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.0").path, "-o", so,
+                repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c").path, "-ljansson",
+            ])
         // The frozen header really is 1.0, and really lacks what 1.1 added.
-        let header = try String(contentsOf: repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.0/mlproxy/mlproxy.h"), encoding: .utf8)
+        let header = try String(
+            contentsOf: repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.0/mlproxy/mlproxy.h"), encoding: .utf8)
         #expect(header.contains("#define MLP_ABI_MINOR 0"))
         #expect(!header.contains("pass_tensor"))
         let registry = PluginRegistry(configPaths: [])
         try registry.load(path: so)
-        let policy = try PluginPolicy(try registry.component(.policy, "pairs"),
-                                      configJSON: "{\"slo_ms\":100,\"max_batch_items\":8,\"max_inflight_batches\":1}")
-        let queue = ModelQueue<Int>(limits: QueueLimits(maxBatchItems: 8, maxQueuedItems: 100, maxInflightBatches: 1,
-                                                        sloNanos: 100_000_000, rejectLate: false), policy: policy)
+        let policy = try PluginPolicy(
+            try registry.component(.policy, "pairs"),
+            configJSON: "{\"slo_ms\":100,\"max_batch_items\":8,\"max_inflight_batches\":1}")
+        let queue = ModelQueue<Int>(
+            limits: QueueLimits(
+                maxBatchItems: 8, maxQueuedItems: 100, maxInflightBatches: 1,
+                sloNanos: 100_000_000, rejectLate: false), policy: policy)
         _ = queue.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 1)
         #expect(summarize(queue.pump(now: 1)).batches.isEmpty, "one request waits for its pair")
         _ = queue.admit(items: 1, arrival: 2, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 2)
@@ -80,9 +88,11 @@ struct PluginLoaderTests {
         let registry = PluginRegistry()
         let errors = registry.loadAll(extra: [])
         #expect(errors.isEmpty, "\(errors)")
-        for (kind, name) in [(ComponentKind.codec, "json"), (.codec, "tfserving"), (.codec, "npy"), (.backend, "kserve-v2"),
-                             (.backend, "tfserving"), (.policy, "none"), (.policy, "mlproxy-aimd"), (.policy, "cork"), (.policy, "aimd"),
-                             (.policy, "static"), (.policy, "adaptive-sla")] {
+        for (kind, name) in [
+            (ComponentKind.codec, "json"), (.codec, "tfserving"), (.codec, "npy"), (.backend, "kserve-v2"),
+            (.backend, "tfserving"), (.policy, "none"), (.policy, "mlproxy-aimd"), (.policy, "cork"), (.policy, "aimd"),
+            (.policy, "static"), (.policy, "adaptive-sla"),
+        ] {
             let c = try registry.component(kind, name)
             #expect(c.file.hasSuffix(".so"))
         }
@@ -92,17 +102,22 @@ struct PluginLoaderTests {
     @Test func refusedPluginTakesDownOnlyTheModelsThatNeedIt() throws {
         let dir = try scratchDir("refused")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let bad = try compilePlugin(source: fixtures.appendingPathComponent("wrong_major.c"), into: dir, name: "wrong_major")
-        let cluster = try TestCluster(extraTop: "plugins: [\(bad)]", models: """
-              - {name: good, upstream: "UPSTREAM", policy: none}
-              - {name: needs-missing, upstream: "UPSTREAM", policy: from-the-bad-plugin}
-            """)
+        let bad = try compilePlugin(
+            source: fixtures.appendingPathComponent("wrong_major.c"), into: dir, name: "wrong_major")
+        let cluster = try TestCluster(
+            extraTop: "plugins: [\(bad)]",
+            models: """
+                  - {name: good, upstream: "UPSTREAM", policy: none}
+                  - {name: needs-missing, upstream: "UPSTREAM", policy: from-the-bad-plugin}
+                """)
         defer { cluster.stop() }
         #expect(cluster.proxy.unavailable["needs-missing"]?.contains("ABI 2.0") == true)
-        let results = try curlParallel(url: cluster.url + "/v2/models/good/infer", bodies: [v2Request(id: "a", rows: [[1, 2]])])
+        let results = try curlParallel(
+            url: cluster.url + "/v2/models/good/infer", bodies: [v2Request(id: "a", rows: [[1, 2]])])
         #expect(results[0].status == 200)
         #expect(results[0].output("sum") == [3])
-        let down = try curlParallel(url: cluster.url + "/v2/models/needs-missing/infer", bodies: [v2Request(id: "b", rows: [[1, 2]])])
+        let down = try curlParallel(
+            url: cluster.url + "/v2/models/needs-missing/infer", bodies: [v2Request(id: "b", rows: [[1, 2]])])
         #expect(down[0].status == 503)
         #expect(down[0].body.contains("ABI 2.0"))
     }
@@ -117,16 +132,25 @@ struct FuzzEntryTests {
         let handle = try #require(dlopen(path, RTLD_NOW | RTLD_LOCAL))
         typealias Entry = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
         var rng = SplitMix64(seed: 99)
-        let corpus = ["", "{", "[]", "\u{93}NUMPY\u{01}\u{00}\u{10}\u{00}{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}",
-                      "{\"instances\":[[1,2],[3]]}", "{\"instances\":[{\"b64\":\"@@@\"}]}", "{\"inputs\":{\"a\":[[[[[]]]]]}}",
-                      String(repeating: "[", count: 5000), "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"BYTES\",\"shape\":[99999999999],\"data\":[]}]}"]
+        let corpus = [
+            "", "{", "[]",
+            "\u{93}NUMPY\u{01}\u{00}\u{10}\u{00}{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }",
+            "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[1],\"data\":[1]}]}",
+            "{\"instances\":[[1,2],[3]]}", "{\"instances\":[{\"b64\":\"@@@\"}]}", "{\"inputs\":{\"a\":[[[[[]]]]]}}",
+            String(repeating: "[", count: 5000),
+            "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"BYTES\",\"shape\":[99999999999],\"data\":[]}]}",
+        ]
         let tensorPath = try #require(registry.resolve("libmlp_tensor.so"))
         let tensorHandle = try #require(dlopen(tensorPath, RTLD_NOW | RTLD_LOCAL))
-        for (lib, symbol) in [(handle, "mlp_v2_fuzz_decode_request"), (handle, "mlp_tfserving_fuzz_decode_request"),
-                              (tensorHandle, "mlp_npy_fuzz_decode_request")] {
+        for (lib, symbol) in [
+            (handle, "mlp_v2_fuzz_decode_request"), (handle, "mlp_tfserving_fuzz_decode_request"),
+            (tensorHandle, "mlp_npy_fuzz_decode_request"),
+        ] {
             let entry = unsafeBitCast(try #require(dlsym(lib, symbol)), to: Entry.self)
             var statuses = Set<Int32>()
-            for text in corpus { statuses.insert(Array(text.utf8).withUnsafeBufferPointer { entry($0.baseAddress, $0.count) }) }
+            for text in corpus {
+                statuses.insert(Array(text.utf8).withUnsafeBufferPointer { entry($0.baseAddress, $0.count) })
+            }
             for _ in 0..<2000 {
                 // Mutations of a valid request: random bytes overwritten.
                 var bytes = Array(corpus[3].utf8) + Array(corpus[4].utf8)
@@ -138,8 +162,9 @@ struct FuzzEntryTests {
         // The image decoder (libjpeg-turbo, libpng) on mutated JPEG and PNG files.
         let imagePath = try #require(registry.resolve("libmlp_image.so"))
         let imageHandle = try #require(dlopen(imagePath, RTLD_NOW | RTLD_LOCAL) as UnsafeMutableRawPointer?)
-        let imageEntry = unsafeBitCast(try #require(dlsym(imageHandle, "mlp_image_fuzz_decode")),
-                                       to: Entry.self)
+        let imageEntry = unsafeBitCast(
+            try #require(dlsym(imageHandle, "mlp_image_fuzz_decode")),
+            to: Entry.self)
         for file in ["red_16x8.jpg", "rgb_4x3.png"] {
             let original = Array(try Data(contentsOf: repoRoot.appendingPathComponent("Tests/Fixtures/images/\(file)")))
             var statuses = Set<Int32>()

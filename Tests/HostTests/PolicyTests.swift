@@ -8,14 +8,19 @@ import Testing
 struct PolicyTests {
     static let ms: Int64 = 1_000_000
 
-    func queue(policy: String, params: String = "", maxItems: Int = 4, slo: Int64 = 1000, inflight: Int = 1,
-               rejectLate: Bool = false) throws -> ModelQueue<Int> {
-        try policyQueue(policy, params: params, maxItems: maxItems, sloMillis: slo, inflight: inflight, maxQueued: 1000,
-                        rejectLate: rejectLate)
+    func queue(
+        policy: String, params: String = "", maxItems: Int = 4, slo: Int64 = 1000, inflight: Int = 1,
+        rejectLate: Bool = false
+    ) throws -> ModelQueue<Int> {
+        try policyQueue(
+            policy, params: params, maxItems: maxItems, sloMillis: slo, inflight: inflight, maxQueued: 1000,
+            rejectLate: rejectLate)
     }
 
     func admit(_ q: ModelQueue<Int>, id: Int, items: Int = 1, at: Int64, timeoutMicros: Int64? = nil) {
-        #expect(q.admit(items: items, arrival: at, timeoutMicros: timeoutMicros, priority: 0, batchKey: "k", payload: id) == nil)
+        #expect(
+            q.admit(items: items, arrival: at, timeoutMicros: timeoutMicros, priority: 0, batchKey: "k", payload: id)
+                == nil)
     }
 
     @Test func noneSendsEveryRequestAlone() throws {
@@ -62,7 +67,9 @@ struct PolicyTests {
     /// Teaches the adaptive policy latency = 10 ms + 0.5 ms per item at every size.
     func taught(_ q: ModelQueue<Int>, maxItems: Int) {
         for n in 1...maxItems {
-            q.policy.observe(items: n, arrivals: Array(repeating: 0, count: n), ok: true, dispatched: 0, finished: (10 * Self.ms) + Int64(n) * Self.ms / 2)
+            q.policy.observe(
+                items: n, arrivals: Array(repeating: 0, count: n), ok: true, dispatched: 0,
+                finished: (10 * Self.ms) + Int64(n) * Self.ms / 2)
         }
     }
 
@@ -158,9 +165,11 @@ struct PolicyTests {
     /// holds even a full batch while 8 are. A backlog of slow replies does not raise the cap.
     @Test func adaptiveCapsBatchesInFlightAtWhatTheRateNeeds() throws {
         // Packing off: with a 1 s SLO it would keep one batch out and the rest waiting (tested below).
-        let q = try queue(policy: "adaptive-sla", params: "\"headroom\":1,\"pack\":0", maxItems: 64, slo: 1000, inflight: 100)
+        let q = try queue(
+            policy: "adaptive-sla", params: "\"headroom\":1,\"pack\":0", maxItems: 64, slo: 1000, inflight: 100)
         taught(q, maxItems: 64)
-        var id = 0, sent = 0
+        var id = 0
+        var sent = 0
         let gap = Self.ms / 10
         for step in 0..<(64 * 12) {
             admit(q, id: id, at: Int64(step) * gap)
@@ -171,19 +180,23 @@ struct PolicyTests {
         #expect(q.count >= 4 * 64, "the rest waits in the proxy")
         // Replies queued behind a backlog (10x the model's latency) are outliers: the cap stays.
         for _ in 0..<4 {
-            q.batchFinished(items: 64, arrivals: Array(repeating: 0, count: 64), ok: true, dispatched: 0, finished: 420 * Self.ms)
+            q.batchFinished(
+                items: 64, arrivals: Array(repeating: 0, count: 64), ok: true, dispatched: 0, finished: 420 * Self.ms)
         }
         let now = Int64(64 * 12) * gap
         for k in 0..<(64 * 8) { admit(q, id: id + k, at: now + Int64(k) * gap) }
         let after = summarize(q.pump(now: now + Int64(64 * 8) * gap)).batches
-        #expect(after.count == 4 && q.inflight == 8, "four slots freed: four full batches of the 12 queued, \(after.map(\.count))")
+        #expect(
+            after.count == 4 && q.inflight == 8,
+            "four slots freed: four full batches of the 12 queued, \(after.map(\.count))")
     }
 
     /// The same cap under Poisson arrivals (mean gap 0.1 ms): the cap follows a steady rate, so the
     /// batches out stay at ceil(6.6 +- noise) + 1. Taken from the per-request rate (+-40% on Poisson
     /// gaps), the cap let batches out at its peaks, and those stay out until they finish.
     @Test func adaptiveCapHoldsUnderPoissonArrivals() throws {
-        let q = try queue(policy: "adaptive-sla", params: "\"headroom\":1,\"pack\":0", maxItems: 64, slo: 1000, inflight: 100)
+        let q = try queue(
+            policy: "adaptive-sla", params: "\"headroom\":1,\"pack\":0", maxItems: 64, slo: 1000, inflight: 100)
         taught(q, maxItems: 64)
         var rng = SplitMix64(seed: 5)
         var t: Int64 = 0
@@ -200,7 +213,9 @@ struct PolicyTests {
     /// not (22 ms, while waiting gives 14 + 14 + 10.5 ms) makes the policy send what is needed at once.
     @Test func adaptivePacksBatchesOntoTheOnesInFlightUntilADeadlineNeedsMore() throws {
         for pack in [true, false] {
-            let q = try queue(policy: "adaptive-sla", params: "\"pack\":\(pack ? 1 : 0),\"safety_ms\":0", maxItems: 8, slo: 1000, inflight: 100)
+            let q = try queue(
+                policy: "adaptive-sla", params: "\"pack\":\(pack ? 1 : 0),\"safety_ms\":0", maxItems: 8, slo: 1000,
+                inflight: 100)
             taught(q, maxItems: 8)
             for i in 0..<8 { admit(q, id: i, at: 0) }
             #expect(summarize(q.pump(now: 0)).batches == [Array(0..<8)])
@@ -234,16 +249,19 @@ struct PolicyTests {
     /// now could answer (10.5 ms) is answered 503 with the reason; the one behind it is served.
     @Test func adaptiveShedsOnlyRequestsThatCannotMeetTheirDeadlineAndOnlyWhenConfigured() throws {
         for shed in [true, false] {
-            let q = try queue(policy: "adaptive-sla", params: "\"shed\":\(shed ? 1 : 0)", maxItems: 8, slo: 100, inflight: 4)
+            let q = try queue(
+                policy: "adaptive-sla", params: "\"shed\":\(shed ? 1 : 0)", maxItems: 8, slo: 100, inflight: 4)
             taught(q, maxItems: 8)
             admit(q, id: 0, at: 0, timeoutMicros: 5_000)
             admit(q, id: 1, at: 0)
-            var rejected: [Int] = [], sent: [[Int]] = []
+            var rejected: [Int] = []
+            var sent: [[Int]] = []
             var now: Int64 = 0
             for _ in 0..<10 where q.count > 0 {
                 let effects = q.pump(now: now)
                 for case .reject(_, let err) in effects {
-                    #expect(err.status == 503 && err.message.contains("can no longer meet its deadline"), "\(err.message)")
+                    #expect(
+                        err.status == 503 && err.message.contains("can no longer meet its deadline"), "\(err.message)")
                 }
                 let s = summarize(effects)
                 rejected += s.rejected
@@ -263,8 +281,9 @@ struct PolicyTests {
         let q = try queue(policy: "adaptive-sla", params: "\"safety_ms\":5", maxItems: 32, slo: 100, inflight: 8)
         taught(q, maxItems: 32)
         for k in 0..<100 {
-            q.policy.observe(items: 32, arrivals: Array(repeating: 0, count: 32), ok: true, dispatched: 0,
-                             finished: Int64(200 + 20 * k) * Self.ms)
+            q.policy.observe(
+                items: 32, arrivals: Array(repeating: 0, count: 32), ok: true, dispatched: 0,
+                finished: Int64(200 + 20 * k) * Self.ms)
         }
         let t0 = 1_000 * Self.ms
         admit(q, id: 0, at: t0)
@@ -281,7 +300,9 @@ struct PolicyTests {
         for i in 0...5 { admit(q, id: i, at: Int64(i) * Self.ms) }
         let wake = try #require(summarize(q.pump(now: 5 * Self.ms)).wake)
         #expect(summarize(q.pump(now: wake)).batches == [[0, 1, 2, 3, 4, 5]])
-        q.batchFinished(items: 6, arrivals: (0...5).map { Int64($0) * Self.ms }, ok: true, dispatched: wake, finished: wake + 13 * Self.ms)
+        q.batchFinished(
+            items: 6, arrivals: (0...5).map { Int64($0) * Self.ms }, ok: true, dispatched: wake,
+            finished: wake + 13 * Self.ms)
         // Ten quiet seconds later a lone request: waiting would only add latency.
         admit(q, id: 6, at: 10_000 * Self.ms)
         #expect(summarize(q.pump(now: 10_000 * Self.ms)).batches == [[6]])
@@ -295,8 +316,10 @@ struct QueueLimitTests {
         var answer: PolicyDecision
         var asked = 0
         init(_ answer: PolicyDecision) { self.answer = answer }
-        func decide(now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int, inflight: Int,
-                    limits: QueueLimits) -> Result<PolicyDecision, RequestError> {
+        func decide(
+            now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int, inflight: Int,
+            limits: QueueLimits
+        ) -> Result<PolicyDecision, RequestError> {
             asked += 1
             return .success(answer)
         }
@@ -312,7 +335,9 @@ struct QueueLimitTests {
         let q = ModelQueue<Int>(limits: limits(), policy: policy)
         for i in 0..<6 { _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: i) }
         let effects = q.pump(now: 0)
-        let batches = effects.compactMap { if case .dispatch(let e) = $0 { return e.map(\.payload) } else { return nil } }
+        let batches = effects.compactMap {
+            if case .dispatch(let e) = $0 { return e.map(\.payload) } else { return nil }
+        }
         #expect(batches == [[0, 1, 2, 3]])
         #expect(q.inflight == 1)
         #expect(q.count == 2)
@@ -325,7 +350,8 @@ struct QueueLimitTests {
         let e = q.admit(items: 4, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 2)
         #expect(e?.status == 429)
         #expect(e?.message.contains("max_queued_items") == true)
-        #expect(q.admit(items: 5, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 3)?.status == 400)
+        #expect(
+            q.admit(items: 5, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 3)?.status == 400)
     }
 
     @Test func lateRequestsAreDispatchedWithoutAskingThePolicy() {
@@ -337,7 +363,8 @@ struct QueueLimitTests {
         #expect(first.contains { if case .wake(let at) = $0 { return at == 100 } else { return false } })
         let asked = policy.asked
         let late = q.pump(now: 100)
-        #expect(late.contains { if case .dispatch(let e) = $0 { return e.map(\.payload) == [0] } else { return false } })
+        #expect(
+            late.contains { if case .dispatch(let e) = $0 { return e.map(\.payload) == [0] } else { return false } })
         #expect(policy.asked == asked)
     }
 
@@ -345,8 +372,10 @@ struct QueueLimitTests {
     /// none in flight they go at once whatever it says, so nothing is stranded.
     @Test func lateRequestsArePacedOnlyWhileBatchesAreInFlight() {
         let policy = ScriptedPolicy(.dispatch(items: 1))
-        let q = ModelQueue<Int>(limits: QueueLimits(maxBatchItems: 4, maxQueuedItems: 10, maxInflightBatches: 4, sloNanos: 100,
-                                                    rejectLate: false), policy: policy)
+        let q = ModelQueue<Int>(
+            limits: QueueLimits(
+                maxBatchItems: 4, maxQueuedItems: 10, maxInflightBatches: 4, sloNanos: 100,
+                rejectLate: false), policy: policy)
         for i in 0..<3 { _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: i) }
         #expect(summarize(q.pump(now: 0)).batches == [[0], [1], [2]])
         policy.answer = .wait(until: .max)
@@ -363,17 +392,28 @@ struct QueueLimitTests {
         let q = ModelQueue<Int>(limits: limits(rejectLate: true), policy: ScriptedPolicy(.wait(until: .max)))
         _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 0)
         let effects = q.pump(now: 150)
-        #expect(effects.contains { if case .reject(let e, let err) = $0 { return e.map(\.payload) == [0] && err.status == 504 } else { return false } })
+        #expect(
+            effects.contains {
+                if case .reject(let e, let err) = $0 {
+                    return e.map(\.payload) == [0] && err.status == 504
+                } else {
+                    return false
+                }
+            })
         #expect(q.count == 0)
     }
 
     @Test func incompatibleRequestsWaitForTheirOwnBatch() {
-        let q = ModelQueue<Int>(limits: QueueLimits(maxBatchItems: 4, maxQueuedItems: 10, maxInflightBatches: 2, sloNanos: 100, rejectLate: false),
-                                policy: ScriptedPolicy(.dispatch(items: 4)))
+        let q = ModelQueue<Int>(
+            limits: QueueLimits(
+                maxBatchItems: 4, maxQueuedItems: 10, maxInflightBatches: 2, sloNanos: 100, rejectLate: false),
+            policy: ScriptedPolicy(.dispatch(items: 4)))
         _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "a", payload: 0)
         _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "b", payload: 1)
         _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "a", payload: 2)
-        let batches = q.pump(now: 0).compactMap { if case .dispatch(let e) = $0 { return e.map(\.payload) } else { return nil } }
+        let batches = q.pump(now: 0).compactMap {
+            if case .dispatch(let e) = $0 { return e.map(\.payload) } else { return nil }
+        }
         #expect(batches == [[0, 2], [1]])
     }
 
@@ -382,7 +422,10 @@ struct QueueLimitTests {
         let q = ModelQueue<Int>(limits: limits(), policy: policy)
         for i in 0..<3 { _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: i) }
         let effects = q.pump(now: 0)
-        guard case .reject(let e, let err) = effects.first else { Issue.record("no reject"); return }
+        guard case .reject(let e, let err) = effects.first else {
+            Issue.record("no reject")
+            return
+        }
         #expect(e.map(\.payload) == [1])
         #expect(err.status == 503)
         #expect(err.message.contains("cannot meet its deadline"))

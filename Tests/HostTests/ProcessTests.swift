@@ -23,28 +23,34 @@ struct ProcessTests {
         var seen = Data()
         while !String(decoding: seen, as: UTF8.self).contains("ready on") {
             let chunk = out.fileHandleForReading.availableData
-            if chunk.isEmpty { throw TestFailure.command("mlproxy serve", p.terminationStatus, String(decoding: seen, as: UTF8.self)) }
+            if chunk.isEmpty {
+                throw TestFailure.command("mlproxy serve", p.terminationStatus, String(decoding: seen, as: UTF8.self))
+            }
             seen += chunk
         }
         return (p, out)
     }
 
     @Test func sigtermDrainsQueuedAndInflightRequests() throws {
-        let proxyPort = try freePort(), simPort = try freePort()
-        let (proxy, _) = try serve(config: """
-            listen: "127.0.0.1:\(proxyPort)"
-            simulated_servers:
-              - {listen: "127.0.0.1:\(simPort)", latency_ms: {1: 300, 100: 300}}
-            models:
-              - {name: m, upstream: "http://127.0.0.1:\(simPort)", policy: static, policy_params: {max_delay_ms: 200}, max_batch_items: 8}
-            """)
+        let proxyPort = try freePort()
+        let simPort = try freePort()
+        let (proxy, _) = try serve(
+            config: """
+                listen: "127.0.0.1:\(proxyPort)"
+                simulated_servers:
+                  - {listen: "127.0.0.1:\(simPort)", latency_ms: {1: 300, 100: 300}}
+                models:
+                  - {name: m, upstream: "http://127.0.0.1:\(simPort)", policy: static, policy_params: {max_delay_ms: 200}, max_batch_items: 8}
+                """)
         // 20 requests: 8 go at once, the rest wait in the queue behind them when SIGTERM arrives.
         let bodies = (0..<20).map { v2Request(id: "\($0)", rows: [[Double($0)]]) }
         nonisolated(unsafe) var results: [CurlResult] = []
         nonisolated(unsafe) var clientError: Error?
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
-            do { results = try curlParallel(url: "http://127.0.0.1:\(proxyPort)/v2/models/m/infer", bodies: bodies) } catch { clientError = error }
+            do {
+                results = try curlParallel(url: "http://127.0.0.1:\(proxyPort)/v2/models/m/infer", bodies: bodies)
+            } catch { clientError = error }
             done.signal()
         }
         usleep(150_000)
@@ -63,7 +69,8 @@ struct ProcessTests {
     @Test func aConfigErrorStopsStartupWithFileKeyAndReason() throws {
         let dir = try scratchDir("badconfig")
         let file = dir.appendingPathComponent("bad.yaml")
-        try "models:\n  - {name: m, upstream: \"http://127.0.0.1:1\", max_batch_item: 4}\n".write(to: file, atomically: true, encoding: .utf8)
+        try "models:\n  - {name: m, upstream: \"http://127.0.0.1:1\", max_batch_item: 4}\n".write(
+            to: file, atomically: true, encoding: .utf8)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = ["serve", "--config", file.path]
@@ -91,7 +98,10 @@ struct ProcessTests {
         let registry = PluginRegistry(configPaths: [])
         try registry.load(path: so)
         let policy = try PluginPolicy(try registry.component(.policy, "eight-or-5ms"), configJSON: "{}")
-        let q = ModelQueue<Int>(limits: QueueLimits(maxBatchItems: 8, maxQueuedItems: 100, maxInflightBatches: 1, sloNanos: 1_000_000_000, rejectLate: false), policy: policy)
+        let q = ModelQueue<Int>(
+            limits: QueueLimits(
+                maxBatchItems: 8, maxQueuedItems: 100, maxInflightBatches: 1, sloNanos: 1_000_000_000, rejectLate: false
+            ), policy: policy)
         _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 0)
         let effects = q.pump(now: 0)
         #expect(effects.contains { if case .wake(let at) = $0 { return at == 5_000_000 } else { return false } })
@@ -99,16 +109,22 @@ struct ProcessTests {
 
     @Test func simulateExplainsItsOptionsAndWritesItsTables() throws {
         let help = try run(binary, ["simulate", "--help"])
-        for option in ["--policy", "--foreign-policy", "--trace", "--profile", "--slo-ms", "--rate", "--minutes", "--platform",
-                       "--replicas", "--cold-start-ms", "--max-batch-items", "--max-inflight-batches", "--seed", "--csv",
-                       "--timeline-dir"] {
+        for option in [
+            "--policy", "--foreign-policy", "--trace", "--profile", "--slo-ms", "--rate", "--minutes", "--platform",
+            "--replicas", "--cold-start-ms", "--max-batch-items", "--max-inflight-batches", "--seed", "--csv",
+            "--timeline-dir",
+        ] {
             #expect(help.contains(option), "simulate --help does not mention \(option)")
         }
         let dir = try scratchDir("simulate")
         defer { try? FileManager.default.removeItem(at: dir) }
         let csv = dir.appendingPathComponent("r.csv").path
-        let table = try run(binary, ["simulate", "--policy", "none", "--policy", "static:max_delay_ms=20", "--trace", "spike",
-                                     "--minutes", "2", "--rate", "50", "--csv", csv, "--timeline-dir", dir.path])
+        let table = try run(
+            binary,
+            [
+                "simulate", "--policy", "none", "--policy", "static:max_delay_ms=20", "--trace", "spike",
+                "--minutes", "2", "--rate", "50", "--csv", csv, "--timeline-dir", dir.path,
+            ])
         #expect(table.contains("| spike | none |"))
         #expect(table.contains("| spike | static:max_delay_ms=20 |"))
         let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")

@@ -6,9 +6,11 @@ import Testing
 @Suite("Proxy end to end", .serialized)
 struct ProxyIntegrationTests {
     @Test func fiveHundredConcurrentClientsEachGetTheirOwnAnswer() throws {
-        let cluster = try TestCluster(simLatency: "{1: 20, 100: 30}", models: """
-              - {name: m, upstream: "UPSTREAM", policy: adaptive-sla, slo_ms: 2000, max_batch_items: 64}
-            """)
+        let cluster = try TestCluster(
+            simLatency: "{1: 20, 100: 30}",
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: adaptive-sla, slo_ms: 2000, max_batch_items: 64}
+                """)
         defer { cluster.stop() }
         let bodies = (0..<500).map { v2Request(id: "req-\($0)", rows: [[Double($0), Double($0) * 2]]) }
         let results = try curlParallel(url: cluster.url + "/v2/models/m/infer", bodies: bodies, concurrency: 500)
@@ -24,9 +26,10 @@ struct ProxyIntegrationTests {
     }
 
     @Test func requestsOfOneThreeAndSevenItemsComeBackWithTheirOwnRows() throws {
-        let cluster = try TestCluster(models: """
-              - {name: m, upstream: "UPSTREAM", policy: static, policy_params: {max_delay_ms: 200}, max_batch_items: 11}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: static, policy_params: {max_delay_ms: 200}, max_batch_items: 11}
+                """)
         defer { cluster.stop() }
         let sizes = [1, 3, 7]
         let bodies = sizes.enumerated().map { k, n in
@@ -45,16 +48,27 @@ struct ProxyIntegrationTests {
     }
 
     @Test func malformedRequestsGetTheir4xxWhileTheirBatchMatesSucceed() throws {
-        let cluster = try TestCluster(simLatency: "{1: 30, 100: 40}", models: """
-              - {name: m, upstream: "UPSTREAM", policy: static, policy_params: {max_delay_ms: 50}, max_batch_items: 64}
-            """)
+        let cluster = try TestCluster(
+            simLatency: "{1: 30, 100: 40}",
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: static, policy_params: {max_delay_ms: 50}, max_batch_items: 64}
+                """)
         defer { cluster.stop() }
         var bodies = (0..<40).map { v2Request(id: "good-\($0)", rows: [[Double($0), 1]]) }
         let bad: [(Int, String, String)] = [
             (5, "{\"inputs\": [", "not valid JSON"),
-            (12, "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP64\",\"shape\":[1,2],\"data\":[1]}]}", "shape has 2 elements but data has 1"),
-            (20, "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FLOAT\",\"shape\":[1,2],\"data\":[1,2]}]}", "unknown datatype 'FLOAT'"),
-            (27, "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"INT8\",\"shape\":[1,2],\"data\":[1,\"a\"]}]}", "not an integer"),
+            (
+                12, "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP64\",\"shape\":[1,2],\"data\":[1]}]}",
+                "shape has 2 elements but data has 1"
+            ),
+            (
+                20, "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FLOAT\",\"shape\":[1,2],\"data\":[1,2]}]}",
+                "unknown datatype 'FLOAT'"
+            ),
+            (
+                27, "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"INT8\",\"shape\":[1,2],\"data\":[1,\"a\"]}]}",
+                "not an integer"
+            ),
             // Valid but of another shape: batched on its own, never failing the others.
             (33, v2Request(id: "wide", rows: [[1, 2, 3]]), ""),
         ]
@@ -85,15 +99,17 @@ struct ProxyIntegrationTests {
         #expect(metrics.contains("mlproxy_batch_items_count{model=\"m\"} \(batchCount)"))
         #expect(metrics.contains("mlproxy_queue_seconds_count{model=\"m\"} 36"))
         // And the proxy still serves.
-        let after = try curlParallel(url: cluster.url + "/v2/models/m/infer", bodies: [v2Request(id: "after", rows: [[2, 2]])])
+        let after = try curlParallel(
+            url: cluster.url + "/v2/models/m/infer", bodies: [v2Request(id: "after", rows: [[2, 2]])])
         #expect(after[0].status == 200)
         #expect(after[0].output("sum") == [4])
     }
 
     @Test func everyV2DatatypeRoundTripsThroughTheProxy() throws {
-        let cluster = try TestCluster(models: """
-              - {name: m, upstream: "UPSTREAM", policy: none}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: none}
+                """)
         defer { cluster.stop() }
         let cases: [(String, String, Double)] = [
             ("BOOL", "[true, false, true]", 2), ("UINT8", "[1, 2, 255]", 258), ("UINT16", "[1, 2, 65535]", 65538),
@@ -114,31 +130,39 @@ struct ProxyIntegrationTests {
 
     @Test func anUnreachableModelServerIsA503WithRetryAfter() throws {
         // Nothing listens on the upstream port: every request gets a 503 that says so, at once.
-        let cluster = try TestCluster(models: """
-              - {name: down, upstream: "http://127.0.0.1:9", policy: static, policy_params: {max_delay_ms: 20}}
-              - {name: slow, upstream: "UPSTREAM", policy: none, upstream_timeout_ms: 50}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - {name: down, upstream: "http://127.0.0.1:9", policy: static, policy_params: {max_delay_ms: 20}}
+                  - {name: slow, upstream: "UPSTREAM", policy: none, upstream_timeout_ms: 50}
+                """)
         defer { cluster.stop() }
-        let down = try curlParallel(url: cluster.url + "/v2/models/down/infer",
-                                    bodies: (0..<5).map { v2Request(id: "\($0)", rows: [[1]]) })
+        let down = try curlParallel(
+            url: cluster.url + "/v2/models/down/infer",
+            bodies: (0..<5).map { v2Request(id: "\($0)", rows: [[1]]) })
         for r in down {
             #expect(r.status == 503)
             #expect(r.headers["retry-after"] == "1")
             #expect(r.headers["mlproxy-failure"] == "upstream")
             let message = r.json?["error"] as? String ?? ""
-            #expect(message.contains("cannot connect to the model server") || message.contains("cannot be reached"), "\(r.body)")
+            #expect(
+                message.contains("cannot connect to the model server") || message.contains("cannot be reached"),
+                "\(r.body)")
         }
-        let ready = try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", cluster.url + "/v2/models/down/ready"])
+        let ready = try run(
+            "/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", cluster.url + "/v2/models/down/ready"])
         #expect(ready == "503")
         #expect(try curlParallel(url: cluster.url + "/v2/models/nope/infer", bodies: ["{}"])[0].status == 404)
     }
 
     @Test func upstreamTimeoutIsA504() throws {
-        let cluster = try TestCluster(simLatency: "{1: 400, 100: 400}", models: """
-              - {name: slow, upstream: "UPSTREAM", policy: none, upstream_timeout_ms: 50}
-            """)
+        let cluster = try TestCluster(
+            simLatency: "{1: 400, 100: 400}",
+            models: """
+                  - {name: slow, upstream: "UPSTREAM", policy: none, upstream_timeout_ms: 50}
+                """)
         defer { cluster.stop() }
-        let r = try curlParallel(url: cluster.url + "/v2/models/slow/infer", bodies: [v2Request(id: "t", rows: [[1]])])[0]
+        let r = try curlParallel(url: cluster.url + "/v2/models/slow/infer", bodies: [v2Request(id: "t", rows: [[1]])])[
+            0]
         #expect(r.status == 504)
         #expect((r.json?["error"] as? String)?.contains("did not answer within 50 ms") == true, "\(r.body)")
     }
@@ -146,12 +170,18 @@ struct ProxyIntegrationTests {
     @Test func aFailingPolicyStillAnswersEveryRequest() throws {
         let dir = try scratchDir("failing")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let so = try compilePlugin(source: repoRoot.appendingPathComponent("Tests/Fixtures/plugins/failing_policy.c"), into: dir, name: "failing_policy")
-        let cluster = try TestCluster(extraTop: "plugins: [\(so)]", models: """
-              - {name: m, upstream: "UPSTREAM", policy: always-fails}
-            """)
+        let so = try compilePlugin(
+            source: repoRoot.appendingPathComponent("Tests/Fixtures/plugins/failing_policy.c"), into: dir,
+            name: "failing_policy")
+        let cluster = try TestCluster(
+            extraTop: "plugins: [\(so)]",
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: always-fails}
+                """)
         defer { cluster.stop() }
-        let results = try curlParallel(url: cluster.url + "/v2/models/m/infer", bodies: (0..<20).map { v2Request(id: "\($0)", rows: [[Double($0)]]) })
+        let results = try curlParallel(
+            url: cluster.url + "/v2/models/m/infer",
+            bodies: (0..<20).map { v2Request(id: "\($0)", rows: [[Double($0)]]) })
         for (i, r) in results.enumerated() {
             #expect(r.status == 200)
             #expect(r.output("sum") == [Double(i)])
@@ -163,13 +193,22 @@ struct ProxyIntegrationTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let so = dir.appendingPathComponent("libpairs_policy.so").path
         // Exactly the command the sample's comment gives a user.
-        try run("/usr/bin/cc", ["-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-I", repoRoot.appendingPathComponent("include").path,
-                                "-o", so, repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c").path, "-ljansson"])
-        let cluster = try TestCluster(extraTop: "plugins: [\(so)]", models: """
-              - {name: m, upstream: "UPSTREAM", policy: pairs, policy_params: {group: 2}, slo_ms: 10000, max_inflight_batches: 4}
-            """)
+        try run(
+            "/usr/bin/cc",
+            [
+                "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-I",
+                repoRoot.appendingPathComponent("include").path,
+                "-o", so, repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c").path, "-ljansson",
+            ])
+        let cluster = try TestCluster(
+            extraTop: "plugins: [\(so)]",
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: pairs, policy_params: {group: 2}, slo_ms: 10000, max_inflight_batches: 4}
+                """)
         defer { cluster.stop() }
-        let results = try curlParallel(url: cluster.url + "/v2/models/m/infer", bodies: (0..<2).map { v2Request(id: "\($0)", rows: [[Double($0), 1]]) })
+        let results = try curlParallel(
+            url: cluster.url + "/v2/models/m/infer",
+            bodies: (0..<2).map { v2Request(id: "\($0)", rows: [[Double($0), 1]]) })
         for (i, r) in results.enumerated() {
             #expect(r.status == 200)
             #expect(r.output("sum") == [Double(i) + 1])
@@ -180,20 +219,24 @@ struct ProxyIntegrationTests {
     }
 
     @Test func healthAndMetadataEndpoints() throws {
-        let cluster = try TestCluster(models: """
-              - {name: m, upstream: "UPSTREAM"}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - {name: m, upstream: "UPSTREAM"}
+                """)
         defer { cluster.stop() }
-        for (path, want) in [("/v2/health/live", "\"live\":true"), ("/v2/health/ready", "\"ready\":true"),
-                             ("/v2/models/m/ready", "\"ready\":true"), ("/v2/models/m", "\"name\":\"m\""),
-                             ("/v2/models/m/versions/1/ready", "\"ready\":true")] {
+        for (path, want) in [
+            ("/v2/health/live", "\"live\":true"), ("/v2/health/ready", "\"ready\":true"),
+            ("/v2/models/m/ready", "\"ready\":true"), ("/v2/models/m", "\"name\":\"m\""),
+            ("/v2/models/m/versions/1/ready", "\"ready\":true"),
+        ] {
             let out = try run("/usr/bin/curl", ["-sS", "-w", " %{http_code}", cluster.url + path])
             #expect(out.hasSuffix(" 200"), "\(path): \(out)")
             #expect(out.contains(want), "\(path): \(out)")
         }
         let missing = try run("/usr/bin/curl", ["-sS", "-w", " %{http_code}", cluster.url + "/v2/models/zz/ready"])
         #expect(missing.hasSuffix(" 404"))
-        let wrongType = try curlParallel(url: cluster.url + "/v2/models/m/infer", bodies: ["x"], contentType: "image/png")[0]
+        let wrongType = try curlParallel(
+            url: cluster.url + "/v2/models/m/infer", bodies: ["x"], contentType: "image/png")[0]
         #expect(wrongType.status == 415)
         #expect((wrongType.json?["error"] as? String)?.contains("application/json") == true)
     }
@@ -201,10 +244,11 @@ struct ProxyIntegrationTests {
     /// Two requests of different widths: with `pad: true` they share one batch, the narrower padded
     /// with pad_value (the simulated model's row sum shows the padding); without it each goes alone.
     @Test func paddingBatchesDifferentShapesTogether() throws {
-        let cluster = try TestCluster(models: """
-              - {name: padded, upstream: "UPSTREAM", pad: true, pad_value: 100, policy: static, policy_params: {batch_items: 2, max_delay_ms: 300}}
-              - {name: plain, upstream: "UPSTREAM", policy: static, policy_params: {batch_items: 2, max_delay_ms: 100}}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - {name: padded, upstream: "UPSTREAM", pad: true, pad_value: 100, policy: static, policy_params: {batch_items: 2, max_delay_ms: 300}}
+                  - {name: plain, upstream: "UPSTREAM", policy: static, policy_params: {batch_items: 2, max_delay_ms: 100}}
+                """)
         defer { cluster.stop() }
         let bodies = [v2Request(id: "narrow", rows: [[1, 2]]), v2Request(id: "wide", rows: [[1, 2, 3]])]
         let padded = try curlParallel(url: cluster.url + "/v2/models/padded/infer", bodies: bodies)

@@ -5,17 +5,26 @@ import Testing
 
 @Suite("Simulator")
 struct SimulatorTests {
-    func policy(_ name: String, _ params: String = "", slo: Int = 200, maxItems: Int = 64, inflight: Int = 1000) throws -> PluginPolicy {
-        try PluginPolicy(try bundledPlugins.component(.policy, name),
-                         configJSON: "{\"slo_ms\":\(slo),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}")
+    func policy(_ name: String, _ params: String = "", slo: Int = 200, maxItems: Int = 64, inflight: Int = 1000) throws
+        -> PluginPolicy
+    {
+        try PluginPolicy(
+            try bundledPlugins.component(.policy, name),
+            configJSON:
+                "{\"slo_ms\":\(slo),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}"
+        )
     }
 
-    func setup(_ trace: ArrivalTrace, profile: LatencyProfile = .iris, platform: PlatformConfig = PlatformConfig(),
-               slo: Int64 = 200, inflight: Int = 1000, seed: UInt64 = 7) -> SimulationSetup {
-        SimulationSetup(trace: trace, profile: profile, platform: platform,
-                        limits: QueueLimits(maxBatchItems: 64, maxQueuedItems: 1_000_000, maxInflightBatches: inflight,
-                                            sloNanos: slo * 1_000_000, rejectLate: false),
-                        seed: seed)
+    func setup(
+        _ trace: ArrivalTrace, profile: LatencyProfile = .iris, platform: PlatformConfig = PlatformConfig(),
+        slo: Int64 = 200, inflight: Int = 1000, seed: UInt64 = 7
+    ) -> SimulationSetup {
+        SimulationSetup(
+            trace: trace, profile: profile, platform: platform,
+            limits: QueueLimits(
+                maxBatchItems: 64, maxQueuedItems: 1_000_000, maxInflightBatches: inflight,
+                sloNanos: slo * 1_000_000, rejectLate: false),
+            seed: seed)
     }
 
     @Test func sameSeedSameResultOtherSeedOtherResult() throws {
@@ -26,7 +35,8 @@ struct SimulatorTests {
         #expect(a.p99Millis == b.p99Millis)
         #expect(a.replicaSeconds == b.replicaSeconds)
         #expect(a.batches == b.batches)
-        let c = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace, seed: 8))
+        let c = Simulator.run(
+            policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace, seed: 8))
         #expect(c.requests != a.requests || c.p99Millis != a.p99Millis)
         // The generated trace itself is a function of its seed.
         #expect(ArrivalTrace.make(.largeVariations, baseRate: 200, minutes: 3, seed: 3).rates == trace.rates)
@@ -47,7 +57,8 @@ struct SimulatorTests {
     @Test func everyRequestIsAccountedFor() throws {
         let trace = ArrivalTrace.make(.spike, baseRate: 100, minutes: 3, seed: 1)
         for name in ["none", "static", "adaptive-sla", "mlproxy-aimd", "cork", "aimd"] {
-            let r = Simulator.run(policyName: name, policy: try policy(name), setup: setup(trace, profile: .toxic, slo: 500))
+            let r = Simulator.run(
+                policyName: name, policy: try policy(name), setup: setup(trace, profile: .toxic, slo: 500))
             #expect(r.served + r.shed == r.requests, "\(name): \(r.served) + \(r.shed) != \(r.requests)")
             #expect(r.misses >= r.shed)
         }
@@ -65,8 +76,10 @@ struct SimulatorTests {
     @Test func sheddingPoliciesAccountForEveryRequestToo() throws {
         // An 8x spike with shedding configured: sheds happen, and each is a miss, never a lost request.
         let trace = ArrivalTrace.make(.spike, baseRate: 400, minutes: 3, seed: 1)
-        let r = Simulator.run(policyName: "adaptive-sla:shed=1", policy: try policy("adaptive-sla", "\"shed\":1", slo: 500, maxItems: 128),
-                              setup: setup(trace, profile: .toxic, slo: 500))
+        let r = Simulator.run(
+            policyName: "adaptive-sla:shed=1",
+            policy: try policy("adaptive-sla", "\"shed\":1", slo: 500, maxItems: 128),
+            setup: setup(trace, profile: .toxic, slo: 500))
         #expect(r.shed > 0)
         #expect(r.served + r.shed == r.requests)
         #expect(r.misses >= r.shed)
@@ -85,9 +98,11 @@ struct SimulatorTests {
     @Test func knativeScalesOutForUnbatchedLoadAndBatchingNeedsFewerReplicas() throws {
         // Toxic: 40 ms alone, so 100 req/s of single requests need about 4 busy replicas.
         let trace = ArrivalTrace(name: "steady", rates: [100, 100, 100], segmentSeconds: 60)
-        let none = Simulator.run(policyName: "none", policy: try policy("none", slo: 500), setup: setup(trace, profile: .toxic, slo: 500))
-        let adaptive = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla", slo: 500),
-                                     setup: setup(trace, profile: .toxic, slo: 500))
+        let none = Simulator.run(
+            policyName: "none", policy: try policy("none", slo: 500), setup: setup(trace, profile: .toxic, slo: 500))
+        let adaptive = Simulator.run(
+            policyName: "adaptive-sla", policy: try policy("adaptive-sla", slo: 500),
+            setup: setup(trace, profile: .toxic, slo: 500))
         #expect(none.averageReplicas > 3)
         #expect(none.meanBatch == 1)
         #expect(adaptive.meanBatch > 5)
@@ -99,8 +114,10 @@ struct SimulatorTests {
         platform.mode = .fixed(replicas: 1)
         // Iris alone takes 8.6 ms: at most ~116 req/s; 300 req/s must miss, batching must not.
         let trace = ArrivalTrace(name: "steady", rates: [300], segmentSeconds: 30)
-        let none = Simulator.run(policyName: "none", policy: try policy("none"), setup: setup(trace, platform: platform))
-        let adaptive = Simulator.run(policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace, platform: platform))
+        let none = Simulator.run(
+            policyName: "none", policy: try policy("none"), setup: setup(trace, platform: platform))
+        let adaptive = Simulator.run(
+            policyName: "adaptive-sla", policy: try policy("adaptive-sla"), setup: setup(trace, platform: platform))
         #expect(none.missPercent > 50)
         #expect(adaptive.missPercent < 1)
         #expect(none.averageReplicas == 1)
@@ -115,8 +132,10 @@ struct SimulatorTests {
     /// Sends a batch when nothing is in flight and otherwise asks to be woken in a day: completions
     /// pump the queue, so every request is answered long before the timer (a user's policy may do this).
     final class FarTimerPolicy: BatchingPolicy {
-        func decide(now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int, inflight: Int,
-                    limits: QueueLimits) -> Result<PolicyDecision, RequestError> {
+        func decide(
+            now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int, inflight: Int,
+            limits: QueueLimits
+        ) -> Result<PolicyDecision, RequestError> {
             inflight == 0 ? .success(.dispatch(items: queuedItems)) : .success(.wait(until: now + 86_400_000_000_000))
         }
         func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {}
@@ -128,7 +147,8 @@ struct SimulatorTests {
         let trace = ArrivalTrace(name: "steady", rates: [100], segmentSeconds: 30)
         // A 1 ms SLO: requests are late while a batch is out, where the host keeps the policy's timer
         // as it is (completions ask again), instead of bringing it forward to a deadline.
-        let r = Simulator.run(policyName: "far-timer", policy: FarTimerPolicy(), setup: setup(trace, platform: platform, slo: 1))
+        let r = Simulator.run(
+            policyName: "far-timer", policy: FarTimerPolicy(), setup: setup(trace, platform: platform, slo: 1))
         #expect(r.served == r.requests)
         // One replica for the 30 s trace (and the last batch's tail), not for the day the timer asked for.
         #expect(r.replicaSeconds < 31)

@@ -11,15 +11,19 @@ struct TFServingTests {
     }
 
     @Test func rowsColumnsNamesAndB64() throws {
-        let cluster = try TestCluster(models: """
-              - {name: m, upstream: "UPSTREAM", policy: none, codecs: [json, tfserving]}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: none, codecs: [json, tfserving]}
+                """)
         defer { cluster.stop() }
         let url = cluster.url + "/v1/models/m:predict"
         var r = try post(url, "{\"instances\": [[1, 2], [3, 4.5]]}")
         #expect(r.status == 200, "\(r.body)")
         #expect(r.json?["predictions"] as? [[Double]] == [[3], [7.5]])
-        r = try post(url, "{\"signature_name\": \"serving_default\", \"instances\": [{\"a\": [1, 2], \"b\": 10}, {\"a\": [3, 4], \"b\": 20}]}")
+        r = try post(
+            url,
+            "{\"signature_name\": \"serving_default\", \"instances\": [{\"a\": [1, 2], \"b\": 10}, {\"a\": [3, 4], \"b\": 20}]}"
+        )
         #expect(r.json?["predictions"] as? [[Double]] == [[13], [27]], "\(r.body)")
         r = try post(url, "{\"inputs\": {\"a\": [[1, 2], [3, 4]]}}")
         #expect(r.json?["outputs"] as? [[Double]] == [[3], [7]], "\(r.body)")
@@ -36,9 +40,10 @@ struct TFServingTests {
     }
 
     @Test func mistakesGetA400ThatNamesThem() throws {
-        let cluster = try TestCluster(models: """
-              - {name: m, upstream: "UPSTREAM", policy: none, codecs: [tfserving]}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: none, codecs: [tfserving]}
+                """)
         defer { cluster.stop() }
         let url = cluster.url + "/v1/models/m:predict"
         for (body, message) in [
@@ -63,17 +68,20 @@ struct TFServingTests {
         // Upstream: a proxy that serves TF Serving REST in front of the simulated server; in front of
         // it, a proxy whose backend is `tfserving`, fed by v2 clients. Concurrent requests are
         // batched by the front proxy into one :predict call and split back.
-        let cluster = try TestCluster(models: """
-              - {name: m, upstream: "UPSTREAM", policy: none, codecs: [tfserving]}
-            """)
+        let cluster = try TestCluster(
+            models: """
+                  - {name: m, upstream: "UPSTREAM", policy: none, codecs: [tfserving]}
+                """)
         defer { cluster.stop() }
-        let front = try TestCluster(models: """
-              - {name: f, upstream: "http://127.0.0.1:\(cluster.proxy.port)", upstream_model: m, backend: tfserving,
-                 policy: static, policy_params: {max_delay_ms: 100}, max_batch_items: 16}
-            """)
+        let front = try TestCluster(
+            models: """
+                  - {name: f, upstream: "http://127.0.0.1:\(cluster.proxy.port)", upstream_model: m, backend: tfserving,
+                     policy: static, policy_params: {max_delay_ms: 100}, max_batch_items: 16}
+                """)
         defer { front.stop() }
-        let results = try curlParallel(url: front.url + "/v2/models/f/infer",
-                                       bodies: (0..<10).map { v2Request(id: "\($0)", rows: [[Double($0), 2]]) })
+        let results = try curlParallel(
+            url: front.url + "/v2/models/f/infer",
+            bodies: (0..<10).map { v2Request(id: "\($0)", rows: [[Double($0), 2]]) })
         var batched = 0
         for (i, r) in results.enumerated() {
             #expect(r.status == 200, "\(r.body)")

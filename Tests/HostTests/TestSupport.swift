@@ -5,12 +5,15 @@ import NIOPosix
 import Testing
 
 /// The repository root, found from this file's path.
-let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+let repoRoot: URL = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
 
 enum TestFailure: Error, CustomStringConvertible {
     case command(String, Int32, String)
     var description: String {
-        switch self { case .command(let c, let s, let o): return "\(c) exited \(s): \(o)" }
+        switch self {
+        case .command(let c, let s, let o): return "\(c) exited \(s): \(o)"
+        }
     }
 }
 
@@ -20,7 +23,8 @@ func run(_ executable: String, _ args: [String], stdin: Data? = nil) throws -> S
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
-    let out = Pipe(), err = Pipe()
+    let out = Pipe()
+    let err = Pipe()
     p.standardOutput = out
     p.standardError = err
     try p.run()
@@ -30,8 +34,9 @@ func run(_ executable: String, _ args: [String], stdin: Data? = nil) throws -> S
     p.waitUntilExit()
     let text = String(decoding: data, as: UTF8.self)
     guard p.terminationStatus == 0 else {
-        throw TestFailure.command("\(executable) \(args.joined(separator: " "))", p.terminationStatus,
-                                  text + String(decoding: errData, as: UTF8.self))
+        throw TestFailure.command(
+            "\(executable) \(args.joined(separator: " "))", p.terminationStatus,
+            text + String(decoding: errData, as: UTF8.self))
     }
     return text
 }
@@ -59,7 +64,8 @@ func terminate(_ process: Process) {
 
 /// A fresh scratch directory.
 func scratchDir(_ name: String) throws -> URL {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("mlproxy-tests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+        "mlproxy-tests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
     return dir
 }
@@ -68,8 +74,12 @@ func scratchDir(_ name: String) throws -> URL {
 /// ["-ljansson"], after the source).
 func compilePlugin(source: URL, into dir: URL, name: String, libs: [String] = []) throws -> String {
     let out = dir.appendingPathComponent("lib\(name).so").path
-    try run("/usr/bin/cc", ["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
-                             "-I", repoRoot.appendingPathComponent("include").path, "-o", out, source.path] + libs)
+    try run(
+        "/usr/bin/cc",
+        [
+            "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+            "-I", repoRoot.appendingPathComponent("include").path, "-o", out, source.path,
+        ] + libs)
     return out
 }
 
@@ -84,23 +94,29 @@ final class TestCluster: @unchecked Sendable {
 
     /// `models` is the YAML list of models; `UPSTREAM` in it is replaced by the simulated server's URL.
     /// `simExtra`: more keys for the simulated server's mapping (e.g. `reject_negative: true`).
-    init(simLatency: String = "{1: 2, 100: 6}", replicas: Int = 1, simEcho: Bool = false, simExtra: String = "",
-         extraTop: String = "", models: String) throws {
+    init(
+        simLatency: String = "{1: 2, 100: 6}", replicas: Int = 1, simEcho: Bool = false, simExtra: String = "",
+        extraTop: String = "", models: String
+    ) throws {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        sim = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
-            listen: "127.0.0.1:0"
-            simulated_servers:
-              - {listen: "127.0.0.1:0", replicas: \(replicas), latency_ms: \(simLatency), echo: \(simEcho)\(simExtra.isEmpty ? "" : ", " + simExtra)}
-            models:
-              - {name: unused, upstream: "http://127.0.0.1:1"}
-            """), group: group)
+        sim = try ProxyRuntime.start(
+            config: try ProxyConfig.parse(
+                yaml: """
+                    listen: "127.0.0.1:0"
+                    simulated_servers:
+                      - {listen: "127.0.0.1:0", replicas: \(replicas), latency_ms: \(simLatency), echo: \(simEcho)\(simExtra.isEmpty ? "" : ", " + simExtra)}
+                    models:
+                      - {name: unused, upstream: "http://127.0.0.1:1"}
+                    """), group: group)
         let upstream = "http://127.0.0.1:\(sim.simulated[0].port)"
-        proxy = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: """
-            listen: "127.0.0.1:0"
-            \(extraTop)
-            models:
-            \(models.replacingOccurrences(of: "UPSTREAM", with: upstream))
-            """), group: group)
+        proxy = try ProxyRuntime.start(
+            config: try ProxyConfig.parse(
+                yaml: """
+                    listen: "127.0.0.1:0"
+                    \(extraTop)
+                    models:
+                    \(models.replacingOccurrences(of: "UPSTREAM", with: upstream))
+                    """), group: group)
     }
 
     func stop() {
@@ -114,7 +130,8 @@ extension TestCluster {
     /// Upstream requests the simulated model server has received (one per batch).
     func upstreamRequests() throws -> Int {
         let stats = try run("/usr/bin/curl", ["-sS", "http://127.0.0.1:\(simPort)/sim/stats"])
-        guard let n = (try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["requests"] as? Int else {
+        guard let n = (try JSONSerialization.jsonObject(with: Data(stats.utf8)) as? [String: Any])?["requests"] as? Int
+        else {
             throw TestFailure.command("GET /sim/stats", 0, stats)
         }
         return n
@@ -141,21 +158,26 @@ struct CurlResult {
     /// The values of output `name` in a v2 JSON response.
     func output(_ name: String) -> [Double]? {
         guard let outs = json?["outputs"] as? [[String: Any]],
-              let o = outs.first(where: { $0["name"] as? String == name }),
-              let data = o["data"] as? [Any] else { return nil }
+            let o = outs.first(where: { $0["name"] as? String == name }),
+            let data = o["data"] as? [Any]
+        else { return nil }
         return data.compactMap { ($0 as? NSNumber)?.doubleValue }
     }
 }
 
 /// Sends every body as its own POST, all at once (curl --parallel, up to `concurrency` connections),
 /// and returns the responses in the order of `bodies`.
-func curlParallel(url: String, bodies: [String], contentType: String = "application/json",
-                  concurrency: Int = 500) throws -> [CurlResult] {
+func curlParallel(
+    url: String, bodies: [String], contentType: String = "application/json",
+    concurrency: Int = 500
+) throws -> [CurlResult] {
     try curlParallel(url: url, requests: bodies.map { (Data($0.utf8), contentType) }, concurrency: concurrency)
 }
 
 /// The same with raw bodies, each with its own content type.
-func curlParallel(url: String, requests: [(body: Data, contentType: String)], concurrency: Int = 500) throws -> [CurlResult] {
+func curlParallel(url: String, requests: [(body: Data, contentType: String)], concurrency: Int = 500) throws
+    -> [CurlResult]
+{
     let dir = try scratchDir("curl")
     defer { try? FileManager.default.removeItem(at: dir) }
     var config = ""
@@ -174,8 +196,12 @@ func curlParallel(url: String, requests: [(body: Data, contentType: String)], co
     }
     let cfg = dir.appendingPathComponent("curl.cfg")
     try config.write(to: cfg, atomically: false, encoding: .utf8)
-    try run("/usr/bin/curl", ["--no-progress-meter", "--parallel", "--parallel-immediate",
-                              "--parallel-max", String(concurrency), "-K", cfg.path])
+    try run(
+        "/usr/bin/curl",
+        [
+            "--no-progress-meter", "--parallel", "--parallel-immediate",
+            "--parallel-max", String(concurrency), "-K", cfg.path,
+        ])
     return try requests.indices.map { i in
         let raw = try String(contentsOf: dir.appendingPathComponent("\(i).hdr"), encoding: .utf8)
         var status = 0
@@ -184,7 +210,8 @@ func curlParallel(url: String, requests: [(body: Data, contentType: String)], co
             if line.hasPrefix("HTTP/") {
                 status = Int(line.split(separator: " ")[1]) ?? 0
             } else if let colon = line.firstIndex(of: ":") {
-                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+                    in: .whitespaces)
             }
         }
         let body = (try? String(contentsOf: dir.appendingPathComponent("\(i).out"), encoding: .utf8)) ?? ""
@@ -195,7 +222,8 @@ func curlParallel(url: String, requests: [(body: Data, contentType: String)], co
 /// A v2 JSON request with one FP64 input "x" of `rows`.
 func v2Request(id: String, rows: [[Double]]) -> String {
     let data = rows.map { "[" + $0.map { String($0) }.joined(separator: ",") + "]" }.joined(separator: ",")
-    return "{\"id\":\"\(id)\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP64\",\"shape\":[\(rows.count),\(rows.first?.count ?? 0)],\"data\":[\(data)]}]}"
+    return
+        "{\"id\":\"\(id)\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP64\",\"shape\":[\(rows.count),\(rows.first?.count ?? 0)],\"data\":[\(data)]}]}"
 }
 
 /// A NumPy .npy (version 1.0) body of FP64 `values` in `rows` rows.
@@ -203,7 +231,8 @@ func npyBody(_ values: [Double], rows: Int) -> Data {
     var header = "{'descr': '<f8', 'fortran_order': False, 'shape': (\(rows), \(values.count / rows)), }"
     while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
     header += "\n"
-    var data = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)])
+    var data = Data(
+        [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)])
     data.append(Data(header.utf8))
     for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
     return data
@@ -219,7 +248,9 @@ func freePort() throws -> Int {
     addr.sin_port = 0
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    _ = withUnsafeMutablePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+    }
     return Int(UInt16(bigEndian: addr.sin_port))
 }
 
@@ -231,17 +262,24 @@ let bundledPlugins: PluginRegistry = {
 }()
 
 /// A model queue around a bundled policy (`params` is extra JSON members), for manual-clock tests.
-func policyQueue(_ policy: String, params: String = "", maxItems: Int, sloMillis: Int64, inflight: Int,
-                 maxQueued: Int = 100_000, rejectLate: Bool = false) throws -> ModelQueue<Int> {
-    let json = "{\"slo_ms\":\(sloMillis),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}"
+func policyQueue(
+    _ policy: String, params: String = "", maxItems: Int, sloMillis: Int64, inflight: Int,
+    maxQueued: Int = 100_000, rejectLate: Bool = false
+) throws -> ModelQueue<Int> {
+    let json =
+        "{\"slo_ms\":\(sloMillis),\"max_batch_items\":\(maxItems),\"max_inflight_batches\":\(inflight)\(params.isEmpty ? "" : "," + params)}"
     let p = try PluginPolicy(try bundledPlugins.component(.policy, policy), configJSON: json)
-    return ModelQueue(limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
-                                          sloNanos: sloMillis * 1_000_000, rejectLate: rejectLate), policy: p)
+    return ModelQueue(
+        limits: QueueLimits(
+            maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
+            sloNanos: sloMillis * 1_000_000, rejectLate: rejectLate), policy: p)
 }
 
 /// What a pump decided: the ids of each dispatched batch, the wake time if any, the rejected ids.
 func summarize(_ effects: [QueueEffect<Int>]) -> (batches: [[Int]], wake: Int64?, rejected: [Int]) {
-    var batches: [[Int]] = [], wake: Int64?, rejected: [Int] = []
+    var batches: [[Int]] = []
+    var wake: Int64?
+    var rejected: [Int] = []
     for e in effects {
         switch e {
         case .dispatch(let entries): batches.append(entries.map(\.payload))

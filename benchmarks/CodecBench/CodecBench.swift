@@ -24,18 +24,22 @@ struct CodecBench {
         let errors = registry.loadAll(extra: [])
         guard errors.isEmpty else { fatalError("\(errors)") }
         let codec = try CodecInstance(try registry.component(.codec, "json"))
-        let rows = 64, cols = 1024
+        let rows = 64
+        let cols = 1024
         var rng = SplitMix64(seed: 5)
         let values = (0..<(rows * cols)).map { _ in Float(rng.nextUnit() * 100 - 50) }
         let tensorBytes = values.count * 4
-        let json = "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[\(rows),\(cols)],\"data\":["
+        let json =
+            "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[\(rows),\(cols)],\"data\":["
             + values.map { String($0) }.joined(separator: ",") + "]}]}"
         let jsonBody = ByteBuffer(string: json)
-        let head = "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[\(rows),\(cols)],\"parameters\":{\"binary_data_size\":\(tensorBytes)}}]}"
+        let head =
+            "{\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[\(rows),\(cols)],\"parameters\":{\"binary_data_size\":\(tensorBytes)}}]}"
         var binaryBody = ByteBuffer(string: head)
         values.withUnsafeBytes { _ = binaryBody.writeBytes($0) }
         let headers = [("inference-header-content-length", String(head.utf8.count))]
-        guard case .success(let decoded) = codec.decode(body: jsonBody, contentType: "application/json", model: "m") else {
+        guard case .success(let decoded) = codec.decode(body: jsonBody, contentType: "application/json", model: "m")
+        else {
             fatalError("decode failed")
         }
         print("Tensor: FP32 [\(rows), \(cols)] = \(tensorBytes / 1024) KiB; JSON text \(json.utf8.count / 1024) KiB\n")
@@ -50,37 +54,50 @@ struct CodecBench {
             _ = codec.decode(body: jsonBody, contentType: "application/json", model: "m")
         }
         let enc = measure("v2 JSON encode", bytes: tensorBytes) {
-            _ = codec.encode(model: "m", version: "", id: nil, outputs: decoded.inputs, parametersJSON: nil,
-                             allocator: ByteBufferAllocator())
+            _ = codec.encode(
+                model: "m", version: "", id: nil, outputs: decoded.inputs, parametersJSON: nil,
+                allocator: ByteBufferAllocator())
         }
         let bin = measure("v2 binary extension decode", bytes: tensorBytes) {
             _ = codec.decode(body: binaryBody, contentType: "application/octet-stream", model: "m", headers: headers)
         }
-        print(String(format: "\nJSON decode is %.0fx slower than memcpy, JSON encode %.0fx, binary decode %.1fx.",
-                     copy / dec, copy / enc, copy / bin))
+        print(
+            String(
+                format: "\nJSON decode is %.0fx slower than memcpy, JSON encode %.0fx, binary decode %.1fx.",
+                copy / dec, copy / enc, copy / bin))
 
         // An image chain, as a model's codecs would run it per request.
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let jpeg = try Data(contentsOf: root.appendingPathComponent("samples/images/photo_640x480.jpg"))
         let raw = try CodecInstance(try registry.component(.codec, "raw"))
-        let stages = try ["{}", "{\"args\":[224,224]}", "{\"args\":[\"imagenet\"]}", "{}"].enumerated().map { i, params in
-            try StageInstance(try registry.component(.stage, ["image", "resize", "normalise", "chw"][i]), configJSON: params)
+        let stages = try ["{}", "{\"args\":[224,224]}", "{\"args\":[\"imagenet\"]}", "{}"].enumerated().map {
+            i, params in
+            try StageInstance(
+                try registry.component(.stage, ["image", "resize", "normalise", "chw"][i]), configJSON: params)
         }
         let chain = CodecChain(codec: raw, stages: stages)
         let body = ByteBuffer(bytes: jpeg)
-        guard case .success = chain.decode(body: body, contentType: "image/jpeg", model: "m") else { fatalError("image chain failed") }
-        print("\nImage chain raw -> image -> resize(224,224) -> normalise(imagenet) -> chw, JPEG 640x480 (\(jpeg.count / 1024) KiB):\n")
+        guard case .success = chain.decode(body: body, contentType: "image/jpeg", model: "m") else {
+            fatalError("image chain failed")
+        }
+        print(
+            "\nImage chain raw -> image -> resize(224,224) -> normalise(imagenet) -> chw, JPEG 640x480 (\(jpeg.count / 1024) KiB):\n"
+        )
         print("| path | MB/s of JPEG, one core |")
         print("|---|---:|")
         let mbps = measure("JPEG decode + resize + normalise + CHW", bytes: jpeg.count) {
             _ = chain.decode(body: body, contentType: "image/jpeg", model: "m")
         }
-        let scaledImage = try StageInstance(try registry.component(.stage, "image"), configJSON: "{\"at_least\":[224,224]}")
+        let scaledImage = try StageInstance(
+            try registry.component(.stage, "image"), configJSON: "{\"at_least\":[224,224]}")
         let scaled = CodecChain(codec: raw, stages: [scaledImage] + stages.dropFirst())
         let fast = measure("the same with image at_least [224,224] (DCT scale 1/2)", bytes: jpeg.count) {
             _ = scaled.decode(body: body, contentType: "image/jpeg", model: "m")
         }
-        print(String(format: "\n%.0f images per second per core; %.0f decoding at a DCT scale.",
-                     mbps * 1e6 / Double(jpeg.count), fast * 1e6 / Double(jpeg.count)))
+        print(
+            String(
+                format: "\n%.0f images per second per core; %.0f decoding at a DCT scale.",
+                mbps * 1e6 / Double(jpeg.count), fast * 1e6 / Double(jpeg.count)))
     }
 }

@@ -22,7 +22,8 @@ struct LoadGen: ParsableCommand {
     @Option(help: "Mean arrival rate, requests per second.")
     var rate: Double = 100
 
-    @Option(help: "A trace instead of --rate: comma-separated rates (req/s), each held --segment-seconds, Poisson inside.")
+    @Option(
+        help: "A trace instead of --rate: comma-separated rates (req/s), each held --segment-seconds, Poisson inside.")
     var rates: String?
 
     @Option(help: "Seconds each rate of --rates is held.")
@@ -74,21 +75,28 @@ struct LoadGen: ParsableCommand {
         let done = loop.makePromise(of: Void.self)
 
         // The simulator's own trace code, so a live run and a simulated one see the same arrivals.
-        let traceRates = try rates.map { text in
-            try text.split(separator: ",").map { part -> Double in
-                guard let r = Double(part), r >= 0 else { throw ValidationError("--rates: '\(part)' is not a rate") }
-                return r
-            }
-        } ?? [rate]
-        let trace = ArrivalTrace(name: "live", rates: traceRates, segmentSeconds: rates == nil ? maxSeconds : segmentSeconds)
+        let traceRates =
+            try rates.map { text in
+                try text.split(separator: ",").map { part -> Double in
+                    guard let r = Double(part), r >= 0 else {
+                        throw ValidationError("--rates: '\(part)' is not a rate")
+                    }
+                    return r
+                }
+            } ?? [rate]
+        let trace = ArrivalTrace(
+            name: "live", rates: traceRates, segmentSeconds: rates == nil ? maxSeconds : segmentSeconds)
         let arrivals = trace.arrivals(seed: seed).prefix(count).map { Double($0) / 1e9 }.filter { $0 <= maxSeconds }
         state.expected = arrivals.count
-        let features = self.features, rows = self.rows, connections = self.connections
+        let features = self.features
+        let rows = self.rows
+        let connections = self.connections
         let schedule = arrivals
         let start = NIODeadline.now()
 
         @Sendable func body(_ i: Int) -> ByteBuffer {
-            var s = "{\"id\":\"\(i)\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[\(rows),\(features)],\"data\":["
+            var s =
+                "{\"id\":\"\(i)\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP32\",\"shape\":[\(rows),\(features)],\"data\":["
             for r in 0..<rows {
                 for f in 0..<features { s += (r + f > 0 ? "," : "") + String(Double((i * 7 + r * 3 + f) % 1000) / 10) }
             }
@@ -97,13 +105,15 @@ struct LoadGen: ParsableCommand {
 
         @Sendable func send(_ i: Int, scheduled: NIODeadline) {
             state.inflight += 1
-            pool.send(path: path, headers: [("content-type", "application/json")], body: body(i)).whenComplete { result in
+            pool.send(path: path, headers: [("content-type", "application/json")], body: body(i)).whenComplete {
+                result in
                 let latency = Double((NIODeadline.now() - scheduled).nanoseconds) / 1e6
                 state.inflight -= 1
                 switch result {
                 case .success(let r):
-                    state.record(latency: latency, ok: r.status == 200,
-                                 batch: r.headers.first(name: "mlproxy-batch-size").flatMap(Int.init))
+                    state.record(
+                        latency: latency, ok: r.status == 200,
+                        batch: r.headers.first(name: "mlproxy-batch-size").flatMap(Int.init))
                 case .failure:
                     state.record(latency: latency, ok: false, batch: nil)
                 }
@@ -117,7 +127,11 @@ struct LoadGen: ParsableCommand {
             for (i, at) in schedule.enumerated() {
                 let when = start + .nanoseconds(Int64(at * 1e9))
                 loop.scheduleTask(deadline: when) {
-                    if state.inflight < connections { send(i, scheduled: when) } else { state.waiting.append((i, when)) }
+                    if state.inflight < connections {
+                        send(i, scheduled: when)
+                    } else {
+                        state.waiting.append((i, when))
+                    }
                 }
             }
         }
@@ -127,7 +141,9 @@ struct LoadGen: ParsableCommand {
         hardStop.cancel()
         let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
         let offered = Double(arrivals.count) / max(trace.durationSeconds, 1e-9)
-        let summary = try loop.submit { state.summary(elapsed: elapsed, slo: sloMs, rate: offered, label: label, rows: rows) }.wait()
+        let summary = try loop.submit {
+            state.summary(elapsed: elapsed, slo: sloMs, rate: offered, label: label, rows: rows)
+        }.wait()
         print(summary)
     }
 }
@@ -149,7 +165,10 @@ final class LoadState: @unchecked Sendable {
         finished += 1
         latencies.append(ok ? latency : .infinity)
         if ok { self.ok += 1 }
-        if let b = batch { batchSum += b; batchCount += 1 }
+        if let b = batch {
+            batchSum += b
+            batchCount += 1
+        }
     }
 
     func summary(elapsed: Double, slo: Double, rate: Double, label: String, rows: Int) -> String {
@@ -162,7 +181,8 @@ final class LoadState: @unchecked Sendable {
         }
         let misses = sorted.filter { $0 > slo }.count
         func f(_ x: Double) -> String { x.isFinite ? String(format: "%.2f", x) : "null" }
-        return "{\"label\":\"\(label)\",\"rate\":\(rate),\"sent\":\(expected),\"ok\":\(ok),\"throughput\":\(f(Double(ok * rows) / elapsed)),"
+        return
+            "{\"label\":\"\(label)\",\"rate\":\(rate),\"sent\":\(expected),\"ok\":\(ok),\"throughput\":\(f(Double(ok * rows) / elapsed)),"
             + "\"p50_ms\":\(f(pct(0.5))),\"p99_ms\":\(f(pct(0.99))),\"sla_miss_pct\":\(f(100 * Double(misses) / Double(max(sorted.count, 1)))),"
             + "\"mean_batch_seen\":\(batchCount > 0 ? f(Double(batchSum) / Double(batchCount)) : "null")}"
     }

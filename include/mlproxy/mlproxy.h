@@ -29,6 +29,8 @@
  */
 #ifndef MLPROXY_H
 #define MLPROXY_H
+/* The contract is laid out by hand, its comments aligned as they are read: no formatter. */
+/* clang-format off */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -468,4 +470,5 @@ static inline mlp_status mlp_plugin_begin(const mlp_host_api *host, mlp_plugin_i
 }
 #endif
 
+/* clang-format on */
 #endif /* MLPROXY_H */

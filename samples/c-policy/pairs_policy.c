@@ -29,7 +29,8 @@ static mlp_status pairs_create(mlp_call *call, mlp_bytes config, void **out) {
     json_error_t err;
     json_t *cfg = json_loadb((const char *)config.ptr, config.len, 0, &err);
     json_int_t group = 2;
-    if (cfg && json_is_integer(json_object_get(cfg, "group"))) group = json_integer_value(json_object_get(cfg, "group"));
+    if (cfg && json_is_integer(json_object_get(cfg, "group")))
+        group = json_integer_value(json_object_get(cfg, "group"));
     json_decref(cfg);
     if (group < 1) {
         static const char msg[] = "pairs: 'group' must be at least 1";
@@ -43,10 +44,11 @@ static mlp_status pairs_create(mlp_call *call, mlp_bytes config, void **out) {
     return MLP_OK;
 }
 
-static void pairs_destroy(void *instance) { free(instance); }
+static void pairs_destroy(void *instance) {
+    free(instance);
+}
 
-static mlp_status pairs_decide(void *instance, mlp_call *call, const mlp_policy_input *in,
-                               mlp_policy_decision *out) {
+static mlp_status pairs_decide(void *instance, mlp_call *call, const mlp_policy_input *in, mlp_policy_decision *out) {
     (void)call;
     const pairs *p = instance;
     if (in->queue_len == 0) {

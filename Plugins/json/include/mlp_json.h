@@ -75,7 +75,8 @@ MLP_INTERNAL mlp_status set_model_path(mlp_call *call, const char *prefix, mlp_b
 /* The failure for a reply whose HTTP status is not 200: `who` answered <status>, with the server's own
  * words from JSON member `key` ("error" for v2 and TF Serving, "message" for TorchServe) when there
  * are some, else the start of the body. */
-MLP_INTERNAL mlp_status upstream_error(mlp_call *call, const mlp_upstream_reply *reply, const char *key, const char *who);
+MLP_INTERNAL mlp_status upstream_error(mlp_call *call, const mlp_upstream_reply *reply, const char *key,
+                                       const char *who);
 
 /* Sets content-type (when given), writes the buffer as the body and frees it. */
 MLP_INTERNAL mlp_status flush(mlp_call *call, text_buf *b, const char *content_type);

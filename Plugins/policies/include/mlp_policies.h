@@ -25,8 +25,8 @@ MLP_INTERNAL mlp_status fail(mlp_call *call, mlp_status status, const char *fmt,
 MLP_INTERNAL json_t *config_parse(mlp_call *call, mlp_bytes text, const char *const *known, mlp_status *status);
 
 /* Reads a number in [min, max], or `dflt` when absent. */
-MLP_INTERNAL mlp_status config_number(mlp_call *call, const json_t *cfg, const char *key, double dflt,
-                                      double min, double max, double *out);
+MLP_INTERNAL mlp_status config_number(mlp_call *call, const json_t *cfg, const char *key, double dflt, double min,
+                                      double max, double *out);
 
 MLP_INTERNAL void destroy_free(void *instance);
 

@@ -38,7 +38,8 @@ public final class ProxyRuntime: @unchecked Sendable {
                 let server = SimulatedModelServer(config: sim, codec: codec, loop: group.next())
                 try server.start(group: group)
                 rt.simulated.append(server)
-                rt.logger.info("simulated model server on \(sim.listen.host):\(server.port), \(sim.replicas) replica(s)")
+                rt.logger.info(
+                    "simulated model server on \(sim.listen.host):\(server.port), \(sim.replicas) replica(s)")
             }
         }
         for m in config.models {
@@ -52,10 +53,13 @@ public final class ProxyRuntime: @unchecked Sendable {
                 rt.logger.error("model '\(m.name)' is not available: \(reason)")
             }
         }
-        rt.serverChannel = try HTTPServer.bind(group: group, address: config.listen, maxBodyBytes: config.maxBodyBytes) { [rt] in
+        rt.serverChannel = try HTTPServer.bind(group: group, address: config.listen, maxBodyBytes: config.maxBodyBytes)
+        { [rt] in
             rt.route($0)
         }
-        rt.logger.info("mlproxy listening on \(config.listen.host):\(rt.port) with models \(config.models.map(\.name).joined(separator: ", "))")
+        rt.logger.info(
+            "mlproxy listening on \(config.listen.host):\(rt.port) with models \(config.models.map(\.name).joined(separator: ", "))"
+        )
         return rt
     }
 
@@ -75,11 +79,14 @@ public final class ProxyRuntime: @unchecked Sendable {
     /// element) in front.
     private func makeChain(_ spec: CodecChainSpec, model: String) throws -> CodecChain {
         var elements = spec.elements
-        if (try? registry.component(.codec, elements[0].name)) == nil, (try? registry.component(.stage, elements[0].name)) != nil {
+        if (try? registry.component(.codec, elements[0].name)) == nil,
+            (try? registry.component(.stage, elements[0].name)) != nil
+        {
             elements.insert(ChainElement(name: "raw"), at: 0)
         }
         do {
-            let codec = try CodecInstance(try registry.component(.codec, elements[0].name), configJSON: elements[0].paramsJSON)
+            let codec = try CodecInstance(
+                try registry.component(.codec, elements[0].name), configJSON: elements[0].paramsJSON)
             let stages = try elements.dropFirst().map {
                 try StageInstance(try registry.component(.stage, $0.name), configJSON: $0.paramsJSON)
             }
@@ -97,15 +104,21 @@ public final class ProxyRuntime: @unchecked Sendable {
         if req.method == .GET && parts == ["metrics"] {
             return loop.makeSucceededFuture(metricsResponse())
         }
-        if parts.first == "v1", parts.count >= 3, parts[1] == "models", let last = parts.last, last.hasSuffix(":predict"),
-           parts.count == 3 || (parts.count == 5 && parts[3] == "versions") {
+        if parts.first == "v1", parts.count >= 3, parts[1] == "models", let last = parts.last,
+            last.hasSuffix(":predict"),
+            parts.count == 3 || (parts.count == 5 && parts[3] == "versions")
+        {
             // TF Serving REST: /v1/models/{m}:predict or /v1/models/{m}/versions/{v}:predict.
             guard req.method == .POST else { return loop.makeSucceededFuture(.error(405, "use POST for predict")) }
             let model = parts.count == 3 ? String(last.dropLast(":predict".count)) : parts[2]
             return infer(model: model, req, protocolName: "tfserving")
         }
         guard parts.first == "v2" else {
-            return loop.makeSucceededFuture(.error(404, "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference Protocol) endpoints under /v2 and TF Serving's /v1/models/{m}:predict"))
+            return loop.makeSucceededFuture(
+                .error(
+                    404,
+                    "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference Protocol) endpoints under /v2 and TF Serving's /v1/models/{m}:predict"
+                ))
         }
         // /v2/models/{m}/versions/{v}/... is served like /v2/models/{m}/...: the proxy has one version.
         var segs = Array(parts.dropFirst())
@@ -114,7 +127,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         let action = segs.count >= 3 && segs[0] == "models" ? segs[2] : ""
         switch (req.method, segs.count, segs.first ?? "") {
         case (.GET, 0, _):
-            return loop.makeSucceededFuture(.json(200, "{\"name\":\"mlproxy\",\"version\":\"0.1.0\",\"extensions\":[]}"))
+            return loop.makeSucceededFuture(
+                .json(200, "{\"name\":\"mlproxy\",\"version\":\"0.1.0\",\"extensions\":[]}"))
         case (.GET, 2, "health") where segs[1] == "live":
             return loop.makeSucceededFuture(.json(200, "{\"live\":true}"))
         case (.GET, 2, "health") where segs[1] == "ready":
@@ -126,7 +140,8 @@ public final class ProxyRuntime: @unchecked Sendable {
             // Not ready while its model server cannot be reached.
             if let m = models[model] {
                 let ready = m.upstreamReady
-                return loop.makeSucceededFuture(.json(ready ? 200 : 503, "{\"name\":\(jsonString(model)),\"ready\":\(ready)}"))
+                return loop.makeSucceededFuture(
+                    .json(ready ? 200 : 503, "{\"name\":\(jsonString(model)),\"ready\":\(ready)}"))
             }
             return loop.makeSucceededFuture(modelMissing(model))
         case (.POST, 3, "models") where action == "infer":
@@ -149,14 +164,17 @@ public final class ProxyRuntime: @unchecked Sendable {
     private func metadata(_ m: String, loop: EventLoop) -> EventLoopFuture<OutgoingResponse> {
         guard let model = models[m] else { return loop.makeSucceededFuture(modelMissing(m)) }
         let c = model.config
-        let settings: [String: Any] = ["backend": c.backend, "policy": c.policy, "slo_ms": Double(c.limits.sloNanos) / 1e6,
-                                       "max_batch_items": c.limits.maxBatchItems, "upstream_model": c.upstreamModel]
+        let settings: [String: Any] = [
+            "backend": c.backend, "policy": c.policy, "slo_ms": Double(c.limits.sloNanos) / 1e6,
+            "max_batch_items": c.limits.maxBatchItems, "upstream_model": c.upstreamModel,
+        ]
         let mine = (try? JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys])) ?? Data("{}".utf8)
         guard c.backend == "kserve-v2" else { return loop.makeSucceededFuture(Self.localMetadata(m, mine, note: nil)) }
         let path = "/v2/models/\(c.upstreamModel)" + (c.upstreamVersion.isEmpty ? "" : "/versions/\(c.upstreamVersion)")
         return model.fetch(path: path, on: loop).map { response in
             guard response.status == 200,
-                  var meta = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView))) as? [String: Any]
+                var meta = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)))
+                    as? [String: Any]
             else { return Self.localMetadata(m, mine, note: "the model server answered \(response.status)") }
             meta["name"] = m
             var params = meta["parameters"] as? [String: Any] ?? [:]
@@ -170,16 +188,21 @@ public final class ProxyRuntime: @unchecked Sendable {
     private static func localMetadata(_ name: String, _ settings: Data, note: String?) -> OutgoingResponse {
         var params = (try? JSONSerialization.jsonObject(with: settings)) as? [String: Any] ?? [:]
         if let note { params["upstream_metadata"] = note }
-        return jsonResponse(["name": name, "versions": [], "platform": "mlproxy", "inputs": [], "outputs": [],
-                             "parameters": ["mlproxy": params]])
+        return jsonResponse([
+            "name": name, "versions": [], "platform": "mlproxy", "inputs": [], "outputs": [],
+            "parameters": ["mlproxy": params],
+        ])
     }
 
     private static func jsonResponse(_ object: [String: Any]) -> OutgoingResponse {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return OutgoingResponse(status: 200, headers: [("content-type", "application/json")], body: ByteBuffer(bytes: data))
+        return OutgoingResponse(
+            status: 200, headers: [("content-type", "application/json")], body: ByteBuffer(bytes: data))
     }
 
-    private func infer(model name: String, _ req: IncomingRequest, protocolName: String) -> EventLoopFuture<OutgoingResponse> {
+    private func infer(model name: String, _ req: IncomingRequest, protocolName: String) -> EventLoopFuture<
+        OutgoingResponse
+    > {
         let loop = req.eventLoop
         let arrival = monotonicNanos()
         guard let model = models[name] else { return loop.makeSucceededFuture(modelMissing(name)) }
@@ -187,14 +210,24 @@ public final class ProxyRuntime: @unchecked Sendable {
         guard let codec = model.codec(for: contentType, protocolName: protocolName) else {
             let serving = model.codecs.filter { $0.protocolName == protocolName }
             if serving.isEmpty {
-                return loop.makeSucceededFuture(.error(404, "model '\(name)' does not serve \(protocolName) requests; its codecs are \(model.codecs.map(\.summary).joined(separator: ", ")) (add \(protocolName == "tfserving" ? "tfserving" : "json") to its codecs)"))
+                return loop.makeSucceededFuture(
+                    .error(
+                        404,
+                        "model '\(name)' does not serve \(protocolName) requests; its codecs are \(model.codecs.map(\.summary).joined(separator: ", ")) (add \(protocolName == "tfserving" ? "tfserving" : "json") to its codecs)"
+                    ))
             }
             var accepted: [String] = []
             for t in serving.flatMap(\.contentTypes) where !t.isEmpty && !accepted.contains(t) { accepted.append(t) }
-            return loop.makeSucceededFuture(.error(415, "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"))
+            return loop.makeSucceededFuture(
+                .error(
+                    415,
+                    "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"
+                ))
         }
         var decoded: DecodedRequest
-        switch codec.decode(body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) }) {
+        switch codec.decode(
+            body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) })
+        {
         case .failure(let e):
             model.metrics.response(status: e.status)
             return loop.makeSucceededFuture(Self.failure(e, batch: nil))
@@ -209,8 +242,10 @@ public final class ProxyRuntime: @unchecked Sendable {
         }
         // A request that does not fit the model's inputs is refused here, so it never shares a batch.
         if let signature = model.signature {
-            switch signature.check(model: name, inputs: decoded.inputs, requestedOutputs: decoded.requestedOutputs,
-                                   guessedTypes: protocolName == "tfserving") {
+            switch signature.check(
+                model: name, inputs: decoded.inputs, requestedOutputs: decoded.requestedOutputs,
+                guessedTypes: protocolName == "tfserving")
+            {
             case .failure(let e):
                 model.metrics.rejected(reason: "signature", count: 1)
                 model.metrics.response(status: e.status)
@@ -230,9 +265,11 @@ public final class ProxyRuntime: @unchecked Sendable {
             case .failure(let e):
                 response = Self.failure(e, batch: reply.batch)
             case .success(let r):
-                switch codec.codec.encode(model: name, version: version, id: request.id, outputs: r.outputs,
-                                          parametersJSON: r.parametersJSON, codecState: request.codecState,
-                                          allocator: req.allocator) {
+                switch codec.codec.encode(
+                    model: name, version: version, id: request.id, outputs: r.outputs,
+                    parametersJSON: r.parametersJSON, codecState: request.codecState,
+                    allocator: req.allocator)
+                {
                 case .failure(let e):
                     response = Self.failure(e, batch: reply.batch)
                 case .success(let m):
@@ -264,7 +301,8 @@ public final class ProxyRuntime: @unchecked Sendable {
 
     /// Every model's counters in the Prometheus text format (GET /metrics).
     private func metricsResponse() -> OutgoingResponse {
-        var out = "# HELP mlproxy_responses_total Inference responses by HTTP status.\n# TYPE mlproxy_responses_total counter\n"
+        var out =
+            "# HELP mlproxy_responses_total Inference responses by HTTP status.\n# TYPE mlproxy_responses_total counter\n"
             + "# HELP mlproxy_rejected_total Requests answered without reaching the model: queue_full, invalid, signature, unavailable, shed, deadline.\n# TYPE mlproxy_rejected_total counter\n"
             + "# HELP mlproxy_batches_total Upstream requests (batches) sent.\n# TYPE mlproxy_batches_total counter\n"
             + "# HELP mlproxy_upstream_failures_total Batches whose upstream request failed.\n# TYPE mlproxy_upstream_failures_total counter\n"
@@ -283,7 +321,8 @@ public final class ProxyRuntime: @unchecked Sendable {
             let load = model.load()
             model.metrics.render(model: name, queued: load.queued, inflight: load.inflight, into: &out)
         }
-        return OutgoingResponse(status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: ByteBuffer(string: out))
+        return OutgoingResponse(
+            status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: ByteBuffer(string: out))
     }
 
     // MARK: Shutdown

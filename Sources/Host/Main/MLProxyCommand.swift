@@ -111,12 +111,12 @@ struct SimServer: ParsableCommand {
         points += "}"
         // One code path for configs: build the YAML the proxy would read.
         let yaml = """
-        listen: "127.0.0.1:0"
-        simulated_servers:
-          - {listen: "\(listen)", replicas: \(replicas), noise: \(noise), seed: \(seed), latency_ms: \(points)}
-        models:
-          - {name: unused, upstream: "http://127.0.0.1:1"}
-        """
+            listen: "127.0.0.1:0"
+            simulated_servers:
+              - {listen: "\(listen)", replicas: \(replicas), noise: \(noise), seed: \(seed), latency_ms: \(points)}
+            models:
+              - {name: unused, upstream: "http://127.0.0.1:1"}
+            """
         let cfg = try ProxyConfig.parse(yaml: yaml, file: "--options")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let runtime = try ProxyRuntime.start(config: cfg, group: group)
@@ -129,7 +129,8 @@ struct SimServer: ParsableCommand {
 }
 
 struct Plugins: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Load the plugins a config names and list their components.")
+    static let configuration = CommandConfiguration(
+        abstract: "Load the plugins a config names and list their components.")
 
     @Option(name: .shortAndLong, help: "The YAML configuration file.")
     var config: String = "samples/quickstart.yaml"

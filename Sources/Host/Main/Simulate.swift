@@ -6,29 +6,35 @@ struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run batching policies in virtual time against traces, a latency profile and Knative's autoscaler.",
         discussion: """
-        The policies are the same plugin files the proxy loads, called through the same ABI and the same
-        per-model queue, with the time passed in: an hour of traffic takes seconds, and a seed fixes
-        every random draw. Each run prints SLA miss % (late or shed), p50/p99/max latency, average
-        replicas and replica-seconds (the cost), shed requests and the mean batch size.
+            The policies are the same plugin files the proxy loads, called through the same ABI and the same
+            per-model queue, with the time passed in: an hour of traffic takes seconds, and a seed fixes
+            every random draw. Each run prints SLA miss % (late or shed), p50/p99/max latency, average
+            replicas and replica-seconds (the cost), shed requests and the mean batch size.
 
-        Examples:
-          mlproxy simulate --policy none --policy static:max_delay_ms=20 --policy adaptive-sla --trace spike
-          mlproxy simulate --profile toxic --trace worldcup --trace my-trace.csv --csv results.csv
-        """)
+            Examples:
+              mlproxy simulate --policy none --policy static:max_delay_ms=20 --policy adaptive-sla --trace spike
+              mlproxy simulate --profile toxic --trace worldcup --trace my-trace.csv --csv results.csv
+            """)
 
-    @Option(name: .customLong("policy"), help: ArgumentHelp(
-        "A policy to run, with parameters as name:key=value,key=value (repeatable).",
-        valueName: "name[:k=v,...]"))
+    @Option(
+        name: .customLong("policy"),
+        help: ArgumentHelp(
+            "A policy to run, with parameters as name:key=value,key=value (repeatable).",
+            valueName: "name[:k=v,...]"))
     var policies: [String] = ["none", "static", "adaptive-sla"]
 
-    @Option(name: .customLong("foreign-policy"), help: ArgumentHelp(
-        "A foreign policy: a library and a C signature, e.g. 'libpick.so|int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)' (repeatable).",
-        valueName: "library|signature"))
+    @Option(
+        name: .customLong("foreign-policy"),
+        help: ArgumentHelp(
+            "A foreign policy: a library and a C signature, e.g. 'libpick.so|int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)' (repeatable).",
+            valueName: "library|signature"))
     var foreignPolicies: [String] = []
 
-    @Option(name: .customLong("trace"), help: ArgumentHelp(
-        "A trace: constant, worldcup, spike, dual-phase, large-variations, or a CSV file of rates (one per line, held --segment-seconds each) or of arrival times under a 'timestamp' header (repeatable).",
-        valueName: "kind|file.csv"))
+    @Option(
+        name: .customLong("trace"),
+        help: ArgumentHelp(
+            "A trace: constant, worldcup, spike, dual-phase, large-variations, or a CSV file of rates (one per line, held --segment-seconds each) or of arrival times under a 'timestamp' header (repeatable).",
+            valueName: "kind|file.csv"))
     var traces: [String] = ["constant"]
 
     @Option(help: "Latency profile: toxic, iris, fast, or items:ms pairs such as 1:8.6,100:10.1.")
@@ -40,7 +46,9 @@ struct Simulate: ParsableCommand {
     @Option(help: "SLO in ms (default: iris 200, toxic 500, fast 1000, custom 200).")
     var sloMs: Double?
 
-    @Option(help: "Base arrival rate in requests/s for built-in traces (default: iris 300, toxic 50, fast 1000, custom 100).")
+    @Option(
+        help:
+            "Base arrival rate in requests/s for built-in traces (default: iris 300, toxic 50, fast 1000, custom 100).")
     var rate: Double?
 
     @Option(help: "Length of built-in traces in minutes (each rate is held 60 s).")
@@ -79,7 +87,10 @@ struct Simulate: ParsableCommand {
     @Option(help: "Write the results table as CSV to this file.")
     var csv: String?
 
-    @Option(help: "Write a per-second timeline CSV for each run into this folder (for plots): requests finished, mean latency, replicas, and batches in flight (the concurrency the autoscaler averages).")
+    @Option(
+        help:
+            "Write a per-second timeline CSV for each run into this folder (for plots): requests finished, mean latency, replicas, and batches in flight (the concurrency the autoscaler averages)."
+    )
     var timelineDir: String?
 
     func run() throws {
@@ -92,8 +103,9 @@ struct Simulate: ParsableCommand {
         default: throw ValidationError("--platform must be knative or fixed")
         }
         platformConfig.coldStartNanos = Int64(coldStartMs * 1e6)
-        let limits = QueueLimits(maxBatchItems: maxBatchItems, maxQueuedItems: maxQueuedItems,
-                                 maxInflightBatches: maxInflightBatches, sloNanos: Int64(slo * 1e6), rejectLate: rejectLate)
+        let limits = QueueLimits(
+            maxBatchItems: maxBatchItems, maxQueuedItems: maxQueuedItems,
+            maxInflightBatches: maxInflightBatches, sloNanos: Int64(slo * 1e6), rejectLate: rejectLate)
         let registry = PluginRegistry()
         let errors = registry.loadAll(extra: plugin)
         if !errors.isEmpty { throw ValidationError(errors.map(\.description).joined(separator: "\n")) }
@@ -104,13 +116,17 @@ struct Simulate: ParsableCommand {
                 return ArrivalTrace.make(kind, baseRate: rate ?? defaultRate, minutes: minutes, seed: seed)
             }
             guard t.contains("/") || t.hasSuffix(".csv") else {
-                throw ValidationError("--trace \(t): not a built-in trace (\(ArrivalTrace.Kind.allCases.map(\.rawValue).joined(separator: ", "))) nor a .csv file")
+                throw ValidationError(
+                    "--trace \(t): not a built-in trace (\(ArrivalTrace.Kind.allCases.map(\.rawValue).joined(separator: ", "))) nor a .csv file"
+                )
             }
             return try ArrivalTrace.load(csv: t, segmentSeconds: segmentSeconds)
         }
         let foreign = try foreignPolicies.map { spec -> (String, ForeignPolicySpec) in
             let parts = spec.split(separator: "|", maxSplits: 1).map(String.init)
-            guard parts.count == 2 else { throw ValidationError("--foreign-policy \(spec): expected library|signature") }
+            guard parts.count == 2 else {
+                throw ValidationError("--foreign-policy \(spec): expected library|signature")
+            }
             let sig = try ForeignPolicy.Signature.parse(parts[1])
             return ("foreign:\(sig.symbol)", ForeignPolicySpec(library: parts[0], signature: parts[1]))
         }
@@ -130,19 +146,24 @@ struct Simulate: ParsableCommand {
                 json["slo_ms"] = slo
                 json["max_batch_items"] = runLimits.maxBatchItems
                 json["max_inflight_batches"] = runLimits.maxInflightBatches
-                let text = String(decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
+                let text = String(
+                    decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
                 let policy = try PluginPolicy(try registry.component(.policy, name), configJSON: text)
-                let setup = SimulationSetup(trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed)
+                let setup = SimulationSetup(
+                    trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed)
                 let r = Simulator.run(policyName: label, policy: policy, setup: setup)
-                FileHandle.standardError.write(Data(String(format: " %.1f s\n", Date().timeIntervalSince(started)).utf8))
+                FileHandle.standardError.write(
+                    Data(String(format: " %.1f s\n", Date().timeIntervalSince(started)).utf8))
                 results.append(r)
                 if let dir = timelineDir { try writeTimeline(r, dir: dir) }
             }
             for (label, spec) in foreign {
                 n += 1
                 FileHandle.standardError.write(Data("[\(n)/\(total)] \(label) on \(trace.name)\n".utf8))
-                let policy = try ForeignPolicy(library: spec.library, signature: spec.signature, pollMillis: spec.pollMillis)
-                let setup = SimulationSetup(trace: trace, profile: prof, platform: platformConfig, limits: limits, seed: seed)
+                let policy = try ForeignPolicy(
+                    library: spec.library, signature: spec.signature, pollMillis: spec.pollMillis)
+                let setup = SimulationSetup(
+                    trace: trace, profile: prof, platform: platformConfig, limits: limits, seed: seed)
                 let r = Simulator.run(policyName: label, policy: policy, setup: setup)
                 results.append(r)
                 if let dir = timelineDir { try writeTimeline(r, dir: dir) }
@@ -188,7 +209,9 @@ struct Simulate: ParsableCommand {
     private func writeTimeline(_ r: SimulationResult, dir: String) throws {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var text = "second,finished,mean_latency_ms,replicas,concurrency\n"
-        for row in r.timeline { text += "\(row.second),\(row.finished),\(row.meanLatencyMillis),\(row.replicas),\(row.concurrency)\n" }
+        for row in r.timeline {
+            text += "\(row.second),\(row.finished),\(row.meanLatencyMillis),\(row.replicas),\(row.concurrency)\n"
+        }
         let safe = "\(r.trace)__\(r.policy)".map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" }
         try text.write(toFile: "\(dir)/\(String(safe)).csv", atomically: true, encoding: .utf8)
     }

@@ -34,4 +34,6 @@ _Static_assert(offsetof(mlp_upstream_reply, headers) == offsetof(mlp_upstream_re
                "ABI 1.1 fields must follow the 1.0 ones");
 
 /* Exposed so the host can log the header version it was compiled with. */
-unsigned mlp_abi_header_version(void) { return (MLP_ABI_MAJOR << 16) | MLP_ABI_MINOR; }
+unsigned mlp_abi_header_version(void) {
+    return (MLP_ABI_MAJOR << 16) | MLP_ABI_MINOR;
+}

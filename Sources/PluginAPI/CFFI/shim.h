@@ -5,10 +5,20 @@
 
 #include <ffi.h>
 
-static inline ffi_type *mlp_ffi_type_double(void) { return &ffi_type_double; }
-static inline ffi_type *mlp_ffi_type_float(void) { return &ffi_type_float; }
-static inline ffi_type *mlp_ffi_type_sint32(void) { return &ffi_type_sint32; }
-static inline ffi_type *mlp_ffi_type_sint64(void) { return &ffi_type_sint64; }
-static inline ffi_abi mlp_ffi_default_abi(void) { return FFI_DEFAULT_ABI; }
+static inline ffi_type *mlp_ffi_type_double(void) {
+    return &ffi_type_double;
+}
+static inline ffi_type *mlp_ffi_type_float(void) {
+    return &ffi_type_float;
+}
+static inline ffi_type *mlp_ffi_type_sint32(void) {
+    return &ffi_type_sint32;
+}
+static inline ffi_type *mlp_ffi_type_sint64(void) {
+    return &ffi_type_sint64;
+}
+static inline ffi_abi mlp_ffi_default_abi(void) {
+    return FFI_DEFAULT_ABI;
+}
 
 #endif

@@ -2,7 +2,8 @@
 
 /// A v2 (Open Inference Protocol) tensor datatype, as the ABI numbers them.
 public enum DataType: UInt32, Sendable, CaseIterable {
-    case bool = 1, uint8, uint16, uint32, uint64, int8, int16, int32, int64, fp16, fp32, fp64, bytes
+    case bool = 1
+    case uint8, uint16, uint32, uint64, int8, int16, int32, int64, fp16, fp32, fp64, bytes
 
     /// Bytes per element; nil for BYTES, whose elements are a 4-byte little-endian length and data.
     public var elementSize: Int? {
@@ -43,7 +44,8 @@ public enum DataType: UInt32, Sendable, CaseIterable {
 
 /// A plugin status code with the HTTP status the client sees for it.
 public enum PluginStatus: UInt32, Sendable, Error {
-    case ok = 0, invalidInput, unsupported, upstream, config, noMemory, `internal`
+    case ok = 0
+    case invalidInput, unsupported, upstream, config, noMemory, `internal`
 
     public init(raw: mlp_status) { self = PluginStatus(rawValue: raw.rawValue) ?? .internal }
 

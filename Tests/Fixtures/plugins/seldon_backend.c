@@ -19,15 +19,24 @@ static mlp_status fail(mlp_call *call, mlp_status s, const char *msg) {
 }
 
 static mlp_status create(mlp_call *call, mlp_bytes config, void **out) {
-    (void)call; (void)config;
+    (void)call;
+    (void)config;
     *out = NULL;
     return MLP_OK;
 }
-static void destroy(void *p) { (void)p; }
+static void destroy(void *p) {
+    (void)p;
+}
 
 static double element(const mlp_tensor *t, size_t i) {
-    if (t->datatype == MLP_DT_FP32) { float f; memcpy(&f, t->data.ptr + 4 * i, 4); return f; }
-    double d; memcpy(&d, t->data.ptr + 8 * i, 8); return d;
+    if (t->datatype == MLP_DT_FP32) {
+        float f;
+        memcpy(&f, t->data.ptr + 4 * i, 4);
+        return f;
+    }
+    double d;
+    memcpy(&d, t->data.ptr + 8 * i, 8);
+    return d;
 }
 
 static mlp_status encode(void *p, mlp_call *call, const mlp_batch_view *batch) {
@@ -59,8 +68,9 @@ static mlp_status encode(void *p, mlp_call *call, const mlp_batch_view *batch) {
     if (!text) return fail(call, MLP_ERR_NOMEM, "out of memory");
     static const char path[] = "/api/v1.0/predictions", ct[] = "content-type", json[] = "application/json";
     mlp_status s = g_host->set_path(call, (mlp_bytes){(const uint8_t *)path, sizeof path - 1});
-    if (s == MLP_OK) s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)ct, sizeof ct - 1},
-                                            (mlp_bytes){(const uint8_t *)json, sizeof json - 1});
+    if (s == MLP_OK)
+        s = g_host->set_header(call, (mlp_bytes){(const uint8_t *)ct, sizeof ct - 1},
+                               (mlp_bytes){(const uint8_t *)json, sizeof json - 1});
     if (s == MLP_OK) s = g_host->write(call, text, strlen(text));
     free(text);
     return s;
@@ -84,11 +94,17 @@ static mlp_status decode(void *p, mlp_call *call, const mlp_upstream_reply *repl
     }
     int64_t shape[2] = {(int64_t)n, (int64_t)per};
     static const char name[] = "predictions";
-    mlp_tensor_desc desc = {.struct_size = sizeof desc, .datatype = MLP_DT_FP64,
-                            .name = {(const uint8_t *)name, sizeof name - 1}, .shape = shape, .rank = 2,
+    mlp_tensor_desc desc = {.struct_size = sizeof desc,
+                            .datatype = MLP_DT_FP64,
+                            .name = {(const uint8_t *)name, sizeof name - 1},
+                            .shape = shape,
+                            .rank = 2,
                             .byte_size = n * per * 8};
     uint8_t *out = g_host->add_tensor(call, &desc);
-    if (!out) { json_decref(root); return MLP_ERR_NOMEM; }
+    if (!out) {
+        json_decref(root);
+        return MLP_ERR_NOMEM;
+    }
     for (size_t r = 0; r < n; r++)
         for (size_t k = 0; k < per; k++) {
             double v = json_number_value(json_array_get(json_array_get(rows, r), k));
@@ -99,11 +115,18 @@ static mlp_status decode(void *p, mlp_call *call, const mlp_upstream_reply *repl
 }
 
 static const mlp_backend_vtable vt = {
-    .struct_size = sizeof vt, .create = create, .destroy = destroy, .encode_request = encode, .decode_response = decode,
+    .struct_size = sizeof vt,
+    .create = create,
+    .destroy = destroy,
+    .encode_request = encode,
+    .decode_response = decode,
 };
 static const mlp_component comp = {
-    .struct_size = sizeof comp, .kind = MLP_KIND_BACKEND, .name = "seldon",
-    .description = "Seldon Core v1 REST (test fixture)", .vtable = &vt,
+    .struct_size = sizeof comp,
+    .kind = MLP_KIND_BACKEND,
+    .name = "seldon",
+    .description = "Seldon Core v1 REST (test fixture)",
+    .vtable = &vt,
 };
 static const mlp_component *const comps[] = {&comp};
 

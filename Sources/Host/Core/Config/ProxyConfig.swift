@@ -133,14 +133,19 @@ private struct Node {
     let path: String
     let value: Any
 
-    func fail(_ reason: String) -> ConfigError { ConfigError(message: "\(file): \(path.isEmpty ? "top level" : path): \(reason)") }
+    func fail(_ reason: String) -> ConfigError {
+        ConfigError(message: "\(file): \(path.isEmpty ? "top level" : path): \(reason)")
+    }
 
     func mapping(known: [String]) throws -> [String: Node] {
         guard let dict = value as? [String: Any] else { throw fail("expected a mapping") }
         var out: [String: Node] = [:]
         for (k, v) in dict {
             guard known.contains(k) else {
-                throw ConfigError(message: "\(file): \(path.isEmpty ? "" : path + ".")\(k): unknown key (known here: \(known.joined(separator: ", ")))")
+                throw ConfigError(
+                    message:
+                        "\(file): \(path.isEmpty ? "" : path + ".")\(k): unknown key (known here: \(known.joined(separator: ", ")))"
+                )
             }
             out[k] = Node(file: file, path: path.isEmpty ? k : "\(path).\(k)", value: v)
         }
@@ -160,7 +165,13 @@ private struct Node {
 
     func double(min: Double) throws -> Double {
         let d: Double
-        if let i = value as? Int { d = Double(i) } else if let x = value as? Double { d = x } else { throw fail("expected a number") }
+        if let i = value as? Int {
+            d = Double(i)
+        } else if let x = value as? Double {
+            d = x
+        } else {
+            throw fail("expected a number")
+        }
         guard d >= min, d.isFinite else { throw fail("\(d) must be at least \(min)") }
         return d
     }
@@ -177,7 +188,8 @@ private struct Node {
 
     func address() throws -> ListenAddress {
         let s = try string()
-        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), port >= 0, port < 65536 else {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]), port >= 0, port < 65536
+        else {
             throw fail("'\(s)' is not host:port")
         }
         return ListenAddress(host: String(s[..<colon]), port: port)
@@ -185,7 +197,9 @@ private struct Node {
 
     func url() throws -> ListenAddress {
         var s = try string()
-        guard s.hasPrefix("http://") else { throw fail("'\(s)' must start with http:// (TLS upstreams are not supported yet)") }
+        guard s.hasPrefix("http://") else {
+            throw fail("'\(s)' must start with http:// (TLS upstreams are not supported yet)")
+        }
         s.removeFirst("http://".count)
         if s.hasSuffix("/") { s.removeLast() }
         guard !s.contains("/") else { throw fail("'\(s)' must be http://host:port without a path") }
@@ -203,7 +217,9 @@ extension ProxyConfig {
 
     public static func parse(yaml: String, file: String = "<config>") throws -> ProxyConfig {
         let root: Any?
-        do { root = try Yams.load(yaml: yaml) } catch { throw ConfigError(message: "\(file): not valid YAML: \(error)") }
+        do { root = try Yams.load(yaml: yaml) } catch {
+            throw ConfigError(message: "\(file): not valid YAML: \(error)")
+        }
         let top = try Node(file: file, path: "", value: root ?? [String: Any]()).mapping(known: [
             "listen", "max_body_bytes", "plugin_paths", "plugins", "drain_timeout_ms", "simulated_servers", "models",
         ])
@@ -217,10 +233,14 @@ extension ProxyConfig {
         for node in try top["simulated_servers"]?.list() ?? [] {
             config.simulatedServers.append(try parseSimulated(node))
         }
-        guard let models = top["models"] else { throw ConfigError(message: "\(file): models: at least one model is required") }
+        guard let models = top["models"] else {
+            throw ConfigError(message: "\(file): models: at least one model is required")
+        }
         for node in try models.list() {
             let m = try parseModel(node)
-            if config.models.contains(where: { $0.name == m.name }) { throw node.fail("model '\(m.name)' is defined twice") }
+            if config.models.contains(where: { $0.name == m.name }) {
+                throw node.fail("model '\(m.name)' is defined twice")
+            }
             config.models.append(m)
         }
         if config.models.isEmpty { throw models.fail("at least one model is required") }
@@ -228,13 +248,20 @@ extension ProxyConfig {
     }
 
     private static func parseSimulated(_ node: Node) throws -> SimulatedServerConfig {
-        let m = try node.mapping(known: ["listen", "replicas", "latency_ms", "noise", "seed", "echo", "models", "reject_negative", "close_after_error", "drop_after_requests"])
+        let m = try node.mapping(known: [
+            "listen", "replicas", "latency_ms", "noise", "seed", "echo", "models", "reject_negative",
+            "close_after_error", "drop_after_requests",
+        ])
         guard let listen = m["listen"] else { throw node.fail("'listen' is required") }
         var points: [(Int, Double)] = []
         if let lat = m["latency_ms"] {
-            guard let dict = lat.value as? [AnyHashable: Any] else { throw lat.fail("expected a mapping of batch items to milliseconds") }
+            guard let dict = lat.value as? [AnyHashable: Any] else {
+                throw lat.fail("expected a mapping of batch items to milliseconds")
+            }
             for (k, v) in dict {
-                guard let items = (k as? Int) ?? Int("\(k)"), items >= 1 else { throw lat.fail("key '\(k)' must be a batch size >= 1") }
+                guard let items = (k as? Int) ?? Int("\(k)"), items >= 1 else {
+                    throw lat.fail("key '\(k)' must be a batch size >= 1")
+                }
                 points.append((items, try Node(file: lat.file, path: "\(lat.path).\(items)", value: v).double(min: 0)))
             }
         }
@@ -245,8 +272,9 @@ extension ProxyConfig {
             let mm = try n.mapping(known: ["name", "inputs", "outputs"])
             guard let name = mm["name"] else { throw n.fail("'name' is required") }
             guard let inputs = mm["inputs"] else { throw n.fail("'inputs' is required") }
-            signatures[try name.string()] = ModelSignature(inputs: try parseSpecs(inputs), outputs: try mm["outputs"].map(parseSpecs) ?? [],
-                                                           source: "the simulated server's config")
+            signatures[try name.string()] = ModelSignature(
+                inputs: try parseSpecs(inputs), outputs: try mm["outputs"].map(parseSpecs) ?? [],
+                source: "the simulated server's config")
         }
         return SimulatedServerConfig(
             listen: try listen.address(),
@@ -266,15 +294,18 @@ extension ProxyConfig {
         try node.list().map { n in
             let t = try n.mapping(known: ["name", "datatype", "shape", "optional"])
             guard let name = t["name"], let dt = t["datatype"], let shape = t["shape"] else {
-                throw n.fail("'name', 'datatype' and 'shape' are required, e.g. {name: x, datatype: FP32, shape: [-1, 4]}")
+                throw n.fail(
+                    "'name', 'datatype' and 'shape' are required, e.g. {name: x, datatype: FP32, shape: [-1, 4]}")
             }
             let dtName = try dt.string()
             guard let datatype = DataType(v2Name: dtName) else {
-                throw dt.fail("'\(dtName)' is not a v2 datatype (\(DataType.allCases.map(\.name).joined(separator: ", ")))")
+                throw dt.fail(
+                    "'\(dtName)' is not a v2 datatype (\(DataType.allCases.map(\.name).joined(separator: ", ")))")
             }
-            return TensorSpec(name: try name.string(), datatype: datatype,
-                              shape: try shape.list().map { Int64(try $0.int(min: -1)) },
-                              optional: try t["optional"]?.bool() ?? false)
+            return TensorSpec(
+                name: try name.string(), datatype: datatype,
+                shape: try shape.list().map { Int64(try $0.int(min: -1)) },
+                optional: try t["optional"]?.bool() ?? false)
         }
     }
 
@@ -288,13 +319,16 @@ extension ProxyConfig {
         case (let name?, nil):
             elements = [ChainElement(name: try name.string(), paramsJSON: try paramsJSON(cm["params"]))]
         case (nil, let chain?):
-            if cm["params"] != nil { throw c.fail("'params' goes with 'name'; in a 'chain' write params as name(args) or use 'stages'") }
+            if cm["params"] != nil {
+                throw c.fail("'params' goes with 'name'; in a 'chain' write params as name(args) or use 'stages'")
+            }
             if let text = chain.value as? String {
                 elements = try parseChainText(text, chain)
             } else {
                 elements = try chain.list().map { try parseChainElement($0) }
             }
-        case (nil, nil): throw c.fail("'name' (a codec) or 'chain' (e.g. \"b64 -> image -> resize(224,224)\") is required")
+        case (nil, nil):
+            throw c.fail("'name' (a codec) or 'chain' (e.g. \"b64 -> image -> resize(224,224)\") is required")
         case (_?, _?): throw c.fail("give 'name' or 'chain', not both")
         }
         for s in try cm["stages"]?.list() ?? [] { elements.append(try parseChainElement(s)) }
@@ -304,7 +338,8 @@ extension ProxyConfig {
             if list.isEmpty { throw n.fail("list at least one content type") }
             return list
         }
-        return CodecChainSpec(elements, contentTypes: types, rank: try cm["rank"]?.int(min: -1_000_000, max: 1_000_000) ?? 0)
+        return CodecChainSpec(
+            elements, contentTypes: types, rank: try cm["rank"]?.int(min: -1_000_000, max: 1_000_000) ?? 0)
     }
 
     /// A stage or codec as a string ("resize(224,224)") or {name, params}.
@@ -323,7 +358,8 @@ extension ProxyConfig {
     private static func parseChainText(_ text: String, _ n: Node) throws -> [ChainElement] {
         try text.components(separatedBy: "->").map { raw in
             let part = raw.trimmingCharacters(in: .whitespaces)
-            var name = part, args: [Any]?
+            var name = part
+            var args: [Any]?
             if let open = part.firstIndex(of: "(") {
                 guard part.hasSuffix(")") else { throw n.fail("'\(part)': arguments must end with ')'") }
                 name = String(part[..<open]).trimmingCharacters(in: .whitespaces)
@@ -336,7 +372,9 @@ extension ProxyConfig {
                 }
             }
             guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_".contains($0) }) else {
-                throw n.fail("'\(part)' is not a codec or stage name (letters, digits, '-', '_'), e.g. \"b64 -> image -> resize(224,224)\"")
+                throw n.fail(
+                    "'\(part)' is not a codec or stage name (letters, digits, '-', '_'), e.g. \"b64 -> image -> resize(224,224)\""
+                )
             }
             guard let args else { return ChainElement(name: name) }
             let data = try JSONSerialization.data(withJSONObject: ["args": args], options: [.sortedKeys])
@@ -348,7 +386,8 @@ extension ProxyConfig {
         guard let p else { return "{}" }
         guard let dict = p.value as? [String: Any] else { throw p.fail("expected a mapping") }
         guard JSONSerialization.isValidJSONObject(dict),
-              let data = try? JSONSerialization.data(withJSONObject: dict, options: [.sortedKeys]) else {
+            let data = try? JSONSerialization.data(withJSONObject: dict, options: [.sortedKeys])
+        else {
             throw p.fail("params must be numbers, strings, booleans, lists or mappings")
         }
         return String(decoding: data, as: UTF8.self)
@@ -356,7 +395,8 @@ extension ProxyConfig {
 
     private static func parseModel(_ node: Node) throws -> ModelConfig {
         let m = try node.mapping(known: [
-            "name", "backend", "backend_params", "upstream", "upstream_model", "upstream_version", "upstream_timeout_ms", "codecs",
+            "name", "backend", "backend_params", "upstream", "upstream_model", "upstream_version",
+            "upstream_timeout_ms", "codecs",
             "policy", "policy_params", "foreign_policy", "slo_ms", "max_batch_items", "max_queued_items",
             "max_inflight_batches", "late_requests", "pad", "pad_value", "inputs", "outputs", "check_signature",
             "isolate_failures", "retry_on_reset", "retry_budget",
@@ -366,13 +406,17 @@ extension ProxyConfig {
         guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw nameNode.fail("'\(name)' must be letters, digits, '-', '_' or '.'")
         }
-        guard let upstream = m["upstream"] else { throw node.fail("'upstream' (http://host:port of the model server) is required") }
+        guard let upstream = m["upstream"] else {
+            throw node.fail("'upstream' (http://host:port of the model server) is required")
+        }
         let slo = try m["slo_ms"]?.double(min: 0.001) ?? 1000
         let maxItems = try m["max_batch_items"]?.int(min: 1, max: 65536) ?? 32
         let inflight = try m["max_inflight_batches"]?.int(min: 1, max: 4096) ?? 1
         let maxQueued = try m["max_queued_items"]?.int(min: 1) ?? max(4096, maxItems * 16)
         let late = try m["late_requests"]?.string() ?? "dispatch"
-        guard late == "dispatch" || late == "reject" else { throw m["late_requests"]!.fail("must be 'dispatch' or 'reject'") }
+        guard late == "dispatch" || late == "reject" else {
+            throw m["late_requests"]!.fail("must be 'dispatch' or 'reject'")
+        }
         var params: [String: Any] = [:]
         if let p = m["policy_params"] {
             guard let dict = p.value as? [String: Any] else { throw p.fail("expected a mapping") }
@@ -382,19 +426,27 @@ extension ProxyConfig {
         params["max_batch_items"] = maxItems
         params["max_inflight_batches"] = inflight
         guard JSONSerialization.isValidJSONObject(params),
-              let json = try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys]) else {
+            let json = try? JSONSerialization.data(withJSONObject: params, options: [.sortedKeys])
+        else {
             throw (m["policy_params"] ?? node).fail("values must be numbers, strings, booleans, lists or mappings")
         }
         var foreign: ForeignPolicySpec?
         if let f = m["foreign_policy"] {
             let fm = try f.mapping(known: ["library", "signature", "poll_ms"])
             guard let lib = fm["library"], let sig = fm["signature"] else {
-                throw f.fail("'library' and 'signature' are required, e.g. signature: \"int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)\"")
+                throw f.fail(
+                    "'library' and 'signature' are required, e.g. signature: \"int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)\""
+                )
             }
-            foreign = ForeignPolicySpec(library: try lib.string(), signature: try sig.string(),
-                                        pollMillis: try fm["poll_ms"]?.double(min: 0.01) ?? 5)
-            do { _ = try ForeignPolicy.Signature.parse(foreign!.signature) } catch let e as ConfigError { throw sig.fail(e.message) }
-            if m["policy"] != nil || m["policy_params"] != nil { throw f.fail("a model has either 'policy' or 'foreign_policy', not both") }
+            foreign = ForeignPolicySpec(
+                library: try lib.string(), signature: try sig.string(),
+                pollMillis: try fm["poll_ms"]?.double(min: 0.01) ?? 5)
+            do { _ = try ForeignPolicy.Signature.parse(foreign!.signature) } catch let e as ConfigError {
+                throw sig.fail(e.message)
+            }
+            if m["policy"] != nil || m["policy_params"] != nil {
+                throw f.fail("a model has either 'policy' or 'foreign_policy', not both")
+            }
         }
         var codecs: [CodecChainSpec] = []
         for c in try m["codecs"]?.list() ?? [Node(file: node.file, path: node.path + ".codecs[0]", value: "json")] {
@@ -404,14 +456,20 @@ extension ProxyConfig {
         let pad = try m["pad"]?.bool() ?? false
         var signature: ModelSignature?
         if let inputs = m["inputs"] {
-            signature = ModelSignature(inputs: try parseSpecs(inputs), outputs: try m["outputs"].map(parseSpecs) ?? [], source: "the config")
-            if signature!.inputs.isEmpty { throw inputs.fail("list at least one input, or leave 'inputs' out to use the model server's metadata") }
+            signature = ModelSignature(
+                inputs: try parseSpecs(inputs), outputs: try m["outputs"].map(parseSpecs) ?? [], source: "the config")
+            if signature!.inputs.isEmpty {
+                throw inputs.fail("list at least one input, or leave 'inputs' out to use the model server's metadata")
+            }
         } else if let o = m["outputs"] {
             throw o.fail("'outputs' goes with 'inputs'")
         }
         // YAML 1.1 reads an unquoted `off` as false.
-        let isolate = m["isolate_failures"]?.value as? Bool == false ? "off" : try m["isolate_failures"]?.string() ?? "bisect"
-        guard isolate == "bisect" || isolate == "off" else { throw m["isolate_failures"]!.fail("must be 'bisect' or 'off'") }
+        let isolate =
+            m["isolate_failures"]?.value as? Bool == false ? "off" : try m["isolate_failures"]?.string() ?? "bisect"
+        guard isolate == "bisect" || isolate == "off" else {
+            throw m["isolate_failures"]!.fail("must be 'bisect' or 'off'")
+        }
         var budget = RetryBudget.Settings()
         if let b = m["retry_budget"] {
             let bm = try b.mapping(known: ["percent", "min_concurrency"])
@@ -433,8 +491,9 @@ extension ProxyConfig {
                 ?? m["policy"]?.string() ?? "adaptive-sla",
             foreignPolicy: foreign,
             policyParamsJSON: String(decoding: json, as: UTF8.self),
-            limits: QueueLimits(maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
-                                sloNanos: Int64(slo * 1e6), rejectLate: late == "reject"),
+            limits: QueueLimits(
+                maxBatchItems: maxItems, maxQueuedItems: maxQueued, maxInflightBatches: inflight,
+                sloNanos: Int64(slo * 1e6), rejectLate: late == "reject"),
             padValue: pad ? (padValue ?? 0) : nil,
             signature: signature,
             checkSignature: try m["check_signature"]?.bool() ?? true,

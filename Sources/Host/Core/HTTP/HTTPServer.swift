@@ -35,7 +35,8 @@ public struct OutgoingResponse: Sendable {
     }
 
     public static func json(_ status: Int, _ text: String) -> OutgoingResponse {
-        OutgoingResponse(status: status, headers: [("content-type", "application/json")], body: ByteBuffer(string: text))
+        OutgoingResponse(
+            status: status, headers: [("content-type", "application/json")], body: ByteBuffer(string: text))
     }
 }
 
@@ -68,8 +69,10 @@ public enum HTTPServer {
     /// `dropAfterRequests`: a connection that has answered that many requests closes, unannounced,
     /// when the next one arrives, as a keep-alive connection does when the server's idle timeout or
     /// request limit strikes as the client reuses it. Only the simulated server sets it.
-    public static func bind(group: EventLoopGroup, address: ListenAddress, maxBodyBytes: Int,
-                            dropAfterRequests: Int? = nil, route: @escaping HTTPRoute) throws -> Channel {
+    public static func bind(
+        group: EventLoopGroup, address: ListenAddress, maxBodyBytes: Int,
+        dropAfterRequests: Int? = nil, route: @escaping HTTPRoute
+    ) throws -> Channel {
         try ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -78,7 +81,8 @@ public enum HTTPServer {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(RequestHandler(maxBodyBytes: maxBodyBytes, dropAfter: dropAfterRequests, route: route))
+                    try channel.pipeline.syncOperations.addHandler(
+                        RequestHandler(maxBodyBytes: maxBodyBytes, dropAfter: dropAfterRequests, route: route))
                 }
             }
             .bind(host: address.host, port: address.port).wait()
@@ -113,7 +117,11 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
             answered += 1
             head = h
             tooLarge = (h.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > maxBodyBytes
-            body = tooLarge ? nil : context.channel.allocator.buffer(capacity: h.headers.first(name: "content-length").flatMap(Int.init) ?? 0)
+            body =
+                tooLarge
+                ? nil
+                : context.channel.allocator.buffer(
+                    capacity: h.headers.first(name: "content-length").flatMap(Int.init) ?? 0)
         case .body(var chunk):
             guard !tooLarge else { return }
             if (body?.readableBytes ?? 0) + chunk.readableBytes > maxBodyBytes {
@@ -126,33 +134,44 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
             guard let head else { return }
             self.head = nil
             if tooLarge {
-                write(context: context, head: head, .error(413, "the request body is larger than max_body_bytes (\(maxBodyBytes) bytes)"), forceClose: true)
+                write(
+                    context: context, head: head,
+                    .error(413, "the request body is larger than max_body_bytes (\(maxBodyBytes) bytes)"),
+                    forceClose: true)
                 return
             }
-            let request = IncomingRequest(method: head.method, uri: head.uri, headers: head.headers,
-                                          body: body ?? ByteBuffer(), eventLoop: context.eventLoop,
-                                          allocator: context.channel.allocator)
+            let request = IncomingRequest(
+                method: head.method, uri: head.uri, headers: head.headers,
+                body: body ?? ByteBuffer(), eventLoop: context.eventLoop,
+                allocator: context.channel.allocator)
             body = nil
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             route(request).hop(to: context.eventLoop).whenComplete { result in
                 let (handler, context) = bound.value
                 switch result {
                 case .success(let response): handler.write(context: context, head: head, response, forceClose: false)
-                case .failure(let error): handler.write(context: context, head: head, .error(500, "internal error: \(error)"), forceClose: false)
+                case .failure(let error):
+                    handler.write(
+                        context: context, head: head, .error(500, "internal error: \(error)"), forceClose: false)
                 }
             }
         }
     }
 
-    private func write(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: OutgoingResponse, forceClose: Bool) {
+    private func write(
+        context: ChannelHandlerContext, head: HTTPRequestHead, _ response: OutgoingResponse, forceClose: Bool
+    ) {
         let keepAlive = head.isKeepAlive && !forceClose
         var headers = HTTPHeaders()
         for (k, v) in response.headers { headers.add(name: k, value: v) }
         headers.replaceOrAdd(name: "content-length", value: String(response.body.readableBytes))
         if !keepAlive { headers.replaceOrAdd(name: "connection", value: "close") }
-        let responseHead = HTTPResponseHead(version: head.version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        let responseHead = HTTPResponseHead(
+            version: head.version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
         context.write(wrapOutboundOut(.head(responseHead)), promise: nil)
-        if response.body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil) }
+        if response.body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if !keepAlive || response.closeSilently {
             let channel = context.channel

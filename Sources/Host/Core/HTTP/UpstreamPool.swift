@@ -35,8 +35,10 @@ public final class UpstreamPool: @unchecked Sendable {
     /// connection before any byte of the reply arrived (the server closed it while it was idle, or
     /// reset it) is sent once more on a new connection, if the budget has a retry to spare: model
     /// inference is treated as idempotent.
-    public func send(path: String, headers: [(String, String)], body: ByteBuffer,
-                     method: HTTPMethod = .POST, retry: RetryBudget? = nil) -> EventLoopFuture<UpstreamResponse> {
+    public func send(
+        path: String, headers: [(String, String)], body: ByteBuffer,
+        method: HTTPMethod = .POST, retry: RetryBudget? = nil
+    ) -> EventLoopFuture<UpstreamResponse> {
         loop.preconditionInEventLoop()
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "host", value: address.description)
@@ -91,7 +93,9 @@ public final class UpstreamPool: @unchecked Sendable {
     /// not an error: model servers (MLServer after a 500, among others) often close the connection
     /// after an error without saying so, and the next batch written on it would be lost. A new
     /// connection costs tens of microseconds on a path that is already failing.
-    private func exchange(_ conn: UpstreamConnection, _ head: HTTPRequestHead, _ body: ByteBuffer) -> EventLoopFuture<UpstreamResponse> {
+    private func exchange(_ conn: UpstreamConnection, _ head: HTTPRequestHead, _ body: ByteBuffer) -> EventLoopFuture<
+        UpstreamResponse
+    > {
         let promise = loop.makePromise(of: UpstreamResponse.self)
         conn.start(promise, deadline: .now() + timeout)
         busy.append(conn)
@@ -188,7 +192,9 @@ struct UpstreamConnection: @unchecked Sendable {
     let channel: Channel
     let handler: UpstreamConnectionHandler
 
-    func start(_ promise: EventLoopPromise<UpstreamResponse>, deadline: NIODeadline) { handler.start(promise, deadline: deadline) }
+    func start(_ promise: EventLoopPromise<UpstreamResponse>, deadline: NIODeadline) {
+        handler.start(promise, deadline: deadline)
+    }
     func fail(_ error: Error) {
         handler.fail(error)
         channel.close(promise: nil)
@@ -231,8 +237,10 @@ final class UpstreamConnectionHandler: ChannelInboundHandler, RemovableChannelHa
             guard let head, let p = pending else { return }
             pending = nil
             deadline = nil
-            p.succeed(UpstreamResponse(status: Int(head.status.code), headers: head.headers, body: body,
-                                       keepAlive: head.isKeepAlive))
+            p.succeed(
+                UpstreamResponse(
+                    status: Int(head.status.code), headers: head.headers, body: body,
+                    keepAlive: head.isKeepAlive))
             body = ByteBuffer()
         }
     }

@@ -20,7 +20,8 @@ struct Histogram {
 
     func render(_ name: String, labels: String, into out: inout String) {
         for (b, c) in zip(bounds, counts) { out += "\(name)_bucket{\(labels),le=\"\(b)\"} \(c)\n" }
-        out += "\(name)_bucket{\(labels),le=\"+Inf\"} \(count)\n\(name)_sum{\(labels)} \(sum)\n\(name)_count{\(labels)} \(count)\n"
+        out +=
+            "\(name)_bucket{\(labels),le=\"+Inf\"} \(count)\n\(name)_sum{\(labels)} \(sum)\n\(name)_count{\(labels)} \(count)\n"
     }
 }
 
@@ -71,8 +72,12 @@ public final class ModelMetrics: @unchecked Sendable {
     func render(model: String, queued: Int, inflight: Int, into out: inout String) {
         let m = "model=\"\(model)\""
         lock.withLock {
-            for (code, n) in responses.sorted(by: { $0.key < $1.key }) { out += "mlproxy_responses_total{\(m),code=\"\(code)\"} \(n)\n" }
-            for (reason, n) in rejected.sorted(by: { $0.key < $1.key }) { out += "mlproxy_rejected_total{\(m),reason=\"\(reason)\"} \(n)\n" }
+            for (code, n) in responses.sorted(by: { $0.key < $1.key }) {
+                out += "mlproxy_responses_total{\(m),code=\"\(code)\"} \(n)\n"
+            }
+            for (reason, n) in rejected.sorted(by: { $0.key < $1.key }) {
+                out += "mlproxy_rejected_total{\(m),reason=\"\(reason)\"} \(n)\n"
+            }
             out += "mlproxy_batches_total{\(m)} \(batches)\n"
             out += "mlproxy_upstream_failures_total{\(m)} \(upstreamFailures)\n"
             out += "mlproxy_split_batches_total{\(m)} \(isolatedBatches)\nmlproxy_batch_splits_total{\(m)} \(splits)\n"

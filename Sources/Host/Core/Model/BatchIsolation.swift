@@ -91,8 +91,10 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
 
     public var counters: Counters { lock.withLockedValue { $0 } }
 
-    public init(bisect: Bool, now: @escaping @Sendable () -> Int64, deadline: @escaping @Sendable (Member) -> Int64,
-                items: @escaping @Sendable (Member) -> Int, attempt: @escaping Attempt, finish: @escaping Finish) {
+    public init(
+        bisect: Bool, now: @escaping @Sendable () -> Int64, deadline: @escaping @Sendable (Member) -> Int64,
+        items: @escaping @Sendable (Member) -> Int, attempt: @escaping Attempt, finish: @escaping Finish
+    ) {
         self.bisect = bisect
         self.now = now
         self.deadline = deadline
@@ -109,8 +111,10 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
 
     /// Takes over a batch whose first attempt (made by the caller, so that a batch that succeeds
     /// costs nothing here) failed with `failure` at time `finished`.
-    public func isolate(_ members: [Member], after failure: BatchFailure, finished: Int64,
-                        on loop: EventLoop) -> EventLoopFuture<Void> {
+    public func isolate(
+        _ members: [Member], after failure: BatchFailure, finished: Int64,
+        on loop: EventLoop
+    ) -> EventLoopFuture<Void> {
         lock.withLockedValue {
             $0.attempts = 1
             $0.firstFailure = failure
@@ -124,7 +128,8 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
         lock.withLockedValue { $0.attempts += 1 }
         return attempt(members).flatMap { result -> EventLoopFuture<Void> in
             if round == 1 { self.lock.withLockedValue { $0.firstFinished = self.now() } }
-            let shape = BatchShape(items: members.reduce(0) { $0 + self.items($1) }, requests: members.count, attempts: round)
+            let shape = BatchShape(
+                items: members.reduce(0) { $0 + self.items($1) }, requests: members.count, attempts: round)
             switch result {
             case .success(let outputs):
                 for (m, o) in zip(members, outputs) { self.finish(m, .answered(o, shape)) }
@@ -136,19 +141,27 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
         }
     }
 
-    private func failed(_ members: [Member], _ f: BatchFailure, shape: BatchShape, round: Int,
-                        on loop: EventLoop) -> EventLoopFuture<Void> {
+    private func failed(
+        _ members: [Member], _ f: BatchFailure, shape: BatchShape, round: Int,
+        on loop: EventLoop
+    ) -> EventLoopFuture<Void> {
         if members.count == 1 {
             // Alone, the failure is this member's own (or the model server's): its words are about it.
             let cause: FailureCause = f.kind == .content ? .own : .upstream
             if cause == .own { lock.withLockedValue { $0.culprits += 1 } }
-            finish(members[0], .failed(RequestError(status: f.status, message: f.message, cause: cause,
-                                                    retryAfterSeconds: f.retryAfterSeconds), shape))
+            finish(
+                members[0],
+                .failed(
+                    RequestError(
+                        status: f.status, message: f.message, cause: cause,
+                        retryAfterSeconds: f.retryAfterSeconds), shape))
             return loop.makeSucceededVoidFuture()
         }
         guard f.kind == .content else {
-            let e = RequestError(status: f.status, message: "the batch this request was in (\(members.count) requests) failed: \(f.summary)",
-                                 cause: .upstream, retryAfterSeconds: f.retryAfterSeconds)
+            let e = RequestError(
+                status: f.status,
+                message: "the batch this request was in (\(members.count) requests) failed: \(f.summary)",
+                cause: .upstream, retryAfterSeconds: f.retryAfterSeconds)
             for m in members { finish(m, .failed(e, shape)) }
             return loop.makeSucceededVoidFuture()
         }
@@ -175,7 +188,8 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
         lock.withLockedValue { $0.unisolated += members.count }
         let e = RequestError(
             status: 502,
-            message: "the batch this request was in (\(shape.requests) requests) was rejected (\(f.summary)) and the cause could not be isolated: \(why)",
+            message:
+                "the batch this request was in (\(shape.requests) requests) was rejected (\(f.summary)) and the cause could not be isolated: \(why)",
             cause: .batch)
         for m in members { finish(m, .failed(e, shape)) }
     }

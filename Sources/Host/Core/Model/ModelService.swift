@@ -61,7 +61,10 @@ public final class ModelService: @unchecked Sendable {
     private let fetchedSignature = NIOLockedValueBox<ModelSignature?>(nil)
     private let backoff = Backoff()
 
-    init(config: ModelConfig, group: EventLoopGroup, codecs: [CodecChain], backend: BackendInstance, policy: BatchingPolicy) {
+    init(
+        config: ModelConfig, group: EventLoopGroup, codecs: [CodecChain], backend: BackendInstance,
+        policy: BatchingPolicy
+    ) {
         let loop = group.next()
         self.config = config
         self.loop = loop
@@ -100,13 +103,16 @@ public final class ModelService: @unchecked Sendable {
                 refused = unavailableError
                 return []
             }
-            refused = queue.admit(items: items, arrival: arrival, timeoutMicros: request.timeoutMicros,
-                                  priority: request.priority, batchKey: key,
-                                  payload: PendingInfer(request: request, promise: promise))
+            refused = queue.admit(
+                items: items, arrival: arrival, timeoutMicros: request.timeoutMicros,
+                priority: request.priority, batchKey: key,
+                payload: PendingInfer(request: request, promise: promise))
             return refused == nil ? pumpLocked() : []
         }
         if let refused {
-            metrics.rejected(reason: refused.status == 429 ? "queue_full" : refused.status == 503 ? "unavailable" : "invalid", count: 1)
+            metrics.rejected(
+                reason: refused.status == 429 ? "queue_full" : refused.status == 503 ? "unavailable" : "invalid",
+                count: 1)
             return promise.succeed(.refused(refused))
         }
         run(effects, on: promise.futureResult.eventLoop)
@@ -123,8 +129,9 @@ public final class ModelService: @unchecked Sendable {
     public var upstreamReady: Bool { lock.withLock { !upstreamDown } }
 
     private var unavailableError: RequestError {
-        RequestError(status: 503, message: "the model server at \(config.upstream) cannot be reached; the proxy is reconnecting",
-                     cause: .upstream, retryAfterSeconds: 1)
+        RequestError(
+            status: 503, message: "the model server at \(config.upstream) cannot be reached; the proxy is reconnecting",
+            cause: .upstream, retryAfterSeconds: 1)
     }
 
     /// A GET to the model server (e.g. its model metadata), from `io` with that loop's pool.
@@ -133,7 +140,9 @@ public final class ModelService: @unchecked Sendable {
         return io.flatSubmit { pool.send(path: path, headers: [], body: ByteBuffer(), method: .GET) }
     }
 
-    private func pool(for io: EventLoop) -> UpstreamPool { pools[ObjectIdentifier(io)] ?? pools[ObjectIdentifier(loop)]! }
+    private func pool(for io: EventLoop) -> UpstreamPool {
+        pools[ObjectIdentifier(io)] ?? pools[ObjectIdentifier(loop)]!
+    }
 
     // MARK: The model server's health and signature
 
@@ -142,7 +151,8 @@ public final class ModelService: @unchecked Sendable {
         let v = config.upstreamVersion
         switch config.backend {
         case "kserve-v2": return "/v2/models/\(config.upstreamModel)" + (v.isEmpty ? "" : "/versions/\(v)")
-        case "tfserving": return "/v1/models/\(config.upstreamModel)" + (v.isEmpty ? "" : "/versions/\(v)") + "/metadata"
+        case "tfserving":
+            return "/v1/models/\(config.upstreamModel)" + (v.isEmpty ? "" : "/versions/\(v)") + "/metadata"
         default: return nil
         }
     }
@@ -152,7 +162,8 @@ public final class ModelService: @unchecked Sendable {
     func start(refreshSeconds: Int64 = 60) {
         refreshSignature()
         guard config.checkSignature, config.signature == nil, metadataPath != nil else { return }
-        let task = loop.scheduleRepeatedTask(initialDelay: .seconds(refreshSeconds), delay: .seconds(refreshSeconds)) { [self] _ in
+        let task = loop.scheduleRepeatedTask(initialDelay: .seconds(refreshSeconds), delay: .seconds(refreshSeconds)) {
+            [self] _ in
             refreshSignature()
         }
         lock.withLock { refreshTask = task }
@@ -172,11 +183,19 @@ public final class ModelService: @unchecked Sendable {
                     return current != sig
                 }
                 if changed {
-                    if let sig { logger.info("signature from the model server: inputs \(sig.inputs.map(\.description).joined(separator: ", "))") }
-                    else { logger.info("the model server's metadata declares no inputs; requests are not checked against a signature") }
+                    if let sig {
+                        logger.info(
+                            "signature from the model server: inputs \(sig.inputs.map(\.description).joined(separator: ", "))"
+                        )
+                    } else {
+                        logger.info(
+                            "the model server's metadata declares no inputs; requests are not checked against a signature"
+                        )
+                    }
                 }
             case .success(let r):
-                logger.warning("the model server answered \(r.status) to \(path); requests are not checked against a signature")
+                logger.warning(
+                    "the model server answered \(r.status) to \(path); requests are not checked against a signature")
             case .failure(let e as UpstreamError):
                 if case .connect = e { markDown("\(e)") }
             case .failure(let e):
@@ -294,8 +313,12 @@ public final class ModelService: @unchecked Sendable {
             switch result {
             case .success(let outputs):
                 let shape = BatchShape(items: items, requests: entries.count, attempts: 1)
-                for (entry, output) in zip(entries, outputs) { answer(entry, .answered(output, shape), dispatched: dispatched) }
-                batchDone(items: items, arrivals: entries.map(\.arrival), ok: true, dispatched: dispatched, finished: finished, on: io)
+                for (entry, output) in zip(entries, outputs) {
+                    answer(entry, .answered(output, shape), dispatched: dispatched)
+                }
+                batchDone(
+                    items: items, arrivals: entries.map(\.arrival), ok: true, dispatched: dispatched,
+                    finished: finished, on: io)
             case .failure(let failure):
                 isolate(entries, failure, items: items, pool: pool, dispatched: dispatched, finished: finished, on: io)
             }
@@ -304,34 +327,43 @@ public final class ModelService: @unchecked Sendable {
 
     /// The rest of a batch whose first attempt failed: bisection for content failures, an answer for
     /// each member, one log line, and then the slot is freed.
-    private func isolate(_ entries: [QueueEntry<PendingInfer>], _ failure: BatchFailure, items: Int, pool: UpstreamPool,
-                         dispatched: Int64, finished: Int64, on io: EventLoop) {
+    private func isolate(
+        _ entries: [QueueEntry<PendingInfer>], _ failure: BatchFailure, items: Int, pool: UpstreamPool,
+        dispatched: Int64, finished: Int64, on io: EventLoop
+    ) {
         let isolator = BatchIsolator<QueueEntry<PendingInfer>, InferResult>(
             // With late_requests: dispatch the model answers late rather than fail, so isolation goes on
             // past the SLO (bounded by its ceil(log2 n) rounds); with reject, it stops at the deadline.
             bisect: config.bisectFailures, now: { monotonicNanos() },
-            deadline: { [rejectLate = config.limits.rejectLate] in rejectLate ? $0.deadline : .max }, items: { $0.items },
+            deadline: { [rejectLate = config.limits.rejectLate] in rejectLate ? $0.deadline : .max },
+            items: { $0.items },
             attempt: { [self] part in attempt(part, pool: pool, on: io) },
             finish: { [self] entry, outcome in answer(entry, outcome, dispatched: dispatched) })
         isolator.isolate(entries, after: failure, finished: finished, on: io).whenComplete { [self] _ in
             let c = isolator.counters
             metrics.isolation(splits: c.splits)
             if entries.count > 1 && failure.kind == .content {
-                let what = config.bisectFailures
+                let what =
+                    config.bisectFailures
                     ? "split \(c.splits) times over \(c.attempts) upstream requests: \(c.culprits) failed on their own, "
                         + "\(c.unisolated) could not be isolated, the rest answered"
                     : "isolate_failures is off: all failed"
-                logger.warning("batch of \(entries.count) requests (\(items) items) rejected: \(failure.message); \(what)")
+                logger.warning(
+                    "batch of \(entries.count) requests (\(items) items) rejected: \(failure.message); \(what)")
             } else {
                 logger.warning("batch of \(entries.count) requests (\(items) items) failed: \(failure.message)")
             }
-            batchDone(items: items, arrivals: entries.map(\.arrival), ok: false, dispatched: dispatched, finished: finished, on: io)
+            batchDone(
+                items: items, arrivals: entries.map(\.arrival), ok: false, dispatched: dispatched, finished: finished,
+                on: io)
         }
     }
 
     /// One upstream request for `part` of a batch: merge, encode, send, decode, split.
-    private func attempt(_ part: [QueueEntry<PendingInfer>], pool: UpstreamPool,
-                         on io: EventLoop) -> EventLoopFuture<Result<[InferResult], BatchFailure>> {
+    private func attempt(
+        _ part: [QueueEntry<PendingInfer>], pool: UpstreamPool,
+        on io: EventLoop
+    ) -> EventLoopFuture<Result<[InferResult], BatchFailure>> {
         let items = part.reduce(0) { $0 + $1.items }
         let requests = part.map(\.payload.request)
         let inputs = BatchAssembler.merge(requests.map(\.inputs), padValue: config.padValue)
@@ -341,20 +373,28 @@ public final class ModelService: @unchecked Sendable {
             for r in requests { for n in r.requestedOutputs where !wanted.contains(n) { wanted.append(n) } }
         }
         let message: EncodedMessage
-        switch backend.encode(inputs: inputs, items: items, model: config.upstreamModel, version: config.upstreamVersion,
-                              requestedOutputs: wanted, allocator: ByteBufferAllocator()) {
+        switch backend.encode(
+            inputs: inputs, items: items, model: config.upstreamModel, version: config.upstreamVersion,
+            requestedOutputs: wanted, allocator: ByteBufferAllocator())
+        {
         case .success(let m): message = m
         case .failure(let e):
             // A value the upstream's wire format cannot carry (400/415) belongs to one request: isolate it.
             let content = e.status == 400 || e.status == 415
-            return io.makeSucceededFuture(.failure(BatchFailure(
-                kind: content ? .content : .upstream, status: e.status, message: e.message,
-                summary: content ? "the backend could not encode it for the model server" : "the backend failed to encode it (status \(e.status))")))
+            return io.makeSucceededFuture(
+                .failure(
+                    BatchFailure(
+                        kind: content ? .content : .upstream, status: e.status, message: e.message,
+                        summary: content
+                            ? "the backend could not encode it for the model server"
+                            : "the backend failed to encode it (status \(e.status))")))
         }
         let sent = monotonicNanos()
         let outcome = io.makePromise(of: Result<[InferResult], BatchFailure>.self)
-        pool.send(path: message.path ?? "/", headers: message.headers, body: message.body,
-                  retry: config.retryOnReset ? budget : nil).whenComplete { [self] result in
+        pool.send(
+            path: message.path ?? "/", headers: message.headers, body: message.body,
+            retry: config.retryOnReset ? budget : nil
+        ).whenComplete { [self] result in
             switch result {
             case .success(let response):
                 metrics.batch(items: items, upstreamNanos: monotonicNanos() - sent, ok: response.status == 200)
@@ -363,19 +403,25 @@ public final class ModelService: @unchecked Sendable {
                 metrics.batch(items: items, upstreamNanos: monotonicNanos() - sent, ok: false)
                 let e = error as? UpstreamError ?? .io("\(error)")
                 if case .connect = e { markDown("\(e)") }
-                outcome.succeed(.failure(BatchFailure(kind: .upstream, status: e.httpStatus, message: "\(e)", summary: "\(e)",
-                                                      retryAfterSeconds: e.httpStatus == 503 ? 1 : nil)))
+                outcome.succeed(
+                    .failure(
+                        BatchFailure(
+                            kind: .upstream, status: e.httpStatus, message: "\(e)", summary: "\(e)",
+                            retryAfterSeconds: e.httpStatus == 503 ? 1 : nil)))
             }
         }
         return outcome.futureResult
     }
 
     /// The model server's reply to one upstream request, split by the members' item counts.
-    private func read(_ response: UpstreamResponse, items: Int, itemCounts: [Int]) -> Result<[InferResult], BatchFailure> {
-        let decoded = backend.decode(status: response.status, body: response.body,
-                                     contentType: response.headers.first(name: "content-type"),
-                                     model: config.upstreamModel, items: items,
-                                     headers: response.headers.map { ($0.name, $0.value) })
+    private func read(_ response: UpstreamResponse, items: Int, itemCounts: [Int]) -> Result<
+        [InferResult], BatchFailure
+    > {
+        let decoded = backend.decode(
+            status: response.status, body: response.body,
+            contentType: response.headers.first(name: "content-type"),
+            model: config.upstreamModel, items: items,
+            headers: response.headers.map { ($0.name, $0.value) })
         let out: UpstreamOutputs
         switch decoded {
         case .success(let o) where response.status == 200: out = o
@@ -383,17 +429,25 @@ public final class ModelService: @unchecked Sendable {
             var words = "the model server answered \(response.status)"
             if case .failure(let e) = decoded { words = e.message }
             if response.status != 200 && BatchFailure.isContentStatus(response.status) {
-                return .failure(BatchFailure(kind: .content, status: response.status, message: words,
-                                             summary: "the model server answered \(response.status)"))
+                return .failure(
+                    BatchFailure(
+                        kind: .content, status: response.status, message: words,
+                        summary: "the model server answered \(response.status)"))
             }
             let status = response.status == 503 || response.status == 504 ? response.status : 502
             let retryAfter = response.status == 503 ? Int(response.headers.first(name: "retry-after") ?? "") ?? 1 : nil
-            let summary = response.status == 200 ? "the model server's reply could not be read" : "the model server answered \(response.status)"
-            return .failure(BatchFailure(kind: .upstream, status: status, message: words, summary: summary, retryAfterSeconds: retryAfter))
+            let summary =
+                response.status == 200
+                ? "the model server's reply could not be read" : "the model server answered \(response.status)"
+            return .failure(
+                BatchFailure(
+                    kind: .upstream, status: status, message: words, summary: summary, retryAfterSeconds: retryAfter))
         }
         switch BatchAssembler.split(out.outputs, itemCounts: itemCounts) {
-        case .success(let parts): return .success(parts.map { InferResult(outputs: $0, parametersJSON: out.parametersJSON) })
-        case .failure(let e): return .failure(BatchFailure(kind: .upstream, status: 502, message: e.message, summary: e.message))
+        case .success(let parts):
+            return .success(parts.map { InferResult(outputs: $0, parametersJSON: out.parametersJSON) })
+        case .failure(let e):
+            return .failure(BatchFailure(kind: .upstream, status: 502, message: e.message, summary: e.message))
         }
     }
 
@@ -406,7 +460,10 @@ public final class ModelService: @unchecked Sendable {
             let wanted = entry.payload.request.requestedOutputs
             if !wanted.isEmpty {
                 if let missing = wanted.first(where: { n in !r.outputs.contains { $0.name == n } }) {
-                    reply.result = .failure(.badRequest("the model has no output '\(missing)'; the model server returned \(r.outputs.map(\.name).joined(separator: ", "))"))
+                    reply.result = .failure(
+                        .badRequest(
+                            "the model has no output '\(missing)'; the model server returned \(r.outputs.map(\.name).joined(separator: ", "))"
+                        ))
                 } else {
                     r.outputs = r.outputs.filter { wanted.contains($0.name) }
                     reply.result = .success(r)
@@ -422,7 +479,9 @@ public final class ModelService: @unchecked Sendable {
     }
 
     /// Frees the batch's slot and lets the queue move on, from the loop the batch finished on.
-    private func batchDone(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64, on io: EventLoop) {
+    private func batchDone(
+        items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64, on io: EventLoop
+    ) {
         for a in arrivals { metrics.queued(nanos: dispatched - a) }
         let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
             queue.batchFinished(items: items, arrivals: arrivals, ok: ok, dispatched: dispatched, finished: finished)

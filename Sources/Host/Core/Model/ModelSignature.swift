@@ -24,9 +24,13 @@ public struct TensorSpec: Sendable, Equatable, CustomStringConvertible {
     /// batch dimension) one rank less, compared with the trailing dims.
     func accepts(_ shape: [Int64]) -> Bool {
         let dims: ArraySlice<Int64>
-        if self.shape.count == shape.count { dims = shape[...] }
-        else if self.shape.count + 1 == shape.count { dims = shape.dropFirst() }
-        else { return false }
+        if self.shape.count == shape.count {
+            dims = shape[...]
+        } else if self.shape.count + 1 == shape.count {
+            dims = shape.dropFirst()
+        } else {
+            return false
+        }
         return zip(self.shape, dims).allSatisfy { $0 < 0 || $0 == $1 }
     }
 }
@@ -50,38 +54,54 @@ public struct ModelSignature: Sendable, Equatable {
     /// Serving's JSON), so numbers are converted to the declared datatype and a single unnamed input
     /// ("input") stands for a model's single required input, as TF Serving itself does. Returns the inputs to
     /// queue (converted where needed) or a 400 naming the input and what was expected.
-    public func check(model: String, inputs given: [Tensor], requestedOutputs: [String],
-                      guessedTypes: Bool) -> Result<[Tensor], RequestError> {
+    public func check(
+        model: String, inputs given: [Tensor], requestedOutputs: [String],
+        guessedTypes: Bool
+    ) -> Result<[Tensor], RequestError> {
         var out: [Tensor] = []
         var seen = Set<String>()
         let list = inputs.map(\.description).joined(separator: ", ")
         for var t in given {
             var spec = inputs.first { $0.name == t.name }
             if spec == nil, guessedTypes, given.count == 1, t.name == "input",
-               let only = inputs.filter({ !$0.optional }).first, inputs.filter({ !$0.optional }).count == 1 {
+                let only = inputs.filter({ !$0.optional }).first, inputs.filter({ !$0.optional }).count == 1
+            {
                 spec = only
                 t.name = only.name
             }
             guard let spec else {
-                return .failure(.badRequest("model '\(model)' has no input '\(t.name)'; its inputs are \(list) (from \(source))"))
+                return .failure(
+                    .badRequest("model '\(model)' has no input '\(t.name)'; its inputs are \(list) (from \(source))"))
             }
             seen.insert(spec.name)
             if t.datatype != spec.datatype {
                 guard guessedTypes, t.datatype != .bytes, spec.datatype != .bytes else {
-                    return .failure(.badRequest("input '\(t.name)' is \(t.datatype.name) but model '\(model)' expects \(spec.description) (from \(source))"))
+                    return .failure(
+                        .badRequest(
+                            "input '\(t.name)' is \(t.datatype.name) but model '\(model)' expects \(spec.description) (from \(source))"
+                        ))
                 }
                 t = t.converted(to: spec.datatype)
             }
             guard spec.accepts(t.shape) else {
-                return .failure(.badRequest("input '\(t.name)' has shape [\(t.shape.map(String.init).joined(separator: ", "))] but model '\(model)' expects \(spec.description); -1 is any size (from \(source))"))
+                return .failure(
+                    .badRequest(
+                        "input '\(t.name)' has shape [\(t.shape.map(String.init).joined(separator: ", "))] but model '\(model)' expects \(spec.description); -1 is any size (from \(source))"
+                    ))
             }
             out.append(t)
         }
         if let missing = inputs.first(where: { !$0.optional && !seen.contains($0.name) }) {
-            return .failure(.badRequest("the request lacks input \(missing.description) that model '\(model)' requires; its inputs are \(list) (from \(source))"))
+            return .failure(
+                .badRequest(
+                    "the request lacks input \(missing.description) that model '\(model)' requires; its inputs are \(list) (from \(source))"
+                ))
         }
         if !outputs.isEmpty, let unknown = requestedOutputs.first(where: { n in !outputs.contains { $0.name == n } }) {
-            return .failure(.badRequest("model '\(model)' has no output '\(unknown)'; its outputs are \(outputs.map(\.name).joined(separator: ", ")) (from \(source))"))
+            return .failure(
+                .badRequest(
+                    "model '\(model)' has no output '\(unknown)'; its outputs are \(outputs.map(\.name).joined(separator: ", ")) (from \(source))"
+                ))
         }
         return .success(out)
     }
@@ -96,9 +116,12 @@ public struct ModelSignature: Sendable, Equatable {
             guard let list = meta[key] as? [[String: Any]] else { return [] }
             var out: [TensorSpec] = []
             for t in list {
-                guard let name = t["name"] as? String, let dt = (t["datatype"] as? String).flatMap(DataType.init(v2Name:)),
-                      let shape = (t["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.int64Value }) else { return nil }
-                let optional = (t["optional"] as? Bool) ?? ((t["parameters"] as? [String: Any])?["optional"] as? Bool) ?? false
+                guard let name = t["name"] as? String,
+                    let dt = (t["datatype"] as? String).flatMap(DataType.init(v2Name:)),
+                    let shape = (t["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.int64Value })
+                else { return nil }
+                let optional =
+                    (t["optional"] as? Bool) ?? ((t["parameters"] as? [String: Any])?["optional"] as? Bool) ?? false
                 out.append(TensorSpec(name: name, datatype: dt, shape: shape, optional: optional))
             }
             return out
@@ -111,14 +134,16 @@ public struct ModelSignature: Sendable, Equatable {
     /// signature_def (or the only one).
     public static func fromTFServingMetadata(_ body: [UInt8]) -> ModelSignature? {
         guard let root = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any],
-              let defs = ((root["metadata"] as? [String: Any])?["signature_def"] as? [String: Any])?["signature_def"] as? [String: Any],
-              let sig = (defs["serving_default"] ?? (defs.count == 1 ? defs.first?.value : nil)) as? [String: Any]
+            let defs = ((root["metadata"] as? [String: Any])?["signature_def"] as? [String: Any])?["signature_def"]
+                as? [String: Any],
+            let sig = (defs["serving_default"] ?? (defs.count == 1 ? defs.first?.value : nil)) as? [String: Any]
         else { return nil }
         func specs(_ key: String) -> [TensorSpec]? {
             guard let map = sig[key] as? [String: Any] else { return [] }
             var out: [TensorSpec] = []
             for (name, v) in map.sorted(by: { $0.key < $1.key }) {
-                guard let t = v as? [String: Any], let dt = (t["dtype"] as? String).flatMap(DataType.init(tfName:)) else { return nil }
+                guard let t = v as? [String: Any], let dt = (t["dtype"] as? String).flatMap(DataType.init(tfName:))
+                else { return nil }
                 let dims = ((t["tensor_shape"] as? [String: Any])?["dim"] as? [[String: Any]]) ?? []
                 let shape = dims.map { d -> Int64 in
                     if let s = d["size"] as? String { return Int64(s) ?? -1 }
@@ -154,7 +179,9 @@ extension Tensor {
         let size = datatype.elementSize ?? 1
         let storage = TensorStorage(count: values.count * size)
         for (i, v) in values.enumerated() {
-            BatchAssembler.padElement(datatype, v).withUnsafeBytes { (storage.base + i * size).copyMemory(from: $0.baseAddress!, byteCount: size) }
+            BatchAssembler.padElement(datatype, v).withUnsafeBytes {
+                (storage.base + i * size).copyMemory(from: $0.baseAddress!, byteCount: size)
+            }
         }
         return Tensor(name: name, datatype: datatype, shape: shape, storage: storage)
     }

@@ -34,15 +34,16 @@ final class Arena {
 
     /// C views of tensors; their data stays in the tensors' storage, which the caller keeps alive.
     func tensors(_ ts: [Tensor]) -> UnsafeMutablePointer<mlp_tensor> {
-        array(ts.map { t in
-            var c = mlp_tensor()
-            c.struct_size = UInt32(MemoryLayout<mlp_tensor>.size)
-            c.datatype = t.datatype.rawValue
-            c.name = bytes(t.name)
-            c.shape = UnsafePointer(array(t.shape))
-            c.rank = UInt32(t.shape.count)
-            c.data = mlp_bytes(ptr: t.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), len: t.byteCount)
-            return c
-        })
+        array(
+            ts.map { t in
+                var c = mlp_tensor()
+                c.struct_size = UInt32(MemoryLayout<mlp_tensor>.size)
+                c.datatype = t.datatype.rawValue
+                c.name = bytes(t.name)
+                c.shape = UnsafePointer(array(t.shape))
+                c.rank = UInt32(t.shape.count)
+                c.data = mlp_bytes(ptr: t.bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), len: t.byteCount)
+                return c
+            })
     }
 }

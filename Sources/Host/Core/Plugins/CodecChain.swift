@@ -38,8 +38,10 @@ public final class CodecChain: @unchecked Sendable {
     }
 
     /// Decodes with the codec, then runs each stage on the result. A failure answers this request only.
-    public func decode(body: ByteBuffer, contentType: String?, model: String,
-                       headers: [(String, String)] = []) -> Result<DecodedRequest, RequestError> {
+    public func decode(
+        body: ByteBuffer, contentType: String?, model: String,
+        headers: [(String, String)] = []
+    ) -> Result<DecodedRequest, RequestError> {
         var decoded: DecodedRequest
         switch codec.decode(body: body, contentType: contentType, model: model, headers: headers) {
         case .failure(let e): return .failure(e)
@@ -60,7 +62,10 @@ public final class CodecChain: @unchecked Sendable {
     public static func pick(_ chains: [CodecChain], contentType: String?, protocolName: String) -> CodecChain? {
         var best: CodecChain?
         for c in chains where c.protocolName == protocolName && c.accepts(contentType: contentType) {
-            guard let b = best else { best = c; continue }
+            guard let b = best else {
+                best = c
+                continue
+            }
             if c.rank > b.rank || (c.rank == b.rank && c.explicitContentTypes && !b.explicitContentTypes) { best = c }
         }
         return best

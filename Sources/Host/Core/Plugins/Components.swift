@@ -11,7 +11,10 @@ private func createInstance(
     var instance: UnsafeMutableRawPointer?
     let status = call.withPointer { create($0, arena.bytes(configJSON), &instance) }
     guard status == MLP_OK else {
-        throw ConfigError(message: "\(component.kind) '\(component.name)' (\(component.file)) refused its configuration: \(call.error ?? "status \(status.rawValue)")")
+        throw ConfigError(
+            message:
+                "\(component.kind) '\(component.name)' (\(component.file)) refused its configuration: \(call.error ?? "status \(status.rawValue)")"
+        )
     }
     return instance
 }
@@ -28,8 +31,10 @@ public enum PolicyDecision: Equatable, Sendable {
 /// A batching policy as the scheduler sees it. Implemented by plugin policies; confined to the
 /// model's event loop (calls are serialized, as the ABI promises plugins).
 public protocol BatchingPolicy: AnyObject {
-    func decide(now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
-                inflight: Int, limits: QueueLimits) -> Result<PolicyDecision, RequestError>
+    func decide(
+        now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
+        inflight: Int, limits: QueueLimits
+    ) -> Result<PolicyDecision, RequestError>
     /// `arrivals` holds each request's arrival time, in queue order.
     func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64)
 }
@@ -52,8 +57,10 @@ public final class PluginPolicy: BatchingPolicy {
 
     deinit { vtable.pointee.destroy?(instance) }
 
-    public func decide(now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
-                       inflight: Int, limits: QueueLimits) -> Result<PolicyDecision, RequestError> {
+    public func decide(
+        now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
+        inflight: Int, limits: QueueLimits
+    ) -> Result<PolicyDecision, RequestError> {
         var input = mlp_policy_input()
         input.struct_size = UInt32(MemoryLayout<mlp_policy_input>.size)
         input.queue_len = UInt32(queue.count)
@@ -65,7 +72,9 @@ public final class PluginPolicy: BatchingPolicy {
         input.max_inflight_batches = UInt32(limits.maxInflightBatches)
         input.max_batch_items = UInt32(limits.maxBatchItems)
         input.slo_ns = limits.sloNanos
-        if shedBuffer.count < queue.count { shedBuffer = Array(repeating: 0, count: max(queue.count, 2 * shedBuffer.count)) }
+        if shedBuffer.count < queue.count {
+            shedBuffer = Array(repeating: 0, count: max(queue.count, 2 * shedBuffer.count))
+        }
         let call = HostCall(mode: .policy)
         return shedBuffer.withUnsafeMutableBufferPointer { shed in
             var out = mlp_policy_decision()
@@ -83,12 +92,14 @@ public final class PluginPolicy: BatchingPolicy {
             case UInt32(MLP_ACTION_SHED.rawValue):
                 let n = min(Int(out.shed_count), queue.count)
                 let indices = (0..<n).map { Int(shed[$0]) }.filter { $0 < queue.count }
-                let reason = out.reason.ptr.map {
-                    String(decoding: UnsafeBufferPointer(start: $0, count: out.reason.len), as: UTF8.self)
-                } ?? "shed by policy '\(component.name)'"
+                let reason =
+                    out.reason.ptr.map {
+                        String(decoding: UnsafeBufferPointer(start: $0, count: out.reason.len), as: UTF8.self)
+                    } ?? "shed by policy '\(component.name)'"
                 return .success(.shed(indices: indices, reason: reason))
             default:
-                return .failure(.init(status: 500, message: "policy '\(component.name)' returned unknown action \(out.action)"))
+                return .failure(
+                    .init(status: 500, message: "policy '\(component.name)' returned unknown action \(out.action)"))
             }
         }
     }
@@ -146,25 +157,31 @@ public final class CodecInstance: @unchecked Sendable {
         self.component = component
         vtable = component.vtable.assumingMemoryBound(to: mlp_codec_vtable.self)
         guard let create = vtable.pointee.create, vtable.pointee.decode_request != nil,
-              vtable.pointee.encode_response != nil else {
+            vtable.pointee.encode_response != nil
+        else {
             throw ConfigError(message: "codec '\(component.name)' (\(component.file)) lacks a hook")
         }
         var types: [String] = []
         if var p = vtable.pointee.content_types {
-            while let s = p.pointee { types.append(String(cString: s)); p += 1 }
+            while let s = p.pointee {
+                types.append(String(cString: s))
+                p += 1
+            }
         }
         contentTypes = types
         let size = Int(vtable.pointee.struct_size)
-        let protocolEnd = MemoryLayout<mlp_codec_vtable>.offset(of: \.protocol)! + MemoryLayout<UnsafePointer<CChar>?>.size
+        let protocolEnd =
+            MemoryLayout<mlp_codec_vtable>.offset(of: \.protocol)! + MemoryLayout<UnsafePointer<CChar>?>.size
         protocolName = size >= protocolEnd ? vtable.pointee.protocol.map { String(cString: $0) } ?? "v2" : "v2"
         instance = try createInstance(component, configJSON: configJSON, create)
     }
 
     deinit { vtable.pointee.destroy?(instance) }
 
-
-    public func decode(body: ByteBuffer, contentType: String?, model: String,
-                       headers: [(String, String)] = []) -> Result<DecodedRequest, RequestError> {
+    public func decode(
+        body: ByteBuffer, contentType: String?, model: String,
+        headers: [(String, String)] = []
+    ) -> Result<DecodedRequest, RequestError> {
         let call = HostCall(mode: .decodeRequest)
         let arena = Arena()
         let status: mlp_status = body.withUnsafeReadableBytes { raw in
@@ -173,7 +190,8 @@ public final class CodecInstance: @unchecked Sendable {
             msg.body = mlp_bytes(ptr: raw.baseAddress?.assumingMemoryBound(to: UInt8.self), len: raw.count)
             msg.content_type = arena.bytes(contentType ?? "")
             msg.model_name = arena.bytes(model)
-            msg.headers = UnsafePointer(arena.array(headers.map { mlp_header(name: arena.bytes($0.0.lowercased()), value: arena.bytes($0.1)) }))
+            msg.headers = UnsafePointer(
+                arena.array(headers.map { mlp_header(name: arena.bytes($0.0.lowercased()), value: arena.bytes($0.1)) }))
             msg.header_count = UInt32(headers.count)
             return call.withPointer { vtable.pointee.decode_request!(instance, $0, &msg) }
         }
@@ -181,17 +199,22 @@ public final class CodecInstance: @unchecked Sendable {
             let s = PluginStatus(raw: status)
             return .failure(call.failure(s == .upstream ? .invalidInput : s, what: "decoding the request"))
         }
-        return .success(DecodedRequest(inputs: call.tensors, id: call.id, priority: call.priority,
-                                       timeoutMicros: call.timeoutMicros,
-                                       requestedOutputs: call.requestedOutputs,
-                                       parametersJSON: call.parametersJSON, codecState: call.codecState))
+        return .success(
+            DecodedRequest(
+                inputs: call.tensors, id: call.id, priority: call.priority,
+                timeoutMicros: call.timeoutMicros,
+                requestedOutputs: call.requestedOutputs,
+                parametersJSON: call.parametersJSON, codecState: call.codecState))
     }
 
-    public func encode(model: String, version: String, id: [UInt8]?, outputs: [Tensor],
-                       parametersJSON: [UInt8]?, codecState: [UInt8]? = nil,
-                       allocator: ByteBufferAllocator) -> Result<EncodedMessage, RequestError> {
-        let call = HostCall(mode: .encodeResponse, allocator: allocator,
-                            bodyCapacity: 128 + outputs.reduce(0) { $0 + $1.byteCount * 3 })
+    public func encode(
+        model: String, version: String, id: [UInt8]?, outputs: [Tensor],
+        parametersJSON: [UInt8]?, codecState: [UInt8]? = nil,
+        allocator: ByteBufferAllocator
+    ) -> Result<EncodedMessage, RequestError> {
+        let call = HostCall(
+            mode: .encodeResponse, allocator: allocator,
+            bodyCapacity: 128 + outputs.reduce(0) { $0 + $1.byteCount * 3 })
         let arena = Arena()
         var view = mlp_response_view()
         view.struct_size = UInt32(MemoryLayout<mlp_response_view>.size)
@@ -231,7 +254,8 @@ public final class BackendInstance: @unchecked Sendable {
         self.component = component
         vtable = component.vtable.assumingMemoryBound(to: mlp_backend_vtable.self)
         guard let create = vtable.pointee.create, vtable.pointee.encode_request != nil,
-              vtable.pointee.decode_response != nil else {
+            vtable.pointee.decode_response != nil
+        else {
             throw ConfigError(message: "backend '\(component.name)' (\(component.file)) lacks a hook")
         }
         instance = try createInstance(component, configJSON: configJSON, create)
@@ -239,10 +263,13 @@ public final class BackendInstance: @unchecked Sendable {
 
     deinit { vtable.pointee.destroy?(instance) }
 
-    public func encode(inputs: [Tensor], items: Int, model: String, version: String,
-                       requestedOutputs: [String], allocator: ByteBufferAllocator) -> Result<EncodedMessage, RequestError> {
-        let call = HostCall(mode: .encodeUpstream, allocator: allocator,
-                            bodyCapacity: 128 + inputs.reduce(0) { $0 + $1.byteCount * 3 })
+    public func encode(
+        inputs: [Tensor], items: Int, model: String, version: String,
+        requestedOutputs: [String], allocator: ByteBufferAllocator
+    ) -> Result<EncodedMessage, RequestError> {
+        let call = HostCall(
+            mode: .encodeUpstream, allocator: allocator,
+            bodyCapacity: 128 + inputs.reduce(0) { $0 + $1.byteCount * 3 })
         let arena = Arena()
         var view = mlp_batch_view()
         view.struct_size = UInt32(MemoryLayout<mlp_batch_view>.size)
@@ -266,8 +293,10 @@ public final class BackendInstance: @unchecked Sendable {
         return .success(EncodedMessage(body: call.body, headers: call.headers, path: path))
     }
 
-    public func decode(status httpStatus: Int, body: ByteBuffer, contentType: String?, model: String,
-                       items: Int, headers: [(String, String)] = []) -> Result<UpstreamOutputs, RequestError> {
+    public func decode(
+        status httpStatus: Int, body: ByteBuffer, contentType: String?, model: String,
+        items: Int, headers: [(String, String)] = []
+    ) -> Result<UpstreamOutputs, RequestError> {
         let call = HostCall(mode: .decodeUpstream)
         let arena = Arena()
         let status: mlp_status = body.withUnsafeReadableBytes { raw in
@@ -278,7 +307,8 @@ public final class BackendInstance: @unchecked Sendable {
             reply.content_type = arena.bytes(contentType ?? "")
             reply.model_name = arena.bytes(model)
             reply.batch_items = UInt32(items)
-            reply.headers = UnsafePointer(arena.array(headers.map { mlp_header(name: arena.bytes($0.0.lowercased()), value: arena.bytes($0.1)) }))
+            reply.headers = UnsafePointer(
+                arena.array(headers.map { mlp_header(name: arena.bytes($0.0.lowercased()), value: arena.bytes($0.1)) }))
             reply.header_count = UInt32(headers.count)
             return call.withPointer { vtable.pointee.decode_response!(instance, $0, &reply) }
         }

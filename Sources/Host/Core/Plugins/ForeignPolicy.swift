@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import CFFI
 import Foundation
 import PluginAPI
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// A policy that is a plain exported C function of numbers, written in any language and built
 /// without our header, e.g. `int pick(double queued_items, double oldest_wait_ms, double slo_ms,
@@ -14,10 +15,18 @@ import PluginAPI
 public final class ForeignPolicy: BatchingPolicy {
     /// Numbers the host can pass, by the names a signature uses.
     public enum Input: String, CaseIterable, Sendable {
-        case queuedItems = "queued_items", queuedRequests = "queued_requests"
-        case oldestWaitMs = "oldest_wait_ms", newestWaitMs = "newest_wait_ms", timeToDeadlineMs = "time_to_deadline_ms"
-        case sloMs = "slo_ms", p50Ms = "p50_ms", p95Ms = "p95_ms", arrivalRate = "arrival_rate"
-        case inflightBatches = "inflight_batches", maxBatchItems = "max_batch_items", maxInflightBatches = "max_inflight_batches"
+        case queuedItems = "queued_items"
+        case queuedRequests = "queued_requests"
+        case oldestWaitMs = "oldest_wait_ms"
+        case newestWaitMs = "newest_wait_ms"
+        case timeToDeadlineMs = "time_to_deadline_ms"
+        case sloMs = "slo_ms"
+        case p50Ms = "p50_ms"
+        case p95Ms = "p95_ms"
+        case arrivalRate = "arrival_rate"
+        case inflightBatches = "inflight_batches"
+        case maxBatchItems = "max_batch_items"
+        case maxInflightBatches = "max_inflight_batches"
     }
 
     public enum NumberType: String, Sendable {
@@ -50,7 +59,8 @@ public final class ForeignPolicy: BatchingPolicy {
         public let args: [(type: NumberType, input: Input)]
 
         public static func == (a: Signature, b: Signature) -> Bool {
-            a.returns == b.returns && a.symbol == b.symbol && a.args.map(\.type) == b.args.map(\.type) && a.args.map(\.input) == b.args.map(\.input)
+            a.returns == b.returns && a.symbol == b.symbol && a.args.map(\.type) == b.args.map(\.type)
+                && a.args.map(\.input) == b.args.map(\.input)
         }
 
         public static func parse(_ text: String) throws -> Signature {
@@ -61,13 +71,18 @@ public final class ForeignPolicy: BatchingPolicy {
                 throw bad("expected 'type name(type arg, ...)'")
             }
             let head = text[..<open].split(whereSeparator: \.isWhitespace).map(String.init)
-            guard head.count >= 2, let symbol = head.last, symbol.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+            guard head.count >= 2, let symbol = head.last,
+                symbol.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" })
+            else {
                 throw bad("expected a return type and a function name before '('")
             }
-            guard let returns = NumberType(c: head.dropLast().joined(separator: " ")), returns == .int32 || returns == .int64 || returns == .double else {
+            guard let returns = NumberType(c: head.dropLast().joined(separator: " ")),
+                returns == .int32 || returns == .int64 || returns == .double
+            else {
                 throw bad("the return type must be int, int64 or double (the items to dispatch now, 0 to wait)")
             }
-            let inner = text[text.index(after: open)..<text.index(before: text.endIndex)].trimmingCharacters(in: .whitespaces)
+            let inner = text[text.index(after: open)..<text.index(before: text.endIndex)].trimmingCharacters(
+                in: .whitespaces)
             var args: [(NumberType, Input)] = []
             if !inner.isEmpty && inner != "void" {
                 for part in inner.split(separator: ",") {
@@ -76,7 +91,9 @@ public final class ForeignPolicy: BatchingPolicy {
                         throw bad("'\(part.trimmingCharacters(in: .whitespaces))': types are double, float, int, int64")
                     }
                     guard let input = Input(rawValue: words.last!) else {
-                        throw bad("unknown argument '\(words.last!)' (known: \(Input.allCases.map(\.rawValue).joined(separator: ", ")))")
+                        throw bad(
+                            "unknown argument '\(words.last!)' (known: \(Input.allCases.map(\.rawValue).joined(separator: ", ")))"
+                        )
                     }
                     args.append((type, input))
                 }
@@ -104,7 +121,8 @@ public final class ForeignPolicy: BatchingPolicy {
     public init(library: String, signature text: String, pollMillis: Double = 5) throws {
         let sig = try Signature.parse(text)
         guard let handle = dlopen(library, RTLD_NOW | RTLD_LOCAL) else {
-            throw ConfigError(message: "foreign policy library \(library) cannot be loaded: \(String(cString: dlerror()))")
+            throw ConfigError(
+                message: "foreign policy library \(library) cannot be loaded: \(String(cString: dlerror()))")
         }
         guard let sym = dlsym(handle, sig.symbol) else {
             throw ConfigError(message: "foreign policy library \(library) does not export '\(sig.symbol)'")
@@ -141,8 +159,10 @@ public final class ForeignPolicy: BatchingPolicy {
         return sorted[min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.up)) - 1)] / 1e6
     }
 
-    private func value(_ input: Input, now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
-                       inflight: Int, limits: QueueLimits) -> Double {
+    private func value(
+        _ input: Input, now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
+        inflight: Int, limits: QueueLimits
+    ) -> Double {
         switch input {
         case .queuedItems: return Double(queuedItems)
         case .queuedRequests: return Double(queue.count)
@@ -161,8 +181,10 @@ public final class ForeignPolicy: BatchingPolicy {
         }
     }
 
-    public func decide(now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
-                       inflight: Int, limits: QueueLimits) -> Result<PolicyDecision, RequestError> {
+    public func decide(
+        now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
+        inflight: Int, limits: QueueLimits
+    ) -> Result<PolicyDecision, RequestError> {
         for r in queue where r.arrival_ns > lastArrival {
             if lastArrival != .min {
                 let gap = Double(r.arrival_ns - lastArrival)

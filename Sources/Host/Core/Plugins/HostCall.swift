@@ -87,8 +87,8 @@ nonisolated(unsafe) let hostAPITable: UnsafeMutablePointer<mlp_host_api> = {
     t.pointee.add_tensor = { call, desc in
         guard let c = HostCall.from(call), c.acceptsTensors, let d = desc?.pointee else { return nil }
         guard d.struct_size >= UInt32(MemoryLayout<mlp_tensor_desc>.size),
-              let dt = DataType(rawValue: d.datatype), d.rank <= 32,
-              d.byte_size <= 1 << 40
+            let dt = DataType(rawValue: d.datatype), d.rank <= 32,
+            d.byte_size <= 1 << 40
         else {
             c.error = c.error ?? "plugin described an invalid tensor"
             return nil

@@ -1,12 +1,16 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import Logging
 import PluginAPI
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 public enum ComponentKind: UInt32, Sendable, CustomStringConvertible {
-    case policy = 1, codec = 2, backend = 3, stage = 4
+    case policy = 1
+    case codec = 2
+    case backend = 3
+    case stage = 4
 
     public var description: String {
         switch self {
@@ -78,7 +82,8 @@ public final class PluginRegistry: @unchecked Sendable {
         var errors: [PluginLoadError] = []
         for name in Self.bundledFiles + extra {
             guard let path = resolve(name) else {
-                errors.append(PluginLoadError(file: name, reason: "not found in \(searchPaths.joined(separator: ", "))"))
+                errors.append(
+                    PluginLoadError(file: name, reason: "not found in \(searchPaths.joined(separator: ", "))"))
                 continue
             }
             if loadedFiles.contains(path) { continue }
@@ -96,7 +101,8 @@ public final class PluginRegistry: @unchecked Sendable {
         guard let sym = dlsym(handle, MLP_PLUGIN_INIT_SYMBOL) else {
             throw PluginLoadError(file: path, reason: "does not export the entry symbol \(MLP_PLUGIN_INIT_SYMBOL)")
         }
-        typealias InitFn = @convention(c) (UnsafePointer<mlp_host_api>?, UnsafeMutablePointer<mlp_plugin_info>?) -> mlp_status
+        typealias InitFn =
+            @convention(c) (UnsafePointer<mlp_host_api>?, UnsafeMutablePointer<mlp_plugin_info>?) -> mlp_status
         let entry = unsafeBitCast(sym, to: InitFn.self)
         var info = mlp_plugin_info()
         let status = entry(hostAPITable, &info)
@@ -104,20 +110,34 @@ public final class PluginRegistry: @unchecked Sendable {
         // Size and version first, before any other field.
         let versionEnd = UInt32(MemoryLayout<mlp_plugin_info>.offset(of: \.plugin_name)!)
         guard info.struct_size >= versionEnd else {
-            throw PluginLoadError(file: path, reason: "did not report its ABI version (status \(status.rawValue)); host ABI is \(ABIVersion.major).\(ABIVersion.minor)")
+            throw PluginLoadError(
+                file: path,
+                reason:
+                    "did not report its ABI version (status \(status.rawValue)); host ABI is \(ABIVersion.major).\(ABIVersion.minor)"
+            )
         }
         if info.abi_major != ABIVersion.major {
-            throw PluginLoadError(file: path, reason: "was built for ABI \(info.abi_major).\(info.abi_minor) but this host speaks ABI \(ABIVersion.major).\(ABIVersion.minor) (a different major version is incompatible)")
+            throw PluginLoadError(
+                file: path,
+                reason:
+                    "was built for ABI \(info.abi_major).\(info.abi_minor) but this host speaks ABI \(ABIVersion.major).\(ABIVersion.minor) (a different major version is incompatible)"
+            )
         }
         if info.abi_minor > ABIVersion.minor {
-            throw PluginLoadError(file: path, reason: "was built for ABI \(info.abi_major).\(info.abi_minor), newer than this host's ABI \(ABIVersion.major).\(ABIVersion.minor); upgrade the host or rebuild the plugin")
+            throw PluginLoadError(
+                file: path,
+                reason:
+                    "was built for ABI \(info.abi_major).\(info.abi_minor), newer than this host's ABI \(ABIVersion.major).\(ABIVersion.minor); upgrade the host or rebuild the plugin"
+            )
         }
         guard status == MLP_OK else {
             throw PluginLoadError(file: path, reason: "mlp_plugin_init failed with status \(status.rawValue)")
         }
         let infoEnd = UInt32(MemoryLayout<mlp_plugin_info>.offset(of: \.component_count)! + 4)
         guard info.struct_size >= infoEnd else {
-            throw PluginLoadError(file: path, reason: "reported a plugin info of \(info.struct_size) bytes, smaller than ABI 1.0's \(infoEnd)")
+            throw PluginLoadError(
+                file: path,
+                reason: "reported a plugin info of \(info.struct_size) bytes, smaller than ABI 1.0's \(infoEnd)")
         }
         guard info.component_count == 0 || info.components != nil else {
             throw PluginLoadError(file: path, reason: "reported \(info.component_count) components but no array")
@@ -125,8 +145,8 @@ public final class PluginRegistry: @unchecked Sendable {
         var found: [LoadedComponent] = []
         for i in 0..<Int(info.component_count) {
             guard let c = info.components[i]?.pointee,
-                  c.struct_size >= UInt32(MemoryLayout<mlp_component>.size),
-                  let kind = ComponentKind(rawValue: c.kind), let name = c.name, let vtable = c.vtable
+                c.struct_size >= UInt32(MemoryLayout<mlp_component>.size),
+                let kind = ComponentKind(rawValue: c.kind), let name = c.name, let vtable = c.vtable
             else {
                 throw PluginLoadError(file: path, reason: "component \(i) is malformed (size, kind, name or vtable)")
             }
@@ -139,11 +159,16 @@ public final class PluginRegistry: @unchecked Sendable {
             case .stage: need = MemoryLayout<mlp_stage_vtable>.size
             }
             guard vtableSize >= need else {
-                throw PluginLoadError(file: path, reason: "\(kind) '\(String(cString: name))' has a vtable of \(vtableSize) bytes, the ABI needs \(need)")
+                throw PluginLoadError(
+                    file: path,
+                    reason:
+                        "\(kind) '\(String(cString: name))' has a vtable of \(vtableSize) bytes, the ABI needs \(need)")
             }
-            found.append(LoadedComponent(kind: kind, name: String(cString: name),
-                                         summary: c.description.map { String(cString: $0) } ?? "",
-                                         file: path, vtable: vtable))
+            found.append(
+                LoadedComponent(
+                    kind: kind, name: String(cString: name),
+                    summary: c.description.map { String(cString: $0) } ?? "",
+                    file: path, vtable: vtable))
         }
         for c in found {
             let key = "\(c.kind)/\(c.name)"
@@ -160,6 +185,9 @@ public final class PluginRegistry: @unchecked Sendable {
     public func component(_ kind: ComponentKind, _ name: String) throws -> LoadedComponent {
         if let c = components["\(kind)/\(name)"] { return c }
         let known = components.values.filter { $0.kind == kind }.map(\.name).sorted()
-        throw ConfigError(message: "no \(kind) named '\(name)' is loaded (loaded: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
+        throw ConfigError(
+            message:
+                "no \(kind) named '\(name)' is loaded (loaded: \(known.isEmpty ? "none" : known.joined(separator: ", ")))"
+        )
     }
 }

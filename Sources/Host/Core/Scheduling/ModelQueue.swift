@@ -60,18 +60,27 @@ public final class ModelQueue<Payload> {
     public var count: Int { entries.count - head }
 
     /// Admits a request or says why not. Does not dispatch: call `pump` after.
-    public func admit(items: Int, arrival: Int64, timeoutMicros: Int64?, priority: Int32,
-                      batchKey: String, payload: Payload) -> RequestError? {
+    public func admit(
+        items: Int, arrival: Int64, timeoutMicros: Int64?, priority: Int32,
+        batchKey: String, payload: Payload
+    ) -> RequestError? {
         if items > limits.maxBatchItems {
-            return .badRequest("the request has \(items) items but this model's max_batch_items is \(limits.maxBatchItems)")
+            return .badRequest(
+                "the request has \(items) items but this model's max_batch_items is \(limits.maxBatchItems)")
         }
         if queuedItems + items > limits.maxQueuedItems {
-            return RequestError(status: 429, message: "queue full: \(queuedItems) items are waiting and max_queued_items is \(limits.maxQueuedItems); retry later", cause: .proxy, retryAfterSeconds: 1)
+            return RequestError(
+                status: 429,
+                message:
+                    "queue full: \(queuedItems) items are waiting and max_queued_items is \(limits.maxQueuedItems); retry later",
+                cause: .proxy, retryAfterSeconds: 1)
         }
         var deadline = arrival + limits.sloNanos
         if let t = timeoutMicros, t >= 0 { deadline = min(deadline, arrival + t * 1000) }
-        entries.append(QueueEntry(items: items, arrival: arrival, deadline: deadline, priority: priority,
-                                  batchKey: batchKey, payload: payload))
+        entries.append(
+            QueueEntry(
+                items: items, arrival: arrival, deadline: deadline, priority: priority,
+                batchKey: batchKey, payload: payload))
         var v = mlp_queued_request()
         v.struct_size = UInt32(MemoryLayout<mlp_queued_request>.size)
         v.items = UInt32(items)
@@ -101,7 +110,14 @@ public final class ModelQueue<Payload> {
             if limits.rejectLate {
                 let late = removeAll { $0.deadline <= now }
                 if !late.isEmpty {
-                    effects.append(.reject(late, RequestError(status: 504, message: "the request's deadline passed while it waited in the queue (\(limits.sloNanos / 1_000_000) ms SLO)", cause: .proxy)))
+                    effects.append(
+                        .reject(
+                            late,
+                            RequestError(
+                                status: 504,
+                                message:
+                                    "the request's deadline passed while it waited in the queue (\(limits.sloNanos / 1_000_000) ms SLO)",
+                                cause: .proxy)))
                     continue
                 }
             }
@@ -121,22 +137,35 @@ public final class ModelQueue<Payload> {
                 continue
             }
             let decision = views.withUnsafeBufferPointer { all in
-                policy.decide(now: now, queue: UnsafeBufferPointer(rebasing: all[head...]), queuedItems: queuedItems,
-                              inflight: inflight, limits: limits)
+                policy.decide(
+                    now: now, queue: UnsafeBufferPointer(rebasing: all[head...]), queuedItems: queuedItems,
+                    inflight: inflight, limits: limits)
             }
             switch decision {
             case .failure(let e):
                 // A failing policy must not strand requests: fall back to sending what is queued.
-                if !policyFailureLogged { onPolicyError?(e); policyFailureLogged = true }
+                if !policyFailureLogged {
+                    onPolicyError?(e)
+                    policyFailureLogged = true
+                }
                 effects.append(.dispatch(take(items: limits.maxBatchItems)))
             case .success(.dispatch(let n)):
                 effects.append(.dispatch(take(items: min(max(n, 1), limits.maxBatchItems))))
             case .success(.shed(let indices, let reason)):
                 let set = Set(indices)
                 var i = -1
-                let shed = removeAll { _ in i += 1; return set.contains(i) }
-                if shed.isEmpty { effects.append(.wake(at: min(earliestDeadline(), now + 1_000_000))); return effects }
-                effects.append(.reject(shed, RequestError(status: 503, message: "shed: \(reason)", cause: .proxy, retryAfterSeconds: 1)))
+                let shed = removeAll { _ in
+                    i += 1
+                    return set.contains(i)
+                }
+                if shed.isEmpty {
+                    effects.append(.wake(at: min(earliestDeadline(), now + 1_000_000)))
+                    return effects
+                }
+                effects.append(
+                    .reject(
+                        shed, RequestError(status: 503, message: "shed: \(reason)", cause: .proxy, retryAfterSeconds: 1)
+                    ))
             case .success(.wait(let until)):
                 if late {
                     // Batches are in flight (see above): their completions ask again.
@@ -168,7 +197,10 @@ public final class ModelQueue<Payload> {
         var stopped = false
         let taken = removeAll { e in
             if stopped || e.batchKey != key { return false }
-            if total > 0 && total + e.items > limit { stopped = true; return false }
+            if total > 0 && total + e.items > limit {
+                stopped = true
+                return false
+            }
             total += e.items
             return true
         }

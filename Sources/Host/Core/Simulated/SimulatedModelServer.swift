@@ -39,8 +39,10 @@ public final class SimulatedModelServer: @unchecked Sendable {
     }
 
     public func start(group: EventLoopGroup) throws {
-        channel = try HTTPServer.bind(group: group, address: config.listen, maxBodyBytes: 256 << 20,
-                                      dropAfterRequests: config.dropAfterRequests) { [self] in route($0) }
+        channel = try HTTPServer.bind(
+            group: group, address: config.listen, maxBodyBytes: 256 << 20,
+            dropAfterRequests: config.dropAfterRequests
+        ) { [self] in route($0) }
     }
 
     public var port: Int { channel?.localAddress?.port ?? 0 }
@@ -50,7 +52,9 @@ public final class SimulatedModelServer: @unchecked Sendable {
     private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let parts = req.path.split(separator: "/")
         // v2 model metadata, with the declared signature when the config gives one.
-        if req.method == .GET, parts.count == 3 || (parts.count == 5 && parts[3] == "versions"), parts[0] == "v2", parts[1] == "models" {
+        if req.method == .GET, parts.count == 3 || (parts.count == 5 && parts[3] == "versions"), parts[0] == "v2",
+            parts[1] == "models"
+        {
             return req.eventLoop.makeSucceededFuture(metadata(model: String(parts[2])))
         }
         return route(parts, req).map { [config] r in
@@ -62,13 +66,17 @@ public final class SimulatedModelServer: @unchecked Sendable {
 
     private func metadata(model: String) -> OutgoingResponse {
         func list(_ specs: [TensorSpec]) -> String {
-            "[" + specs.map { t in
-                "{\"name\":\(jsonString(t.name)),\"datatype\":\"\(t.datatype.name)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))]"
-                    + (t.optional ? ",\"optional\":true}" : "}")
-            }.joined(separator: ",") + "]"
+            "["
+                + specs.map { t in
+                    "{\"name\":\(jsonString(t.name)),\"datatype\":\"\(t.datatype.name)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))]"
+                        + (t.optional ? ",\"optional\":true}" : "}")
+                }.joined(separator: ",") + "]"
         }
         let sig = config.signatures[model]
-        return .json(200, "{\"name\":\(jsonString(model)),\"versions\":[],\"platform\":\"mlproxy-simulated\",\"inputs\":\(list(sig?.inputs ?? [])),\"outputs\":\(list(sig?.outputs ?? []))}")
+        return .json(
+            200,
+            "{\"name\":\(jsonString(model)),\"versions\":[],\"platform\":\"mlproxy-simulated\",\"inputs\":\(list(sig?.inputs ?? [])),\"outputs\":\(list(sig?.outputs ?? []))}"
+        )
     }
 
     private func route(_ parts: [Substring], _ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
@@ -81,9 +89,10 @@ public final class SimulatedModelServer: @unchecked Sendable {
                 return .json(200, "{\"requests\":\(self.requests),\"items\":\(self.items),\"sizes_pow2\":[\(sizes)]}")
             }
         case (.GET, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "ready":
-            return req.eventLoop.makeSucceededFuture(.json(200, "{\"name\":\(jsonString(String(parts[2]))),\"ready\":true}"))
+            return req.eventLoop.makeSucceededFuture(
+                .json(200, "{\"name\":\(jsonString(String(parts[2]))),\"ready\":true}"))
         case (.POST, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "infer",
-             (.POST, 6) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "versions" && parts[5] == "infer":
+            (.POST, 6) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "versions" && parts[5] == "infer":
             return infer(model: String(parts[2]), req)
         case (.POST, 2) where parts[0] == "predictions", (.POST, 3) where parts[0] == "predictions":
             return predictions(req)
@@ -94,8 +103,10 @@ public final class SimulatedModelServer: @unchecked Sendable {
 
     private func infer(model: String, _ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let decoded: DecodedRequest
-        switch codec.decode(body: req.body, contentType: req.headers.first(name: "content-type"), model: model,
-                            headers: req.headers.map { ($0.name, $0.value) }) {
+        switch codec.decode(
+            body: req.body, contentType: req.headers.first(name: "content-type"), model: model,
+            headers: req.headers.map { ($0.name, $0.value) })
+        {
         case .failure(let e): return req.eventLoop.makeSucceededFuture(.error(e.status, e.message))
         case .success(let d): decoded = d
         }
@@ -106,15 +117,22 @@ public final class SimulatedModelServer: @unchecked Sendable {
         }
         // A declared signature is enforced for the whole request, as a real server does.
         if let sig = config.signatures[model],
-           case .failure(let e) = sig.check(model: model, inputs: decoded.inputs, requestedOutputs: [], guessedTypes: false) {
+            case .failure(let e) = sig.check(
+                model: model, inputs: decoded.inputs, requestedOutputs: [], guessedTypes: false)
+        {
             return req.eventLoop.makeSucceededFuture(.error(400, e.message))
         }
         if config.rejectNegative {
             for t in decoded.inputs where t.datatype != .bytes {
-                let values = t.doubles(), per = max(t.elementsPerItem, 1)
+                let values = t.doubles()
+                let per = max(t.elementsPerItem, 1)
                 if let i = values.firstIndex(where: { $0 < 0 }) {
                     let row = values[(i / per * per)..<min(values.count, i / per * per + per)]
-                    return req.eventLoop.makeSucceededFuture(.error(400, "row \(i / per) contains a negative value: [\(row.map { String($0) }.joined(separator: ", "))]"))
+                    return req.eventLoop.makeSucceededFuture(
+                        .error(
+                            400,
+                            "row \(i / per) contains a negative value: [\(row.map { String($0) }.joined(separator: ", "))]"
+                        ))
                 }
             }
         }
@@ -134,8 +152,10 @@ public final class SimulatedModelServer: @unchecked Sendable {
         }
         if !decoded.requestedOutputs.isEmpty { outputs = outputs.filter { decoded.requestedOutputs.contains($0.name) } }
         let response: OutgoingResponse
-        switch codec.encode(model: model, version: "", id: decoded.id, outputs: outputs, parametersJSON: nil,
-                            codecState: decoded.codecState, allocator: req.allocator) {
+        switch codec.encode(
+            model: model, version: "", id: decoded.id, outputs: outputs, parametersJSON: nil,
+            codecState: decoded.codecState, allocator: req.allocator)
+        {
         case .failure(let e): response = .error(500, e.message)
         case .success(let m): response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
         }
@@ -145,15 +165,20 @@ public final class SimulatedModelServer: @unchecked Sendable {
     /// TorchServe's inference API, with the handler contract the `torchserve` backend documents.
     private func predictions(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         func fail(_ message: String) -> EventLoopFuture<OutgoingResponse> {
-            req.eventLoop.makeSucceededFuture(.json(400, "{\"code\":400,\"type\":\"BadRequest\",\"message\":\(jsonString(message))}"))
+            req.eventLoop.makeSucceededFuture(
+                .json(400, "{\"code\":400,\"type\":\"BadRequest\",\"message\":\(jsonString(message))}"))
         }
-        guard let rows = (try? JSONSerialization.jsonObject(with: Data(req.body.readableBytesView))) as? [Any], !rows.isEmpty else {
+        guard let rows = (try? JSONSerialization.jsonObject(with: Data(req.body.readableBytesView))) as? [Any],
+            !rows.isEmpty
+        else {
             return fail("the body must be a non-empty JSON list with one element per item")
         }
         func leaves(_ v: Any) -> Double? {
             if let n = v as? NSNumber { return n.doubleValue }
             if let s = v as? String { return Double(s.utf8.count) }
-            if let a = v as? [Any] { return a.reduce(0.0 as Double?) { acc, x in acc.flatMap { a in leaves(x).map { a + $0 } } } }
+            if let a = v as? [Any] {
+                return a.reduce(0.0 as Double?) { acc, x in acc.flatMap { a in leaves(x).map { a + $0 } } }
+            }
             if let o = v as? [String: Any] { return leaves(Array(o.values)) }
             return nil
         }

@@ -5,7 +5,9 @@ import Foundation
 /// rates (one per line) or, with a `timestamp` header, exact arrival times in seconds.
 public struct ArrivalTrace: Sendable {
     public enum Kind: String, CaseIterable, Sendable {
-        case constant, worldcup, spike, dualPhase = "dual-phase", largeVariations = "large-variations"
+        case constant, worldcup, spike
+        case dualPhase = "dual-phase"
+        case largeVariations = "large-variations"
     }
 
     public let name: String
@@ -60,7 +62,9 @@ public struct ArrivalTrace: Sendable {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ConfigError(message: "\(path): cannot read the trace")
         }
-        var lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        var lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
         let name = ((path as NSString).lastPathComponent as NSString).deletingPathExtension
         let timestamps = lines.first?.lowercased().hasPrefix("timestamp") == true
         if timestamps || lines.first.map({ Double($0.split(separator: ",")[0]) == nil }) == true { lines.removeFirst() }
@@ -82,7 +86,8 @@ public struct ArrivalTrace: Sendable {
         var out: [Int64] = []
         out.reserveCapacity(Int(rates.reduce(0, +) * segmentSeconds))
         for (i, rate) in rates.enumerated() where rate > 0 {
-            let start = Double(i) * segmentSeconds, end = start + segmentSeconds
+            let start = Double(i) * segmentSeconds
+            let end = start + segmentSeconds
             var t = start + rng.nextExponential(mean: 1 / rate)
             while t < end {
                 out.append(Int64(t * 1e9))

@@ -2,7 +2,10 @@ import Foundation
 
 /// How the simulated platform runs model server replicas.
 public struct PlatformConfig: Sendable {
-    public enum Mode: Sendable, Equatable { case knative, fixed(replicas: Int) }
+    public enum Mode: Sendable, Equatable {
+        case knative
+        case fixed(replicas: Int)
+    }
 
     public var mode: Mode = .knative
     /// Knative's container concurrency target: in-flight upstream requests per replica.
@@ -30,7 +33,10 @@ final class KnativePlatform {
         var busy = false
     }
 
-    enum Admission { case started(replica: Int), queued(newReplicaReadyAt: Int64?) }
+    enum Admission {
+        case started(replica: Int)
+        case queued(newReplicaReadyAt: Int64?)
+    }
 
     let config: PlatformConfig
     /// Replica slots; nil is a free slot. Indices stay stable while a replica lives, so a batch in
@@ -64,7 +70,11 @@ final class KnativePlatform {
 
     private func add(readyAt: Int64) {
         replicaCount += 1
-        if let free = slots.firstIndex(where: { $0 == nil }) { slots[free] = Replica(readyAt: readyAt) } else { slots.append(Replica(readyAt: readyAt)) }
+        if let free = slots.firstIndex(where: { $0 == nil }) {
+            slots[free] = Replica(readyAt: readyAt)
+        } else {
+            slots.append(Replica(readyAt: readyAt))
+        }
     }
 
     private func remove(_ i: Int) {
@@ -156,7 +166,8 @@ final class KnativePlatform {
             var sum = 0.0
             // Buckets exist up to the last second with any concurrency: an idle stretch longer than
             // the window leaves none in it.
-            let from = max(0, sec - n), to = min(sec, buckets.count)
+            let from = max(0, sec - n)
+            let to = min(sec, buckets.count)
             if from < to { for s in from..<to { sum += buckets[s] } }
             return sum / Double(n)
         }
@@ -177,7 +188,9 @@ final class KnativePlatform {
         }
         // Knative's KPA: at most floor(ready / max-scale-down-rate) may remain wanted, so one ready
         // replica may go to zero (after the grace period below) and three go to one, not two.
-        if desired < current { desired = max(desired, Int((Double(readyCount) / config.maxScaleDownRate).rounded(.down))) }
+        if desired < current {
+            desired = max(desired, Int((Double(readyCount) / config.maxScaleDownRate).rounded(.down)))
+        }
         if desired == 0 && (t - lastBusy < config.scaleToZeroGraceNanos || concurrency > 0) { desired = 1 }
         desired = min(desired, config.maxReplicas)
         var readyTimes: [Int64] = []

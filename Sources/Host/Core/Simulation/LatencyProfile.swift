@@ -14,7 +14,8 @@ public struct LatencyProfile: Sendable {
     }
 
     /// Profiles measured for the research system this follows, and a fast model.
-    public static let toxic = LatencyProfile(name: "toxic", points: [(1, 40.4), (10, 46.3), (20, 57.4), (50, 88.8), (100, 139.4)], noise: 0.05)
+    public static let toxic = LatencyProfile(
+        name: "toxic", points: [(1, 40.4), (10, 46.3), (20, 57.4), (50, 88.8), (100, 139.4)], noise: 0.05)
     public static let iris = LatencyProfile(name: "iris", points: [(1, 8.6), (100, 10.1)], noise: 0.05)
     public static let fast = LatencyProfile(name: "fast", points: [(1, 2.0), (10, 2.5), (100, 6.0)], noise: 0.05)
     public static let builtIn = [toxic, iris, fast]
@@ -28,7 +29,8 @@ public struct LatencyProfile: Sendable {
             return last.ms + (last.ms - a.ms) / Double(last.items - a.items) * Double(n - last.items)
         }
         let hi = points.firstIndex { $0.items >= n }!
-        let a = points[hi - 1], b = points[hi]
+        let a = points[hi - 1]
+        let b = points[hi]
         return a.ms + (b.ms - a.ms) * Double(n - a.items) / Double(b.items - a.items)
     }
 

@@ -9,7 +9,9 @@ public struct SimulationSetup: Sendable {
     public var limits: QueueLimits
     public var seed: UInt64
 
-    public init(trace: ArrivalTrace, profile: LatencyProfile, platform: PlatformConfig, limits: QueueLimits, seed: UInt64) {
+    public init(
+        trace: ArrivalTrace, profile: LatencyProfile, platform: PlatformConfig, limits: QueueLimits, seed: UInt64
+    ) {
         self.trace = trace
         self.profile = profile
         self.platform = platform
@@ -38,7 +40,8 @@ public struct SimulationResult: Sendable {
     public var histogram: [Int]
     /// Per second: requests finished, mean latency (ms), replicas, and the mean number of batches in
     /// flight (the concurrency the autoscaler counts), for plots.
-    public var timeline: [(second: Int, finished: Int, meanLatencyMillis: Double, replicas: Double, concurrency: Double)]
+    public var timeline:
+        [(second: Int, finished: Int, meanLatencyMillis: Double, replicas: Double, concurrency: Double)]
 
     public var missPercent: Double { requests == 0 ? 0 : 100 * Double(misses) / Double(requests) }
 }
@@ -56,7 +59,12 @@ struct EventHeap<E> {
         var i = items.count - 1
         while i > 0 {
             let p = (i - 1) / 2
-            if less(i, p) { items.swapAt(i, p); i = p } else { break }
+            if less(i, p) {
+                items.swapAt(i, p)
+                i = p
+            } else {
+                break
+            }
         }
     }
 
@@ -66,7 +74,8 @@ struct EventHeap<E> {
         let top = items.removeLast()
         var i = 0
         while true {
-            let l = 2 * i + 1, r = l + 1
+            let l = 2 * i + 1
+            let r = l + 1
             var m = i
             if l < items.count && less(l, m) { m = l }
             if r < items.count && less(r, m) { m = r }
@@ -110,9 +119,11 @@ public enum Simulator {
         var wakeAt = Int64.max
         var latencies: [Int64] = []
         latencies.reserveCapacity(arrivals.count)
-        var shed = 0, misses = 0
+        var shed = 0
+        var misses = 0
         var histogram = BatchSizeHistogram()
-        var batchCount = 0, batchItems = 0
+        var batchCount = 0
+        var batchItems = 0
         var perSecond: [Int: (n: Int, latency: Double)] = [:]
         var replicasBySecond: [Int: Double] = [:]
         let slo = setup.limits.sloNanos
@@ -162,7 +173,9 @@ public enum Simulator {
             switch event {
             case .arrival(let i):
                 if i + 1 < arrivals.count { events.push(arrivals[i + 1], .arrival(i + 1)) }
-                if let refused = queue.admit(items: 1, arrival: t, timeoutMicros: nil, priority: 0, batchKey: "", payload: i) {
+                if let refused = queue.admit(
+                    items: 1, arrival: t, timeoutMicros: nil, priority: 0, batchKey: "", payload: i)
+                {
                     _ = refused
                     shed += 1
                     misses += 1
@@ -183,7 +196,8 @@ public enum Simulator {
                     let cur = perSecond[sec] ?? (0, 0)
                     perSecond[sec] = (cur.n + 1, cur.latency + Double(latency) / 1e6)
                 }
-                queue.batchFinished(items: b.items, arrivals: b.entries.map(\.arrival), ok: true, dispatched: b.dispatched, finished: t)
+                queue.batchFinished(
+                    items: b.items, arrivals: b.entries.map(\.arrival), ok: true, dispatched: b.dispatched, finished: t)
                 if let next = platform.finish(replica: replica, at: t) { start(next, on: replica, at: t) }
                 apply(queue.pump(now: t), at: t)
             case .tick:
@@ -200,7 +214,8 @@ public enum Simulator {
         latencies.sort()
         func pct(_ p: Double) -> Double {
             guard !latencies.isEmpty else { return 0 }
-            return Double(latencies[min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))]) / 1e6
+            return Double(
+                latencies[min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))]) / 1e6
         }
         let seconds = perSecond.keys.sorted()
         var timeline: [(Int, Int, Double, Double, Double)] = []
@@ -209,7 +224,8 @@ public enum Simulator {
             if let r = replicasBySecond[s] { replicas = r }
             if case .fixed(let n) = setup.platform.mode { replicas = Double(n) }
             let p = perSecond[s] ?? (0, 0)
-            timeline.append((s, p.n, p.n > 0 ? p.latency / Double(p.n) : 0, replicas, platform.concurrencySeconds(inSecond: s)))
+            timeline.append(
+                (s, p.n, p.n > 0 ? p.latency / Double(p.n) : 0, replicas, platform.concurrencySeconds(inSecond: s)))
         }
         return SimulationResult(
             policy: policyName, trace: setup.trace.name, profile: setup.profile.name,

@@ -24,7 +24,10 @@ public enum BatchAssembler {
             if let problem = t.validate() { return .failure(.badRequest(problem)) }
             if !names.insert(t.name).inserted { return .failure(.badRequest("input '\(t.name)' appears twice")) }
             if t.shape[0] != first.shape[0] {
-                return .failure(.badRequest("inputs disagree on dim 0 (items): '\(first.name)' has \(first.shape[0]), '\(t.name)' has \(t.shape[0])"))
+                return .failure(
+                    .badRequest(
+                        "inputs disagree on dim 0 (items): '\(first.name)' has \(first.shape[0]), '\(t.name)' has \(t.shape[0])"
+                    ))
             }
         }
         if first.shape[0] < 1 { return .failure(.badRequest("input '\(first.name)' has 0 items in dim 0")) }
@@ -47,7 +50,9 @@ public enum BatchAssembler {
             let storage = TensorStorage(count: total)
             var at = 0
             for p in parts {
-                if p.byteCount > 0 { (storage.base + at).copyMemory(from: p.bytes.baseAddress!, byteCount: p.byteCount) }
+                if p.byteCount > 0 {
+                    (storage.base + at).copyMemory(from: p.bytes.baseAddress!, byteCount: p.byteCount)
+                }
                 at += p.byteCount
             }
             var shape = parts[0].shape  // padded, when padding
@@ -61,11 +66,14 @@ public enum BatchAssembler {
         var shape = target
         shape[0] = t.shape[0]
         guard shape != t.shape else { return t }
-        let srcDims = t.shape.map(Int.init), dstDims = shape.map(Int.init)
+        let srcDims = t.shape.map(Int.init)
+        let dstDims = shape.map(Int.init)
         let count = dstDims.reduce(1, *)
         // Row-major strides of the destination, to place each source element.
         var dstStride = Array(repeating: 1, count: dstDims.count)
-        for d in stride(from: dstDims.count - 2, through: 0, by: -1) { dstStride[d] = dstStride[d + 1] * dstDims[d + 1] }
+        for d in stride(from: dstDims.count - 2, through: 0, by: -1) {
+            dstStride[d] = dstStride[d + 1] * dstDims[d + 1]
+        }
         // For each destination element, the source element it comes from, or -1 for padding.
         var source = Array(repeating: -1, count: count)
         var index = Array(repeating: 0, count: srcDims.count)
@@ -85,8 +93,11 @@ public enum BatchAssembler {
             let storage = TensorStorage(count: count * size)
             for (i, s) in source.enumerated() {
                 let dst = UnsafeMutableRawBufferPointer(start: storage.base + i * size, count: size)
-                if s >= 0 { dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[(s * size)..<(s * size + size)])) }
-                else { filler.withUnsafeBytes { dst.copyMemory(from: $0) } }
+                if s >= 0 {
+                    dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[(s * size)..<(s * size + size)]))
+                } else {
+                    filler.withUnsafeBytes { dst.copyMemory(from: $0) }
+                }
             }
             return Tensor(name: t.name, datatype: t.datatype, shape: shape, storage: storage)
         }
@@ -97,7 +108,8 @@ public enum BatchAssembler {
         var at = 0
         for s in source {
             if s >= 0 {
-                let start = s == 0 ? 0 : ends[s - 1], len = ends[s] - start
+                let start = s == 0 ? 0 : ends[s - 1]
+                let len = ends[s] - start
                 (storage.base + at).copyMemory(from: src.baseAddress! + start, byteCount: len)
                 at += len
             } else {
@@ -135,10 +147,15 @@ public enum BatchAssembler {
         var perRequest = Array(repeating: [Tensor](), count: itemCounts.count)
         for out in outputs {
             guard out.shape.first == Int64(total) else {
-                return .failure(.upstream("the model server's output '\(out.name)' has dim 0 = \(out.shape.first.map(String.init) ?? "none") for a batch of \(total) items"))
+                return .failure(
+                    .upstream(
+                        "the model server's output '\(out.name)' has dim 0 = \(out.shape.first.map(String.init) ?? "none") for a batch of \(total) items"
+                    ))
             }
             guard let offsets = out.itemOffsets(), offsets.last == out.byteCount else {
-                return .failure(.upstream("the model server's output '\(out.name)' has data that does not match its shape \(out.shape)"))
+                return .failure(
+                    .upstream(
+                        "the model server's output '\(out.name)' has data that does not match its shape \(out.shape)"))
             }
             var at = 0
             for (i, n) in itemCounts.enumerated() {

@@ -28,8 +28,10 @@ public struct Tensor: Sendable {
     public let offset: Int
     public let byteCount: Int
 
-    public init(name: String, datatype: DataType, shape: [Int64], storage: TensorStorage,
-                offset: Int = 0, byteCount: Int? = nil) {
+    public init(
+        name: String, datatype: DataType, shape: [Int64], storage: TensorStorage,
+        offset: Int = 0, byteCount: Int? = nil
+    ) {
         self.name = name
         self.datatype = datatype
         self.shape = shape
@@ -65,7 +67,8 @@ public struct Tensor: Sendable {
             return "input '\(name)': BYTES data is truncated or does not hold \(elementCount) elements"
         }
         if ends.count != elementCount || (ends.last ?? 0) != byteCount {
-            return "input '\(name)': BYTES data holds \(ends.count) elements but the shape \(shape) needs \(elementCount)"
+            return
+                "input '\(name)': BYTES data holds \(ends.count) elements but the shape \(shape) needs \(elementCount)"
         }
         return nil
     }
@@ -105,9 +108,11 @@ public struct Tensor: Sendable {
     public func slice(items from: Int, count: Int, offsets: [Int]) -> Tensor {
         var shape = self.shape
         shape[0] = Int64(count)
-        let start = offsets[from], end = offsets[from + count]
-        return Tensor(name: name, datatype: datatype, shape: shape, storage: storage,
-                      offset: offset + start, byteCount: end - start)
+        let start = offsets[from]
+        let end = offsets[from + count]
+        return Tensor(
+            name: name, datatype: datatype, shape: shape, storage: storage,
+            offset: offset + start, byteCount: end - start)
     }
 
     /// Every element as a Double (BYTES elements count as their length). For tests and the simulator.
@@ -127,7 +132,10 @@ public struct Tensor: Sendable {
         case .fp64: return load(b, Double.self)
         case .bytes:
             var prev = 0
-            return (bytesElementEnds() ?? []).map { end in defer { prev = end }; return Double(end - prev - 4) }
+            return (bytesElementEnds() ?? []).map { end in
+                defer { prev = end }
+                return Double(end - prev - 4)
+            }
         }
     }
 
