@@ -106,7 +106,7 @@ final class TestCluster: @unchecked Sendable {
                     simulated_servers:
                       - {listen: "127.0.0.1:0", replicas: \(replicas), latency_ms: \(simLatency), echo: \(simEcho)\(simExtra.isEmpty ? "" : ", " + simExtra)}
                     models:
-                      - {name: unused, upstream: "http://127.0.0.1:1"}
+                      - {name: unused, upstream: "http://127.0.0.1:1", check_signature: false}
                     """), group: group)
         let upstream = "http://127.0.0.1:\(sim.simulated[0].port)"
         proxy = try ProxyRuntime.start(
