@@ -59,6 +59,8 @@ public final class ModelService: @unchecked Sendable {
     /// The signature read from the model server's metadata; its own lock, off the queue's, since every
     /// request reads it.
     private let fetchedSignature = NIOLockedValueBox<ModelSignature?>(nil)
+    /// The last problem reading the metadata, so that a refresh logs it once.
+    private let metadataProblem = NIOLockedValueBox<String?>(nil)
     private let backoff = Backoff()
 
     init(
@@ -176,6 +178,7 @@ public final class ModelService: @unchecked Sendable {
         fetch(path: path, on: loop).whenComplete { [self] result in
             switch result {
             case .success(let r) where r.status == 200:
+                warnOnce(nil)
                 let body = Array(r.body.readableBytesView)
                 let sig = tf ? ModelSignature.fromTFServingMetadata(body) : ModelSignature.fromV2Metadata(body)
                 let changed = fetchedSignature.withLockedValue { current -> Bool in
@@ -194,14 +197,23 @@ public final class ModelService: @unchecked Sendable {
                     }
                 }
             case .success(let r):
-                logger.warning(
+                warnOnce(
                     "the model server answered \(r.status) to \(path); requests are not checked against a signature")
             case .failure(let e as UpstreamError):
                 if case .connect = e { markDown("\(e)") }
             case .failure(let e):
-                logger.warning("reading \(path) failed: \(e)")
+                warnOnce("reading \(path) failed: \(e)")
             }
         }
+    }
+
+    /// Logs a metadata problem when it is new, not on every refresh; nil: the problem is gone.
+    private func warnOnce(_ problem: String?) {
+        let isNew = metadataProblem.withLockedValue { last -> Bool in
+            defer { last = problem }
+            return last != problem
+        }
+        if isNew, let problem { logger.warning("\(problem)") }
     }
 
     /// The model server cannot be reached: queued requests are answered 503 at once, new ones too,
