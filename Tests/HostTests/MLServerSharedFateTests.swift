@@ -89,18 +89,6 @@ struct MLServerSharedFateTests {
         return r.status == 200 && right
     }
 
-    /// Waits until the proxy has read MLServer's signature (it is in the proxy's metadata answer).
-    func awaitSignature(_ url: String) throws {
-        for _ in 0..<100 {
-            let meta = (try? run("/usr/bin/curl", ["-s", url + "/v2/models/regressor"])) ?? ""
-            if meta.contains("\"features\"") {
-                usleep(200_000)
-                return
-            }
-            usleep(50_000)
-        }
-    }
-
     /// Every good request's own answer, straight from MLServer.
     func directAnswers(_ server: MLServer, _ kinds: [Kind]) throws -> [Int: [Double]] {
         let good = kinds.indices.filter { kinds[$0] == .good }
@@ -117,7 +105,7 @@ struct MLServerSharedFateTests {
 
     @Test func withTheSignatureEveryGoodRequestIsAnsweredAndEveryBadOneGetsItsOwn4xx() throws {
         try withRegressor { server, url in
-            try awaitSignature(url)
+            try awaitSignature(url, model: "regressor")
             let kinds = Self.mix()
             let want = try directAnswers(server, kinds)
             let results = try curlParallel(

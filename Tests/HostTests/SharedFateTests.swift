@@ -84,13 +84,8 @@ struct SharedFateTests {
                   - {name: unchecked, upstream: "UPSTREAM", upstream_model: m, check_signature: false}
                 """)
         defer { cluster.stop() }
-        // The proxy reads the signature from the server's metadata at start; give it a moment.
-        var meta = ""
-        for _ in 0..<50 where !meta.contains("\"x\"") {
-            meta = (try? run("/usr/bin/curl", ["-s", cluster.url + "/v2/models/m"])) ?? ""
-            usleep(20_000)
-        }
-        usleep(100_000)
+        // The proxy reads the signature from the server's metadata at start.
+        try awaitSignature(cluster.url, model: "m")
         let cases: [(String, Int, String)] = [
             (v2Request(id: "ok", rows: [[1, 2]]), 200, ""),
             (

@@ -226,6 +226,20 @@ func v2Request(id: String, rows: [[Double]]) -> String {
         "{\"id\":\"\(id)\",\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP64\",\"shape\":[\(rows.count),\(rows.first?.count ?? 0)],\"data\":[\(data)]}]}"
 }
 
+/// Waits (10 s at most) until the proxy at `url` checks `model`'s requests against a signature from
+/// `source`, as its metadata answer says (`parameters.mlproxy.signature`).
+func awaitSignature(_ url: String, model: String, source: String = "the model server's metadata") throws {
+    let deadline = Date().addingTimeInterval(10)
+    while Date() < deadline {
+        let meta = (try? run("/usr/bin/curl", ["-s", url + "/v2/models/\(model)"])) ?? ""
+        let doc = (try? JSONSerialization.jsonObject(with: Data(meta.utf8))) as? [String: Any]
+        let mlproxy = (doc?["parameters"] as? [String: Any])?["mlproxy"] as? [String: Any]
+        if mlproxy?["signature"] as? String == source { return }
+        usleep(20_000)
+    }
+    throw TestFailure.command("awaitSignature", -1, "\(model) has no signature from \(source) after 10 s")
+}
+
 /// A NumPy .npy (version 1.0) body of FP64 `values` in `rows` rows.
 func npyBody(_ values: [Double], rows: Int) -> Data {
     var header = "{'descr': '<f8', 'fortran_order': False, 'shape': (\(rows), \(values.count / rows)), }"

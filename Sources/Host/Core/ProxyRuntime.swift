@@ -164,9 +164,11 @@ public final class ProxyRuntime: @unchecked Sendable {
     private func metadata(_ m: String, loop: EventLoop) -> EventLoopFuture<OutgoingResponse> {
         guard let model = models[m] else { return loop.makeSucceededFuture(modelMissing(m)) }
         let c = model.config
+        // `signature`: where the inputs requests are checked against come from, or "none" (unchecked).
         let settings: [String: Any] = [
             "backend": c.backend, "policy": c.policy, "slo_ms": Double(c.limits.sloNanos) / 1e6,
             "max_batch_items": c.limits.maxBatchItems, "upstream_model": c.upstreamModel,
+            "signature": model.signature?.source ?? "none",
         ]
         let mine = (try? JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys])) ?? Data("{}".utf8)
         guard c.backend == "kserve-v2" else { return loop.makeSucceededFuture(Self.localMetadata(m, mine, note: nil)) }
