@@ -38,31 +38,29 @@ struct KServeInteropTests {
             throw TestFailure.command(
                 "kserve model server", -1, String(((try? String(contentsOf: log, encoding: .utf8)) ?? "").suffix(3000)))
         }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        defer { try? group.syncShutdownGracefully() }
-        let proxy = try ProxyRuntime.start(
-            config: try ProxyConfig.parse(
-                yaml: """
-                    listen: "127.0.0.1:0"
-                    models:
-                      - {name: s, upstream: "http://127.0.0.1:\(port)", upstream_model: sum, backend: tfserving, codecs: [tfserving],
-                         policy: static, policy_params: {max_delay_ms: 50}, max_batch_items: 32}
-                    """), group: group)
-        defer { proxy.drainAndStop() }
-        let bodies = (0..<60).map { "{\"instances\": [[\(Double($0)), 1.5, 2]]}" }
-        let direct = try curlParallel(
-            url: "http://127.0.0.1:\(port)/v1/models/sum:predict", bodies: bodies, concurrency: 4)
-        let proxied = try curlParallel(
-            url: "http://127.0.0.1:\(proxy.port)/v1/models/s:predict", bodies: bodies, concurrency: 60)
-        var batched = 0
-        for i in bodies.indices {
-            #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")
-            #expect(proxied[i].status == 200, "proxy \(i): \(proxied[i].body)")
-            let want = try #require(direct[i].json?["predictions"] as? [[Double]])
-            #expect(want == [[Double(i) + 3.5, Double(i) * 2]])
-            #expect(proxied[i].json?["predictions"] as? [[Double]] == want, "\(i): \(proxied[i].body)")
-            if (Int(proxied[i].headers["mlproxy-batch-size"] ?? "") ?? 0) > 1 { batched += 1 }
+        try withProxy(
+            yaml: """
+                listen: "127.0.0.1:0"
+                models:
+                  - {name: s, upstream: "http://127.0.0.1:\(port)", upstream_model: sum, backend: tfserving, codecs: [tfserving],
+                     policy: static, policy_params: {max_delay_ms: 50}, max_batch_items: 32}
+                """
+        ) { proxy, _ in
+            let bodies = (0..<60).map { "{\"instances\": [[\(Double($0)), 1.5, 2]]}" }
+            let direct = try curlParallel(
+                url: "http://127.0.0.1:\(port)/v1/models/sum:predict", bodies: bodies, concurrency: 4)
+            let proxied = try curlParallel(
+                url: "http://127.0.0.1:\(proxy.port)/v1/models/s:predict", bodies: bodies, concurrency: 60)
+            var batched = 0
+            for i in bodies.indices {
+                #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")
+                #expect(proxied[i].status == 200, "proxy \(i): \(proxied[i].body)")
+                let want = try #require(direct[i].json?["predictions"] as? [[Double]])
+                #expect(want == [[Double(i) + 3.5, Double(i) * 2]])
+                #expect(proxied[i].json?["predictions"] as? [[Double]] == want, "\(i): \(proxied[i].body)")
+                if (Int(proxied[i].headers["mlproxy-batch-size"] ?? "") ?? 0) > 1 { batched += 1 }
+            }
+            #expect(batched > 10, "only \(batched) of 60 requests were batched")
         }
-        #expect(batched > 10, "only \(batched) of 60 requests were batched")
     }
 }

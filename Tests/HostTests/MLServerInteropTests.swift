@@ -87,17 +87,13 @@ struct MLServerInteropTests {
     ) throws {
         let server = try MLServer(script: script, model: model)
         defer { server.stop() }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        defer { try? group.syncShutdownGracefully() }
-        let rt = try ProxyRuntime.start(
-            config: try ProxyConfig.parse(
-                yaml: """
-                    listen: "127.0.0.1:0"
-                    models:
-                      - {name: \(model), upstream: "http://127.0.0.1:\(server.port)", \(keys)}
-                    """), group: group)
-        defer { rt.drainAndStop() }
-        try body(server, rt)
+        try withProxy(
+            yaml: """
+                listen: "127.0.0.1:0"
+                models:
+                  - {name: \(model), upstream: "http://127.0.0.1:\(server.port)", \(keys)}
+                """
+        ) { rt, _ in try body(server, rt) }
     }
 
     /// Iris-like rows, distinct per request.

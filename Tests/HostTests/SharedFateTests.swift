@@ -1,5 +1,6 @@
 import Foundation
 import MLProxyHost
+import NIOCore
 import NIOPosix
 import Testing
 
@@ -176,17 +177,17 @@ struct SharedFateTests {
 
     @Test func aModelServerThatComesBackIsUsedWithoutRestartingTheProxy() throws {
         let port = try freePort()
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        defer { try? group.syncShutdownGracefully() }
-        let proxy = try ProxyRuntime.start(
-            config: try ProxyConfig.parse(
-                yaml: """
-                    listen: "127.0.0.1:0"
-                    models:
-                      - {name: m, upstream: "http://127.0.0.1:\(port)", policy: none}
-                    """), group: group)
-        defer { proxy.drainAndStop() }
-        let url = "http://127.0.0.1:\(proxy.port)"
+        try withProxy(
+            yaml: """
+                listen: "127.0.0.1:0"
+                models:
+                  - {name: m, upstream: "http://127.0.0.1:\(port)", policy: none}
+                """
+        ) { proxy, group in try comesBack(url: "http://127.0.0.1:\(proxy.port)", port: port, group: group) }
+    }
+
+    /// The body of the test above: the server is down, then comes up on `port`.
+    func comesBack(url: String, port: Int, group: EventLoopGroup) throws {
         func ready() throws -> String {
             try run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", url + "/v2/models/m/ready"])
         }
@@ -216,9 +217,6 @@ struct SharedFateTests {
         #expect(r.output("sum") == [5])
     }
 
-    /// A backend for another protocol (Seldon Core v1), built with plain cc from the header alone, in
-    /// front of a stub that rejects a whole request for one negative row and quotes it: batch-mates
-    /// are answered and never see the row; a value the backend cannot encode fails its request alone.
     /// The Seldon fixture backend (plain cc, the header, -ljansson) and the stub, on loopback; `body`
     /// gets the proxy's URL. `stubArgs`: more arguments for the stub.
     func withSeldon(
@@ -240,19 +238,15 @@ struct SharedFateTests {
         try stub.run()
         defer { terminate(stub) }
         _ = out.fileHandleForReading.availableData  // "ready"
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        defer { try? group.syncShutdownGracefully() }
-        let rt = try ProxyRuntime.start(
-            config: try ProxyConfig.parse(
-                yaml: """
-                    listen: "127.0.0.1:0"
-                    plugins: ["\(plugin)"]
-                    models:
-                      - {name: s, backend: seldon, upstream: "http://127.0.0.1:\(port)", codecs: [json, npy],
-                         policy: \(policy), max_batch_items: 64, slo_ms: 5000}
-                    """), group: group)
-        defer { rt.drainAndStop() }
-        try body("http://127.0.0.1:\(rt.port)")
+        try withProxy(
+            yaml: """
+                listen: "127.0.0.1:0"
+                plugins: ["\(plugin)"]
+                models:
+                  - {name: s, backend: seldon, upstream: "http://127.0.0.1:\(port)", codecs: [json, npy],
+                     policy: \(policy), max_batch_items: 64, slo_ms: 5000}
+                """
+        ) { rt, _ in try body("http://127.0.0.1:\(rt.port)") }
     }
 
     /// An HTTP/1.0 server closes every connection after its reply: the proxy must not put such a

@@ -83,6 +83,16 @@ func compilePlugin(source: URL, into dir: URL, name: String, libs: [String] = []
     return out
 }
 
+/// A proxy in this process from `yaml` (listen on port 0), on its own two-thread event loop group,
+/// drained and stopped after `body`, which gets the running proxy and the group (for more servers).
+func withProxy(yaml: String, _ body: (ProxyRuntime, EventLoopGroup) throws -> Void) throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    defer { try? group.syncShutdownGracefully() }
+    let rt = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: yaml), group: group)
+    defer { rt.drainAndStop() }
+    try body(rt, group)
+}
+
 /// A proxy in front of a simulated model server, both in this process on loopback ports.
 final class TestCluster: @unchecked Sendable {
     let group: MultiThreadedEventLoopGroup
