@@ -11,9 +11,9 @@ public struct UpstreamResponse: Sendable {
     public var keepAlive: Bool = true
 }
 
-/// Keep-alive HTTP/1.1 connections to one model server, one request per connection at a time.
-/// Confined to one event loop (the model's): every method must be called on `loop`, and the
-/// connections live on it too, so nothing here needs a lock.
+/// Keep-alive HTTP/1.1 connections to one model server, one request per connection at a time. A
+/// model has one pool per event loop; each is confined to its `loop`: every method must be called
+/// on it, and its connections live on it too, so nothing here needs a lock.
 public final class UpstreamPool: @unchecked Sendable {
     public let loop: EventLoop
     public let address: ListenAddress

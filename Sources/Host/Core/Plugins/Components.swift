@@ -28,8 +28,8 @@ public enum PolicyDecision: Equatable, Sendable {
     case shed(indices: [Int], reason: String)
 }
 
-/// A batching policy as the scheduler sees it. Implemented by plugin policies; confined to the
-/// model's event loop (calls are serialized, as the ABI promises plugins).
+/// A batching policy as the scheduler sees it. Implemented by plugin policies; called under the
+/// model's lock from any event loop, so calls are serialized, as the ABI promises plugins.
 public protocol BatchingPolicy: AnyObject {
     func decide(
         now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,

@@ -29,8 +29,8 @@ public struct QueueEntry<Payload> {
     public let payload: Payload
 }
 
-/// What the scheduler wants done. The caller (the model's event loop, or a test with a manual clock)
-/// carries these out.
+/// What the scheduler wants done. The caller (`ModelService`, on whichever event loop made the queue
+/// move, or a test with a manual clock) carries these out.
 public enum QueueEffect<Payload> {
     case dispatch([QueueEntry<Payload>])
     case reject([QueueEntry<Payload>], RequestError)
@@ -38,8 +38,8 @@ public enum QueueEffect<Payload> {
 }
 
 /// The per-model queue and dispatcher: admission, asking the policy on every arrival, timer and
-/// completion, enforcing limits and deadlines. Pure: time comes in, effects go out. Not thread-safe;
-/// confined to the model's event loop.
+/// completion, enforcing limits and deadlines. Pure: time comes in, effects go out. Not thread-safe:
+/// the live proxy calls it under its model's lock, from any event loop; the simulator from one thread.
 public final class ModelQueue<Payload> {
     public let limits: QueueLimits
     public let policy: BatchingPolicy
