@@ -47,10 +47,10 @@ struct KServeInteropTests {
                 """
         ) { proxy, _ in
             let bodies = (0..<60).map { "{\"instances\": [[\(Double($0)), 1.5, 2]]}" }
-            let direct = try curlParallel(
-                url: "http://127.0.0.1:\(port)/v1/models/sum:predict", bodies: bodies, concurrency: 4)
-            let proxied = try curlParallel(
-                url: "http://127.0.0.1:\(proxy.port)/v1/models/s:predict", bodies: bodies, concurrency: 60)
+            let (direct, proxied) = try directAndProxied(
+                direct: "http://127.0.0.1:\(port)/v1/models/sum:predict",
+                proxied: "http://127.0.0.1:\(proxy.port)/v1/models/s:predict", bodies: bodies,
+                directConcurrency: 4, proxiedConcurrency: 60)
             var batched = 0
             for i in bodies.indices {
                 #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")

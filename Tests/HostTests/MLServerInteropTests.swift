@@ -109,10 +109,10 @@ struct MLServerInteropTests {
     @Test func answersThroughTheProxyEqualMLServersOwnUnderConcurrentLoad() throws {
         try Self.withServerAndProxy { server, rt in
             let bodies = (0..<200).map(Self.body)
-            let direct = try curlParallel(
-                url: "http://127.0.0.1:\(server.port)/v2/models/iris/infer", bodies: bodies, concurrency: 8)
-            let proxied = try curlParallel(
-                url: "http://127.0.0.1:\(rt.port)/v2/models/iris/infer", bodies: bodies, concurrency: 200)
+            let (direct, proxied) = try directAndProxied(
+                direct: "http://127.0.0.1:\(server.port)/v2/models/iris/infer",
+                proxied: "http://127.0.0.1:\(rt.port)/v2/models/iris/infer", bodies: bodies,
+                directConcurrency: 8, proxiedConcurrency: 200)
             var batched = 0
             for i in bodies.indices {
                 #expect(direct[i].status == 200, "direct \(i): \(direct[i].body)")

@@ -81,6 +81,13 @@ struct MLServerSharedFateTests {
         ) { server, rt in try body(server, "http://127.0.0.1:\(rt.port)") }
     }
 
+    /// The mix through the proxy at `url`, 48 clients at once, answers in the order of `kinds`.
+    static func send(_ kinds: [Kind], to url: String) throws -> [CurlResult] {
+        try curlParallel(
+            url: url + "/v2/models/regressor/infer",
+            requests: kinds.indices.map { request($0, kinds[$0]) }, concurrency: 48)
+    }
+
     /// Whether good request `i` got MLServer's own answer for it.
     static func answeredRight(_ i: Int, _ r: CurlResult, _ want: [Int: [Double]]) -> Bool {
         #expect(r.status == 200, "good \(i): \(r.body)")
@@ -108,9 +115,7 @@ struct MLServerSharedFateTests {
             try awaitSignature(url, model: "regressor")
             let kinds = Self.mix()
             let want = try directAnswers(server, kinds)
-            let results = try curlParallel(
-                url: url + "/v2/models/regressor/infer",
-                requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
+            let results = try Self.send(kinds, to: url)
             var lost = 0
             var batched = 0
             for (i, (kind, r)) in zip(kinds, results).enumerated() {
@@ -169,9 +174,7 @@ struct MLServerSharedFateTests {
             #expect(
                 directStatus[.wrongWidth] == 500 && directStatus[.extraInput] == 400,
                 "MLServer changed: \(directStatus)")
-            let results = try curlParallel(
-                url: url + "/v2/models/regressor/infer",
-                requests: kinds.indices.map { Self.request($0, kinds[$0]) }, concurrency: 48)
+            let results = try Self.send(kinds, to: url)
             var lost = 0
             for (i, (kind, r)) in zip(kinds, results).enumerated() {
                 let error = r.json?["error"] as? String ?? ""

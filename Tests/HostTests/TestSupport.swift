@@ -229,6 +229,18 @@ func curlParallel(url: String, requests: [(body: Data, contentType: String)], co
     }
 }
 
+/// The same bodies sent straight to a model server (`direct`, few connections, as its own clients
+/// would) and through the proxy (`proxied`, all at once), for tests that compare the answers.
+func directAndProxied(
+    direct: String, proxied: String, bodies: [String], directConcurrency: Int,
+    proxiedConcurrency: Int
+) throws -> (direct: [CurlResult], proxied: [CurlResult]) {
+    (
+        try curlParallel(url: direct, bodies: bodies, concurrency: directConcurrency),
+        try curlParallel(url: proxied, bodies: bodies, concurrency: proxiedConcurrency)
+    )
+}
+
 /// A v2 JSON request with one FP64 input "x" of `rows`.
 func v2Request(id: String, rows: [[Double]]) -> String {
     let data = rows.map { "[" + $0.map { String($0) }.joined(separator: ",") + "]" }.joined(separator: ",")
