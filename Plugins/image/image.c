@@ -655,10 +655,7 @@ static mlp_status chw_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
         return fail(call, MLP_ERR_INVALID_INPUT, "chw: '%.*s' is not an [n,H,W,C] tensor", (int)t->name.len,
                     t->name.ptr);
     int64_t n = t->shape[0], H = t->shape[1], W = t->shape[2], C = t->shape[3];
-    size_t es = t->datatype == MLP_DT_UINT8 || t->datatype == MLP_DT_INT8 || t->datatype == MLP_DT_BOOL     ? 1
-                : t->datatype == MLP_DT_UINT16 || t->datatype == MLP_DT_INT16 || t->datatype == MLP_DT_FP16 ? 2
-                : t->datatype == MLP_DT_UINT64 || t->datatype == MLP_DT_INT64 || t->datatype == MLP_DT_FP64 ? 8
-                                                                                                            : 4;
+    size_t es = mlp_dt_size(t->datatype);
     int64_t shape[4] = {n, C, H, W};
     uint8_t *out = add(call, t, t->datatype, shape, 4, t->data.len);
     if (!out) return fail(call, MLP_ERR_NOMEM, "chw: the host refused %zu bytes", t->data.len);

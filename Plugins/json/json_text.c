@@ -35,25 +35,6 @@ uint32_t dt_from_name(const char *s) {
     return MLP_DT_INVALID;
 }
 
-/* Element size in bytes; 0 for BYTES (variable). */
-size_t dt_size(uint32_t dt) {
-    switch (dt) {
-    case MLP_DT_BOOL:
-    case MLP_DT_UINT8:
-    case MLP_DT_INT8: return 1;
-    case MLP_DT_UINT16:
-    case MLP_DT_INT16:
-    case MLP_DT_FP16: return 2;
-    case MLP_DT_UINT32:
-    case MLP_DT_INT32:
-    case MLP_DT_FP32: return 4;
-    case MLP_DT_UINT64:
-    case MLP_DT_INT64:
-    case MLP_DT_FP64: return 8;
-    default: return 0;
-    }
-}
-
 /* IEEE 754 binary16 <-> binary32, round to nearest even. */
 uint16_t half_from_float(float f) {
     uint32_t x;
@@ -130,7 +111,7 @@ bool count_leaves(const json_t *v, uint32_t dt, size_t *count, size_t *bytes, in
 }
 
 mlp_status write_leaf(leaf_writer *w, const json_t *v) {
-    size_t es = dt_size(w->dt);
+    size_t es = mlp_dt_size(w->dt);
     uint8_t *p = w->out;
     switch (w->dt) {
     case MLP_DT_BOOL:

@@ -73,10 +73,10 @@ static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const c
                 return fail(call, err_status,
                             "%s '%s': binary_data_size %zu runs past the end of the body (%zu bytes left)", what, name,
                             size, bin->left);
-            if (dt != MLP_DT_BYTES && size != expected * dt_size(dt))
+            if (dt != MLP_DT_BYTES && size != expected * mlp_dt_size(dt))
                 return fail(call, err_status,
                             "%s '%s': binary_data_size %zu does not match shape of %zu %s elements (%zu bytes)", what,
-                            name, size, expected, k_dt_names[dt], expected * dt_size(dt));
+                            name, size, expected, k_dt_names[dt], expected * mlp_dt_size(dt));
             mlp_tensor_desc desc = {
                 .struct_size = sizeof desc,
                 .datatype = dt,
@@ -101,7 +101,7 @@ static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const c
         if (count != expected)
             return fail(call, err_status, "%s '%s': shape has %zu elements but data has %zu", what, name, expected,
                         count);
-        if (dt != MLP_DT_BYTES) bytes = count * dt_size(dt);
+        if (dt != MLP_DT_BYTES) bytes = count * mlp_dt_size(dt);
         mlp_tensor_desc desc = {
             .struct_size = sizeof desc,
             .datatype = dt,
@@ -153,7 +153,7 @@ static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t
     tb_str(b, ",\"data\":[");
     const uint8_t *p = t->data.ptr;
     const uint8_t *end = p + t->data.len;
-    size_t es = dt_size(t->datatype);
+    size_t es = mlp_dt_size(t->datatype);
     if (es && count * es != t->data.len)
         return fail(call, MLP_ERR_INTERNAL, "tensor '%.*s' has %zu bytes for %zu elements", (int)t->name.len,
                     (const char *)t->name.ptr, t->data.len, count);

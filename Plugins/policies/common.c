@@ -69,16 +69,13 @@ void size_stats_add(size_stats *st, double value) {
 
 double size_stats_quantile(const size_stats *st, double q) {
     uint32_t n = st->count < SAMPLES ? st->count : SAMPLES;
-    if (n == 0) return NAN;
     double tmp[SAMPLES];
     memcpy(tmp, st->ring, n * sizeof(double));
-    qsort(tmp, n, sizeof(double), cmp_double);
-    uint32_t idx = (uint32_t)ceil(q * n);
-    if (idx > 0) idx--;
-    if (idx >= n) idx = n - 1;
-    return tmp[idx];
+    return quantile_of(tmp, n, q);
 }
 
+/* The nearest-rank quantile (sorts `values` in place); NaN when there are none. The same rule as the
+ * host's `nearestRank` in Swift. */
 double quantile_of(double *values, size_t n, double q) {
     if (n == 0) return NAN;
     qsort(values, n, sizeof(double), cmp_double);

@@ -111,58 +111,16 @@ static const mlp_policy_vtable k_static = {
 /* ---------------------------------------------------------------------------------------------
  * adaptive-sla: send the fewest, largest batches that still meet every queued request's deadline.
  *
- * Latency model: the last LAT_KEPT batches as (items, upstream latency) points; a least-squares line
- * L(n) = a + b n through them (b >= 0; pessimistically b = L/(2n) while only one size has been seen)
- * plus the `quantile` (p95) of the residuals, so noise and upstream queueing widen the margin
- * instead of bending the line, and one slow batch cannot poison every larger size.
- *
- * Arrival rate: an exponentially weighted mean of the gaps between arrivals (weight `rate_alpha`),
- * updated per request, bounded below by the time since the last arrival so it falls as soon as
- * traffic stops.
- *
- * Decision, with n items queued and the tightest deadline d (the SLO, or tighter per request):
- *  - n fills a batch: send it;
- *  - the largest batch n' <= max that can still be gathered (at the arrival rate) and sent within d
- *    (less the safety); if n' > n it waits until d - L(n') - safety, unless waiting is expected to
- *    bring less than one more item;
- *  - once that moment has passed, it sends what is queued if that still meets d;
- *  - if even sending now cannot meet d, the upstream is overloaded: small batches would only add to
- *    its queue, so it gathers a full batch (until the items are expected, at most until d, where the
- *    host sends what is queued anyway).
- * Before its first observation it sends one batch and gathers the rest while that one is out.
- *
- * In-flight cap (`headroom`, 8 by default, 0 turns it off): full batches need c_full = rate x S(B) / B
- * batches in flight, S the upstream's service time; the policy keeps at most ceil(c_full x headroom)
- * + 1 out and lets the rest wait in the proxy, where they are cut into full batches as slots free up.
- * A backlog sent at once only queues at the upstream, and an autoscaler that counts in-flight requests
- * (Knative's KPA) buys a replica for each: on an 8x spike with a 2 s cold start that was 126 replicas
- * for a minute where 3 serve the load (measured in the simulator). S is fitted over its own ring of
- * batches that were not outliers (see adaptive_observe), so the backlog itself does not raise the cap,
- * and the rate is a steady one (STEADY_ALPHA), so the cap does not follow the noise of Poisson gaps.
- *
- * Packing (`pack`, on by default): with batches in flight, another goes only when waiting for a slot
- * would miss a deadline (queue_fits_in_flight plays the queue forward on the slots as they free).
- * Knative's KPA averages concurrency over a minute, so a batch sent "just in case" keeps a replica.
- *
- * Shedding (`shed`, off unless the model is configured for it): a request that would be late even in a
- * batch sent now is answered 503 with the reason. With shedding on, packing spends an error budget
- * (`miss_budget`, a fraction of the last ~LATE_WINDOW requests, shed or late) before adding a batch
- * in flight: its stragglers are shed rather than buying a replica for a minute.
- *
- * Latency knee (`utilization`, 0.7 by default, 0 turns it off): where even the largest batch keeps the
- * upstream far below one replica's worth of concurrency (c = rate x L(n) / n <= utilization / 4),
- * it sends the smallest batch with c <= utilization instead: the same replica count, far less time
- * spent at the edge of the SLO (where a real server's latency tail turns waits into misses); from
- * utilization / 4 to utilization / 2 the batch slides continuously back to the largest. The knee costs
- * replicas on sudden spikes under an autoscaler (measured in the simulator).
+ * Its parts (the latency and service-time lines, the arrival rate, the decision, the latency knee,
+ * the in-flight cap, packing, shedding) and the measurements that shaped each are described in
+ * docs/policies.md; the comments here say what each piece of code is for.
  * ------------------------------------------------------------------------------------------- */
 #define LAT_KEPT 128
 #define OUT_KEPT 64
-/* The in-flight cap's rate: about the last 50 arrivals. The per-request rate (rate_alpha 0.25) swings
- * +-40% on Poisson arrivals, and a cap taken from it lets batches out at its peaks that stay out until
- * they finish: on an 8x spike 46-64 were in flight where the cap's nominal value was 18. */
+/* The in-flight cap's rate: about the last 50 arrivals, steadier than the per-request rate, whose
+ * Poisson swings would let batches out at its peaks (docs/policies.md, in-flight cap). */
 #define STEADY_ALPHA 0.02
-#define LATE_WINDOW  300000.0 /* requests: about the error budget's horizon (12 min at 400 req/s) */
+#define LATE_WINDOW  300000.0 /* requests: about the error budget's horizon */
 
 /* The last LAT_KEPT batches' sizes and latencies. */
 typedef struct latency_ring {
@@ -548,10 +506,9 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
          * concurrency target of one per replica pays for ceil(c / utilization) replicas, so well below
          * one replica, batches larger than the smallest with c <= utilization (the knee) only add
          * latency. Near the autoscaler's threshold the largest batch wins instead (bursts that smaller
-         * batches let through buy replicas, measured in the simulator). Between the two the target
-         * slides continuously from the knee to the largest batch as c(target) goes from
-         * utilization/4 to utilization/2, so a small change in the measured rate or latency makes a
-         * small change in the batch (a hard threshold flipped batches between ~7 and ~40 items). */
+         * batches let through buy replicas). Between the two the target slides continuously from the
+         * knee to the largest batch as c(target) goes from utilization/4 to utilization/2, so a small
+         * change in the measured rate or latency makes a small change in the batch. */
         double c_target = rate * line_at(L, target) / target;
         double lo = p->utilization / 4, hi = p->utilization / 2;
         double w = c_target <= lo ? 1.0 : c_target >= hi ? 0.0 : (hi - c_target) / (hi - lo);

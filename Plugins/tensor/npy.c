@@ -21,11 +21,10 @@ MLP_DEFINE_FAIL(static)
 static const struct {
     const char *descr;
     uint32_t dt;
-    size_t size;
 } k_types[] = {
-    {"|b1", MLP_DT_BOOL, 1},   {"|u1", MLP_DT_UINT8, 1}, {"<u2", MLP_DT_UINT16, 2}, {"<u4", MLP_DT_UINT32, 4},
-    {"<u8", MLP_DT_UINT64, 8}, {"|i1", MLP_DT_INT8, 1},  {"<i2", MLP_DT_INT16, 2},  {"<i4", MLP_DT_INT32, 4},
-    {"<i8", MLP_DT_INT64, 8},  {"<f2", MLP_DT_FP16, 2},  {"<f4", MLP_DT_FP32, 4},   {"<f8", MLP_DT_FP64, 8},
+    {"|b1", MLP_DT_BOOL},   {"|u1", MLP_DT_UINT8}, {"<u2", MLP_DT_UINT16}, {"<u4", MLP_DT_UINT32},
+    {"<u8", MLP_DT_UINT64}, {"|i1", MLP_DT_INT8},  {"<i2", MLP_DT_INT16},  {"<i4", MLP_DT_INT32},
+    {"<i8", MLP_DT_INT64},  {"<f2", MLP_DT_FP16},  {"<f4", MLP_DT_FP32},   {"<f8", MLP_DT_FP64},
 };
 
 typedef struct npy_codec {
@@ -117,7 +116,7 @@ static mlp_status npy_decode(void *instance, mlp_call *call, const mlp_request_m
                          (d[0] == '|' && (descr[1] == '<' || descr[1] == '=') && memcmp(descr + 2, d + 1, 2) == 0);
             if (match && descr[4] == descr[0]) {
                 dt = k_types[i].dt;
-                es = k_types[i].size;
+                es = mlp_dt_size(k_types[i].dt);
                 break;
             }
         }

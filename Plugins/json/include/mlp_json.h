@@ -29,7 +29,6 @@ MLP_INTERNAL mlp_status fail(mlp_call *call, mlp_status status, const char *fmt,
 /* v2 datatypes: names indexed by mlp_datatype, name lookup, element size (0 for BYTES). */
 MLP_INTERNAL extern const char *const k_dt_names[];
 MLP_INTERNAL uint32_t dt_from_name(const char *s);
-MLP_INTERNAL size_t dt_size(uint32_t dt);
 MLP_INTERNAL uint16_t half_from_float(float f);
 MLP_INTERNAL float float_from_half(uint16_t h);
 
