@@ -11,7 +11,7 @@ let strictC: [CSetting] = [
 let package = Package(
     name: "MLProxy",
     products: [
-        .executable(name: "mlproxy", targets: ["mlproxy"]),
+        .executable(name: "mlproxy", targets: ["MLProxyCommand"]),
         .executable(name: "mlproxy-loadgen", targets: ["mlproxy-loadgen"]),
         .executable(name: "mlproxy-codecbench", targets: ["mlproxy-codecbench"]),
         // Each plugin is a dynamic library the host dlopens at run time.
@@ -35,12 +35,59 @@ let package = Package(
             providers: [.apt(["libffi-dev"])]),
         // Swift helpers over the ABI: datatypes, status mapping.
         .target(name: "PluginAPI", dependencies: ["MLProxyABI"], path: "Sources/PluginAPI/Swift"),
-        // The host as a library, so tests can drive it.
+        // The host, one module per concern (docs/ARCHITECTURE.md has the graph). ProxyCore: what every
+        // layer shares (tensors, batch assembly, the request error, statistics, JSON text).
+        .target(
+            name: "ProxyCore",
+            dependencies: ["PluginAPI"],
+            path: "Sources/Host/ProxyCore"
+        ),
+        // The pure per-model queue and the policy protocol: time in, effects out; no I/O, no C types.
+        .target(
+            name: "Scheduling",
+            dependencies: ["ProxyCore"],
+            path: "Sources/Host/Scheduling"
+        ),
+        // The C plugin host: loader, host function table, one wrapper per component kind, codec
+        // chains, libffi policies.
+        .target(
+            name: "PluginHost",
+            dependencies: [
+                "ProxyCore", "Scheduling", "PluginAPI", "CFFI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Host/PluginHost",
+            linkerSettings: [.linkedLibrary("dl")]
+        ),
+        // HTTP on SwiftNIO: the server, its router, the upstream connection pool and retry budget.
+        .target(
+            name: "ProxyHTTP",
+            dependencies: [
+                "ProxyCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Host/ProxyHTTP"
+        ),
+        // Virtual time (simulator, traces, Knative's autoscaler) and the built-in model server.
+        .target(
+            name: "Simulation",
+            dependencies: [
+                "ProxyCore", "Scheduling", "PluginHost", "ProxyHTTP",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Sources/Host/Simulation"
+        ),
+        // The proxy on top: configuration, models (queue + upstream + failure isolation), metrics,
+        // start-up and routes. Re-exports the modules below, so `import MLProxyHost` is enough.
         .target(
             name: "MLProxyHost",
             dependencies: [
-                "PluginAPI",
-                "CFFI",
+                "ProxyCore", "Scheduling", "PluginHost", "ProxyHTTP", "Simulation", "PluginAPI",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -48,16 +95,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ],
-            path: "Sources/Host/Core",
-            linkerSettings: [.linkedLibrary("dl")]
+            path: "Sources/Host/MLProxyHost"
         ),
         .executableTarget(
-            name: "mlproxy",
+            name: "MLProxyCommand",
             dependencies: [
                 "MLProxyHost",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            path: "Sources/Host/Main"
+            path: "Sources/Host/MLProxyCommand"
         ),
         .target(
             name: "MLPJSONPlugin",

@@ -36,6 +36,35 @@ struct ConfigTests {
         #expect(error("models: []\n").contains("at least one model"))
     }
 
+    @Test func theDefaultsSectionNamesThePluginsModelsLeaveOut() throws {
+        let c = try ProxyConfig.parse(
+            yaml: """
+                defaults: {backend: tfserving, codecs: [tfserving, npy], policy: none, metadata: {tfserving: none}}
+                models:
+                  - {name: a, upstream: "http://127.0.0.1:1"}
+                  - {name: b, upstream: "http://127.0.0.1:1", backend: kserve-v2, codecs: [json], policy: static}
+                  - {name: c, upstream: "http://127.0.0.1:1", metadata: v2}
+                """)
+        #expect(c.models[0].backend == "tfserving" && c.models[0].policy == "none")
+        #expect(c.models[0].codecs.map(\.elements[0].name) == ["tfserving", "npy"])
+        #expect(c.models[0].metadata == nil)
+        #expect(c.models[1].backend == "kserve-v2" && c.models[1].policy == "static")
+        #expect(c.models[1].codecs.map(\.elements[0].name) == ["json"])
+        // Not in the section's metadata table any more: a backend without metadata.
+        #expect(c.models[1].metadata == nil)
+        #expect(c.models[2].metadata == .v2)
+        // Without the section: the built-in defaults.
+        let plain = try ProxyConfig.parse(yaml: "models:\n  - {name: a, upstream: \"http://127.0.0.1:1\"}\n")
+        #expect(plain.models[0].backend == "kserve-v2" && plain.models[0].policy == "adaptive-sla")
+        #expect(plain.models[0].metadata == .v2 && plain.defaults.v2JSONCodec == "json")
+        #expect(
+            error("defaults: {codec: json}\nmodels:\n  - {name: a, upstream: \"http://127.0.0.1:1\"}\n").contains(
+                "defaults.codec: unknown key"))
+        #expect(
+            error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", metadata: grpc}\n").contains(
+                "models[0].metadata: must be v2, tfserving or none"))
+    }
+
     @Test func defaultsAndPolicyParameters() throws {
         let c = try ProxyConfig.parse(
             yaml: """

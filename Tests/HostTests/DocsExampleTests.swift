@@ -26,15 +26,26 @@ struct DocsExampleTests {
 
     @Test func everyExampleRunsAgainstTheQuickstart() throws {
         let python = try interopPython()
-        let proxyPort = try freePort()
-        let simPort = try freePort()
-        let yaml = try String(contentsOf: repoRoot.appendingPathComponent("samples/quickstart.yaml"), encoding: .utf8)
-            .replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:\(proxyPort)")
-            .replacingOccurrences(of: "127.0.0.1:9000", with: "127.0.0.1:\(simPort)")
+        // The quick start's model server first, on a port the kernel picks; then the proxy, on another,
+        // pointed at it. The pages' 127.0.0.1:8080 becomes the proxy's port.
+        let quickstart = try String(
+            contentsOf: repoRoot.appendingPathComponent("samples/quickstart.yaml"), encoding: .utf8)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let rt = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: yaml), group: group)
+        var simConfig = try #require(try ProxyConfig.parse(yaml: quickstart).simulatedServers.first)
+        simConfig.listen.port = 0
+        let sim = BuiltInModelServer(
+            config: simConfig, codec: try CodecInstance(try bundledPlugins.component(.codec, "json")),
+            loop: group.next())
+        try sim.start(group: group)
+        var config = try ProxyConfig.parse(
+            yaml: quickstart.replacingOccurrences(of: "127.0.0.1:9000", with: "127.0.0.1:\(sim.port)"))
+        config.simulatedServers = []
+        config.listen.port = 0
+        let rt = try ProxyRuntime.start(config: config, group: group)
+        let proxyPort = rt.port
         defer {
             rt.drainAndStop()
+            sim.stop()
             try? group.syncShutdownGracefully()
         }
         let dir = repoRoot.appendingPathComponent("docs/protocols")
@@ -61,5 +72,55 @@ struct DocsExampleTests {
             }
         }
         #expect(ran == fences && ran >= 9, "ran \(ran) of \(fences) examples")
+    }
+}
+
+/// docs/ARCHITECTURE.md's module table says what Package.swift says.
+@Suite("Architecture map")
+struct ArchitectureMapTests {
+    /// Each target of ours in Package.swift with the targets of ours it depends on (products of other
+    /// packages left out).
+    static func packageGraph() throws -> [String: Set<String>] {
+        let text = try String(contentsOf: repoRoot.appendingPathComponent("Package.swift"), encoding: .utf8)
+        var graph: [String: Set<String>] = [:]
+        for block in text.components(separatedBy: "Target(").dropFirst()
+            + text.components(separatedBy: ".target(")
+            .dropFirst()
+        {
+            guard let name = block.firstMatch(of: /name: "([^"]+)"/)?.1 else { continue }
+            var deps: Set<String> = []
+            if let list = block.firstMatch(of: /dependencies: \[([^\]]*)\]/)?.1 {
+                let ours = list.replacing(/\.product\([^)]*\)/, with: "")
+                for m in ours.matches(of: /"([^"]+)"/) { deps.insert(String(m.1)) }
+            }
+            graph[String(name)] = deps
+        }
+        return graph
+    }
+
+    @Test func theModuleTableMatchesPackageSwift() throws {
+        let whole = try String(contentsOf: repoRoot.appendingPathComponent("docs/ARCHITECTURE.md"), encoding: .utf8)
+        let start = try #require(whole.range(of: "## Modules"))
+        let end = try #require(whole.range(of: "## Code map"))
+        let doc = whole[start.upperBound..<end.lowerBound]
+        let graph = try Self.packageGraph()
+        var documented: [String: Set<String>] = [:]
+        for line in doc.split(separator: "\n") where line.hasPrefix("| `") {
+            let cells = line.split(separator: "|", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
+            guard cells.count >= 4, let module = cells[1].firstMatch(of: /^`(\w+)`$/)?.1,
+                cells[2].isEmpty || cells[2].hasPrefix("`") || cells[2].hasPrefix("(")
+            else { continue }
+            documented[String(module)] = Set(cells[2].matches(of: /`(\w+)`/).map { String($0.1) })
+        }
+        for module in ["ProxyCore", "Scheduling", "PluginHost", "ProxyHTTP", "Simulation", "MLProxyHost"] {
+            #expect(documented[module] != nil, "docs/ARCHITECTURE.md has no row for \(module)")
+        }
+        for (module, deps) in documented {
+            #expect(
+                graph[module] == deps,
+                "\(module): the doc says \(deps.sorted()), Package.swift \(graph[module]?.sorted() ?? [])")
+        }
     }
 }

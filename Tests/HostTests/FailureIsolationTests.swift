@@ -60,9 +60,8 @@ struct FailureIsolationTests {
 
         static let rejectBad: @Sendable ([Member]) -> BatchFailure? = { part in
             guard let bad = part.first(where: \.bad) else { return nil }
-            return BatchFailure(
-                kind: .content, status: 422, message: "model server answered 422: row holds secret-\(bad.id)",
-                summary: "the model server answered 422")
+            return BatchFailure.modelServer(
+                status: 422, words: "model server answered 422: row holds secret-\(bad.id)")
         }
 
         private func isDone(_ f: EventLoopFuture<Void>) -> Bool {
@@ -100,7 +99,7 @@ struct FailureIsolationTests {
         #expect(c.splits <= 2 * 5)
         let deepest = run.sent.withLockedValue { $0 }.count
         #expect(deepest == c.attempts)
-        #expect(c.firstFailure?.status == 422)
+        #expect(c.firstFailure?.alone.status == 422)
     }
 
     @Test func roundsAreBoundedByLog2OfTheRequests() throws {
@@ -167,9 +166,8 @@ struct FailureIsolationTests {
         let c = run.isolate(
             (0..<6).map { Member(id: $0, bad: false) },
             failure: { _ in
-                BatchFailure(
-                    kind: .upstream, status: 503, message: "model server answered 503: overloaded, row secret",
-                    summary: "the model server answered 503", retryAfterSeconds: 2)
+                BatchFailure.modelServer(
+                    status: 503, words: "model server answered 503: overloaded, row secret", retryAfterSeconds: 2)
             })
         #expect(c.attempts == 1)
         for id in 0..<6 {
@@ -185,8 +183,16 @@ struct FailureIsolationTests {
     }
 
     @Test func contentStatusesAreTheOnesWorthSplitting() {
-        for s in [400, 404, 413, 415, 422, 500, 501, 507] { #expect(BatchFailure.isContentStatus(s), "\(s)") }
-        for s in [200, 302, 502, 503, 504] { #expect(!BatchFailure.isContentStatus(s), "\(s)") }
+        for s in [400, 404, 413, 415, 422, 500, 501, 507] {
+            let f = BatchFailure.modelServer(status: s, words: "w")
+            #expect(f.kind == .content && f.alone.status == s && f.alone.cause == .own, "\(s)")
+        }
+        for s in [302, 502, 503, 504] {
+            let f = BatchFailure.modelServer(status: s, words: "w")
+            #expect(f.kind == .upstream && f.alone.cause == .upstream, "\(s)")
+        }
+        #expect(BatchFailure.modelServer(status: 302, words: "w").alone.status == 502)
+        #expect(BatchFailure.modelServer(status: 503, words: "w").alone.retryAfterSeconds == 1)
     }
 }
 

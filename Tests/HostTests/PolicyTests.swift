@@ -316,12 +316,9 @@ struct QueueLimitTests {
         var answer: PolicyDecision
         var asked = 0
         init(_ answer: PolicyDecision) { self.answer = answer }
-        func decide(
-            now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int, inflight: Int,
-            limits: QueueLimits
-        ) -> Result<PolicyDecision, RequestError> {
+        func decide(_ input: PolicyInput) -> PolicyDecision {
             asked += 1
-            return .success(answer)
+            return answer
         }
         func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {}
     }

@@ -1,5 +1,6 @@
 import Foundation
 import MLProxyHost
+import NIOPosix
 import Testing
 
 /// The `mlproxy` executable as users run it.
@@ -8,8 +9,9 @@ struct ProcessTests {
     let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
         .appendingPathComponent("mlproxy").path
 
-    /// Starts `mlproxy serve` and waits for its ready line.
-    func serve(config: String) throws -> (Process, Pipe) {
+    /// Starts `mlproxy serve` (listening on a port the kernel picks) and waits for its ready line;
+    /// returns the process and the URL it serves.
+    func serve(config: String) throws -> (Process, String) {
         let dir = try scratchDir("serve")
         let file = dir.appendingPathComponent("config.yaml")
         try config.write(to: file, atomically: true, encoding: .utf8)
@@ -28,17 +30,30 @@ struct ProcessTests {
             }
             seen += chunk
         }
-        return (p, out)
+        let text = String(decoding: seen, as: UTF8.self)
+        let url = try #require(
+            text.split(separator: "\n").first { $0.contains("ready on") }?.split(separator: " ").last)
+        return (p, String(url))
     }
 
     @Test func sigtermDrainsQueuedAndInflightRequests() throws {
-        let proxyPort = try freePort()
-        let simPort = try freePort()
-        let (proxy, _) = try serve(
+        // The model server runs in this process, so the proxy's port and the server's are both bound at 0.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let sim = try ProxyRuntime.start(
+            config: try ProxyConfig.parse(
+                yaml: """
+                    listen: "127.0.0.1:0"
+                    simulated_servers: [{listen: "127.0.0.1:0", latency_ms: {1: 300, 100: 300}}]
+                    models: [{name: unused, upstream: "http://127.0.0.1:1", check_signature: false}]
+                    """), group: group)
+        defer {
+            sim.drainAndStop()
+            try? group.syncShutdownGracefully()
+        }
+        let simPort = sim.simulated[0].port
+        let (proxy, url) = try serve(
             config: """
-                listen: "127.0.0.1:\(proxyPort)"
-                simulated_servers:
-                  - {listen: "127.0.0.1:\(simPort)", latency_ms: {1: 300, 100: 300}}
+                listen: "127.0.0.1:0"
                 models:
                   - {name: m, upstream: "http://127.0.0.1:\(simPort)", policy: static, policy_params: {max_delay_ms: 200}, max_batch_items: 8}
                 """)
@@ -49,11 +64,16 @@ struct ProcessTests {
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
             do {
-                results = try curlParallel(url: "http://127.0.0.1:\(proxyPort)/v2/models/m/infer", bodies: bodies)
+                results = try curlParallel(url: "\(url)/v2/models/m/infer", bodies: bodies)
             } catch { clientError = error }
             done.signal()
         }
-        usleep(150_000)
+        // Signal once a batch is at the model server and the rest wait in the queue, as /metrics says.
+        try waitUntil("8 requests in flight and 12 queued") {
+            let metrics = try run("/usr/bin/curl", ["-s", "\(url)/metrics"])
+            return metrics.contains("mlproxy_queued_requests{model=\"m\"} 12")
+                && metrics.contains("mlproxy_inflight_batches{model=\"m\"} 1")
+        }
         proxy.terminate()  // SIGTERM
         done.wait()
         proxy.waitUntilExit()

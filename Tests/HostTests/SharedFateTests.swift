@@ -228,16 +228,22 @@ struct SharedFateTests {
         let plugin = try compilePlugin(
             source: repoRoot.appendingPathComponent("Tests/Fixtures/plugins/seldon_backend.c"),
             into: dir, name: "seldon_backend", libs: ["-ljansson", "-lm"])
-        let port = try freePort()
         let stub = Process()
         stub.executableURL = URL(fileURLWithPath: try interopPython())
-        stub.arguments =
-            [repoRoot.appendingPathComponent("Tests/interop/seldon_stub.py").path, String(port)] + stubArgs
+        stub.arguments = [repoRoot.appendingPathComponent("Tests/interop/seldon_stub.py").path, "0"] + stubArgs
         let out = Pipe()
         stub.standardOutput = out
         try stub.run()
         defer { terminate(stub) }
-        _ = out.fileHandleForReading.availableData  // "ready"
+        // "ready PORT": the stub binds port 0 and says which port it got.
+        var ready = ""
+        while !ready.hasSuffix("\n") {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            ready += String(decoding: chunk, as: UTF8.self)
+        }
+        let port = try #require(
+            ready.split(separator: " ").last.flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
         try withProxy(
             yaml: """
                 listen: "127.0.0.1:0"

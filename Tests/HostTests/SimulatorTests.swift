@@ -132,11 +132,8 @@ struct SimulatorTests {
     /// Sends a batch when nothing is in flight and otherwise asks to be woken in a day: completions
     /// pump the queue, so every request is answered long before the timer (a user's policy may do this).
     final class FarTimerPolicy: BatchingPolicy {
-        func decide(
-            now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int, inflight: Int,
-            limits: QueueLimits
-        ) -> Result<PolicyDecision, RequestError> {
-            inflight == 0 ? .success(.dispatch(items: queuedItems)) : .success(.wait(until: now + 86_400_000_000_000))
+        func decide(_ input: PolicyInput) -> PolicyDecision {
+            input.inflight == 0 ? .dispatch(items: input.queuedItems) : .wait(until: input.now + 86_400_000_000_000)
         }
         func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {}
     }

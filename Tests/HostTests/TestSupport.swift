@@ -62,6 +62,16 @@ func terminate(_ process: Process) {
     process.waitUntilExit()
 }
 
+/// Polls `condition` every 10 ms until it holds; fails the test after `seconds`. For waiting on a
+/// state another process or loop reaches, instead of sleeping for a guessed time.
+func waitUntil(_ what: String, seconds: Double = 10, _ condition: () throws -> Bool) throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while try !condition() {
+        guard Date() < deadline else { throw TestFailure.command("waiting for \(what)", -1, "timed out") }
+        usleep(10_000)
+    }
+}
+
 /// A fresh scratch directory.
 func scratchDir(_ name: String) throws -> URL {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent(

@@ -3,7 +3,7 @@ POST /api/v1.0/predictions answers each row's sum, and rejects the WHOLE request
 quotes the offending row when any value is negative (as a validating model does). After every error
 it closes the connection without saying so, as MLServer does after a 500.
 
-Usage: python seldon_stub.py PORT [--http10]   (prints "ready" when listening)
+Usage: python seldon_stub.py PORT [--http10]   (PORT 0: the kernel picks; prints "ready PORT" when listening)
 With --http10 it answers HTTP/1.0 without keep-alive, closing every connection after one reply.
 """
 import json, sys
@@ -41,5 +41,5 @@ class Handler(BaseHTTPRequestHandler):
 if "--http10" in sys.argv:
     Handler.protocol_version = "HTTP/1.0"
 server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-print("ready", flush=True)
+print(f"ready {server.server_address[1]}", flush=True)
 server.serve_forever()

@@ -175,10 +175,7 @@ final class LoadState: @unchecked Sendable {
         let lost = expected - finished
         var sorted = latencies.sorted()
         sorted += Array(repeating: .infinity, count: max(lost, 0))
-        func pct(_ p: Double) -> Double {
-            guard !sorted.isEmpty else { return .nan }
-            return sorted[min(sorted.count - 1, Int((p * Double(sorted.count)).rounded(.up)) - 1)]
-        }
+        func pct(_ p: Double) -> Double { nearestRank(sorted, p) ?? .nan }
         let misses = sorted.filter { $0 > slo }.count
         func f(_ x: Double) -> String { x.isFinite ? String(format: "%.2f", x) : "null" }
         return

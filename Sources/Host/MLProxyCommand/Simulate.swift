@@ -146,8 +146,9 @@ struct Simulate: ParsableCommand {
                 json["slo_ms"] = slo
                 json["max_batch_items"] = runLimits.maxBatchItems
                 json["max_inflight_batches"] = runLimits.maxInflightBatches
-                let text = String(
-                    decoding: try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys]), as: UTF8.self)
+                guard let text = JSONText.write(json) else {
+                    throw ValidationError("policy '\(label)': bad parameters")
+                }
                 let policy = try PluginPolicy(try registry.component(.policy, name), configJSON: text)
                 let setup = SimulationSetup(
                     trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed)

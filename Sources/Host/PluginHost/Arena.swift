@@ -1,4 +1,5 @@
 import PluginAPI
+import ProxyCore
 
 /// Scratch memory for marshalling Swift values into the borrowed pointers of one C call. Everything
 /// it hands out is freed together when the arena is released, after the call returns.
@@ -30,6 +31,11 @@ final class Arena {
         p.initialize(from: values, count: values.count)
         blocks.append(UnsafeMutableRawPointer(p))
         return p
+    }
+
+    /// HTTP headers as the ABI passes them: names lowercased.
+    func headers(_ hs: [(String, String)]) -> UnsafePointer<mlp_header> {
+        UnsafePointer(array(hs.map { mlp_header(name: bytes($0.0.lowercased()), value: bytes($0.1)) }))
     }
 
     /// C views of tensors; their data stays in the tensors' storage, which the caller keeps alive.

@@ -1,10 +1,16 @@
 import NIOCore
+import ProxyCore
 
 /// How one kind of client body becomes a request's tensors: a codec, then zero or more stages
-/// (`raw -> b64 -> image -> resize(224,224) -> normalise`). The codec also encodes the response.
+/// (`json`, `tfserving -> image -> resize(224,224)`), or, for a chain that starts with a stage
+/// (`b64 -> image -> normalise`), the host's own first step: the whole body as one BYTES element
+/// named `input`, shape [1]. The codec (or, for those, the reply codec) encodes the response.
 /// Immutable after start-up; used from every event loop at once.
 public final class CodecChain: @unchecked Sendable {
-    public let codec: CodecInstance
+    /// The codec that reads the body; nil when the host hands the body to the stages itself.
+    public let decoder: CodecInstance?
+    /// The codec that writes the response.
+    public let encoder: CodecInstance
     public let stages: [StageInstance]
     /// The content types this chain takes: the config's, or the codec's own.
     public let contentTypes: [String]
@@ -14,15 +20,43 @@ public final class CodecChain: @unchecked Sendable {
     /// The chain as written, for messages and metadata.
     public let summary: String
 
-    public var protocolName: String { codec.protocolName }
+    /// The client protocol it serves: its codec's, or v2 for chains that start with a stage.
+    public var protocolName: String { decoder?.protocolName ?? "v2" }
 
-    public init(codec: CodecInstance, stages: [StageInstance] = [], contentTypes: [String]? = nil, rank: Int = 0) {
-        self.codec = codec
+    /// What the host's own first step takes when a chain starts with a stage (a config's
+    /// `content_types` narrows or widens it).
+    public static let bodyContentTypes = ["image/jpeg", "image/png", "application/octet-stream", "text/plain"]
+    /// The name of the BYTES tensor the host's first step makes.
+    public static let bodyTensorName = "input"
+
+    public convenience init(
+        codec: CodecInstance, stages: [StageInstance] = [], contentTypes: [String]? = nil, rank: Int = 0
+    ) {
+        self.init(
+            decoder: codec, encoder: codec, stages: stages, contentTypes: contentTypes,
+            defaultTypes: codec.contentTypes, rank: rank)
+    }
+
+    /// A chain that starts with a stage: the host reads the body, `replyCodec` writes the response.
+    public convenience init(
+        bodyStages stages: [StageInstance], replyCodec: CodecInstance, contentTypes: [String]? = nil, rank: Int = 0
+    ) {
+        self.init(
+            decoder: nil, encoder: replyCodec, stages: stages, contentTypes: contentTypes,
+            defaultTypes: Self.bodyContentTypes, rank: rank)
+    }
+
+    private init(
+        decoder: CodecInstance?, encoder: CodecInstance, stages: [StageInstance], contentTypes: [String]?,
+        defaultTypes: [String], rank: Int
+    ) {
+        self.decoder = decoder
+        self.encoder = encoder
         self.stages = stages
-        self.contentTypes = contentTypes ?? codec.contentTypes
+        self.contentTypes = contentTypes ?? defaultTypes
         explicitContentTypes = contentTypes != nil
         self.rank = rank
-        summary = ([codec.component.name] + stages.map(\.component.name)).joined(separator: " -> ")
+        summary = ((decoder.map { [$0.component.name] } ?? []) + stages.map(\.component.name)).joined(separator: " -> ")
     }
 
     /// Whether this chain takes a body of `contentType`. Parameters such as charset are ignored;
@@ -43,9 +77,19 @@ public final class CodecChain: @unchecked Sendable {
         headers: [(String, String)] = []
     ) -> Result<DecodedRequest, RequestError> {
         var decoded: DecodedRequest
-        switch codec.decode(body: body, contentType: contentType, model: model, headers: headers) {
-        case .failure(let e): return .failure(e)
-        case .success(let d): decoded = d
+        if let decoder {
+            switch decoder.decode(body: body, contentType: contentType, model: model, headers: headers) {
+            case .failure(let e): return .failure(e)
+            case .success(let d): decoded = d
+            }
+        } else {
+            switch Self.bodyAsBytes(body) {
+            case .failure(let e): return .failure(e)
+            case .success(let t):
+                decoded = DecodedRequest(
+                    inputs: [t], id: nil, priority: 0, timeoutMicros: nil, requestedOutputs: [], parametersJSON: nil,
+                    codecState: nil)
+            }
         }
         for stage in stages {
             switch stage.apply(decoded.inputs, model: model) {
@@ -54,6 +98,18 @@ public final class CodecChain: @unchecked Sendable {
             }
         }
         return .success(decoded)
+    }
+
+    /// The host's first step for chains that start with a stage: the body as one BYTES element (a
+    /// 4-byte little-endian length, then the bytes), shape [1].
+    static func bodyAsBytes(_ body: ByteBuffer) -> Result<Tensor, RequestError> {
+        let n = body.readableBytes
+        if n == 0 { return .failure(.invalid("the request body is empty")) }
+        if n > Int(UInt32.max) { return .failure(.invalid("the body is larger than a BYTES element (4 GiB)")) }
+        let storage = TensorStorage(count: 4 + n)
+        storage.base.storeBytes(of: UInt32(n).littleEndian, as: UInt32.self)
+        body.withUnsafeReadableBytes { (storage.base + 4).copyMemory(from: $0.baseAddress!, byteCount: n) }
+        return .success(Tensor(name: bodyTensorName, datatype: .bytes, shape: [1], storage: storage))
     }
 
     /// Picks, among `chains` serving `protocolName` that take `contentType`, the highest rank; at equal

@@ -1,6 +1,6 @@
 import CFFI
-import Foundation
-import PluginAPI
+import ProxyCore
+import Scheduling
 
 #if canImport(Glibc)
     import Glibc
@@ -153,48 +153,39 @@ public final class ForeignPolicy: BatchingPolicy {
         argPointers.deallocate()
     }
 
-    private func percentile(_ q: Double) -> Double {
-        guard !latencies.isEmpty else { return 0 }
-        let sorted = latencies.sorted()
-        return sorted[min(sorted.count - 1, Int((q * Double(sorted.count)).rounded(.up)) - 1)] / 1e6
-    }
+    private func percentile(_ q: Double) -> Double { nearestRank(latencies.sorted(), q).map { $0 / 1e6 } ?? 0 }
 
-    private func value(
-        _ input: Input, now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
-        inflight: Int, limits: QueueLimits
-    ) -> Double {
+    private func value(_ input: Input, _ state: PolicyInput) -> Double {
+        let (now, queue, limits) = (state.now, state.queue, state.limits)
         switch input {
-        case .queuedItems: return Double(queuedItems)
+        case .queuedItems: return Double(state.queuedItems)
         case .queuedRequests: return Double(queue.count)
-        case .oldestWaitMs: return queue.first.map { Double(now - $0.arrival_ns) / 1e6 } ?? 0
-        case .newestWaitMs: return queue.last.map { Double(now - $0.arrival_ns) / 1e6 } ?? 0
-        case .timeToDeadlineMs: return Double((queue.map(\.deadline_ns).min() ?? now) - now) / 1e6
+        case .oldestWaitMs: return queue.first.map { Double(now - $0.arrival) / 1e6 } ?? 0
+        case .newestWaitMs: return queue.last.map { Double(now - $0.arrival) / 1e6 } ?? 0
+        case .timeToDeadlineMs: return Double((queue.map(\.deadline).min() ?? now) - now) / 1e6
         case .sloMs: return Double(limits.sloNanos) / 1e6
         case .p50Ms: return percentile(0.5)
         case .p95Ms: return percentile(0.95)
         case .arrivalRate:
             guard gapNanos > 0 else { return 0 }
             return 1e9 / max(gapNanos, Double(now - lastArrival))
-        case .inflightBatches: return Double(inflight)
+        case .inflightBatches: return Double(state.inflight)
         case .maxBatchItems: return Double(limits.maxBatchItems)
         case .maxInflightBatches: return Double(limits.maxInflightBatches)
         }
     }
 
-    public func decide(
-        now: Int64, queue: UnsafeBufferPointer<mlp_queued_request>, queuedItems: Int,
-        inflight: Int, limits: QueueLimits
-    ) -> Result<PolicyDecision, RequestError> {
-        for r in queue where r.arrival_ns > lastArrival {
+    public func decide(_ state: PolicyInput) -> PolicyDecision {
+        for r in state.queue where r.arrival > lastArrival {
             if lastArrival != .min {
-                let gap = Double(r.arrival_ns - lastArrival)
+                let gap = Double(r.arrival - lastArrival)
                 gapNanos = gapNanos > 0 ? 0.25 * gap + 0.75 * gapNanos : gap
             }
-            lastArrival = r.arrival_ns
+            lastArrival = r.arrival
         }
-        guard !queue.isEmpty else { return .success(.wait(until: .max)) }
+        guard !state.queue.isEmpty else { return .wait(until: .max) }
         for (i, a) in signature.args.enumerated() {
-            let v = value(a.input, now: now, queue: queue, queuedItems: queuedItems, inflight: inflight, limits: limits)
+            let v = value(a.input, state)
             let slot = argStorage + i * 8
             switch a.type {
             case .double: slot.storeBytes(of: v, as: Double.self)
@@ -214,8 +205,8 @@ public final class ForeignPolicy: BatchingPolicy {
             case .float: return Double(raw.load(as: Float.self))
             }
         }
-        if items.isFinite, items >= 1 { return .success(.dispatch(items: Int(min(items, Double(Int32.max))))) }
-        return .success(.wait(until: now + pollNanos))
+        if items.isFinite, items >= 1 { return .dispatch(items: Int(min(items, Double(Int32.max)))) }
+        return .wait(until: state.now + pollNanos)
     }
 
     public func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import PluginAPI
+import ProxyCore
 
 /// Host state for one hook invocation: what the plugin may hand to the host during that call.
 /// Plugins see it as an opaque `mlp_call *`; it lives on the calling thread's stack frame's watch
@@ -44,9 +45,26 @@ final class HostCall {
         return Unmanaged<HostCall>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
     }
 
-    /// The message for a failed hook: what the plugin said, or a generic line naming the status.
+    /// What the plugin said about its failure, or a generic line naming the status.
+    func failureMessage(_ status: PluginStatus, what: String) -> String {
+        error ?? "\(what) failed with status \(status)"
+    }
+
+    /// A failed hook as the client's error.
     func failure(_ status: PluginStatus, what: String) -> RequestError {
-        RequestError(status: status.httpStatus, message: error ?? "\(what) failed with status \(status)")
+        RequestError(RequestError.Kind(status), failureMessage(status, what: what))
+    }
+}
+
+extension RequestError.Kind {
+    /// The outcome a plugin's status code stands for (the table in include/mlproxy/mlproxy.h).
+    init(_ status: PluginStatus) {
+        switch status {
+        case .invalidInput: self = .invalid
+        case .unsupported: self = .unsupported
+        case .upstream: self = .upstreamError
+        case .ok, .config, .noMemory, .internal: self = .internal
+        }
     }
 }
 

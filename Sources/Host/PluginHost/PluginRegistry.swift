@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PluginAPI
+import ProxyCore
 
 #if canImport(Glibc)
     import Glibc

@@ -71,13 +71,13 @@ public struct ModelSignature: Sendable, Equatable {
             }
             guard let spec else {
                 return .failure(
-                    .badRequest("model '\(model)' has no input '\(t.name)'; its inputs are \(list) (from \(source))"))
+                    .invalid("model '\(model)' has no input '\(t.name)'; its inputs are \(list) (from \(source))"))
             }
             seen.insert(spec.name)
             if t.datatype != spec.datatype {
                 guard guessedTypes, t.datatype != .bytes, spec.datatype != .bytes else {
                     return .failure(
-                        .badRequest(
+                        .invalid(
                             "input '\(t.name)' is \(t.datatype.name) but model '\(model)' expects \(spec.description) (from \(source))"
                         ))
                 }
@@ -85,7 +85,7 @@ public struct ModelSignature: Sendable, Equatable {
             }
             guard spec.accepts(t.shape) else {
                 return .failure(
-                    .badRequest(
+                    .invalid(
                         "input '\(t.name)' has shape [\(t.shape.map(String.init).joined(separator: ", "))] but model '\(model)' expects \(spec.description); -1 is any size (from \(source))"
                     ))
             }
@@ -93,13 +93,13 @@ public struct ModelSignature: Sendable, Equatable {
         }
         if let missing = inputs.first(where: { !$0.optional && !seen.contains($0.name) }) {
             return .failure(
-                .badRequest(
+                .invalid(
                     "the request lacks input \(missing.description) that model '\(model)' requires; its inputs are \(list) (from \(source))"
                 ))
         }
         if !outputs.isEmpty, let unknown = requestedOutputs.first(where: { n in !outputs.contains { $0.name == n } }) {
             return .failure(
-                .badRequest(
+                .invalid(
                     "model '\(model)' has no output '\(unknown)'; its outputs are \(outputs.map(\.name).joined(separator: ", ")) (from \(source))"
                 ))
         }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ProxyCore
 
 /// One HTTP request with its whole body, handed to a route on the connection's event loop.
 public struct IncomingRequest: Sendable {
@@ -10,6 +11,18 @@ public struct IncomingRequest: Sendable {
     public let body: ByteBuffer
     public let eventLoop: any EventLoop
     public let allocator: ByteBufferAllocator
+
+    public init(
+        method: HTTPMethod, uri: String, headers: HTTPHeaders = [:], body: ByteBuffer = ByteBuffer(),
+        eventLoop: any EventLoop, allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) {
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+        self.eventLoop = eventLoop
+        self.allocator = allocator
+    }
 
     /// The path without the query string.
     public var path: Substring { uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "" }
@@ -31,33 +44,17 @@ public struct OutgoingResponse: Sendable {
 
     /// `{"error": message}` with the given status, the form v2 servers use for errors.
     public static func error(_ status: Int, _ message: String) -> OutgoingResponse {
-        json(status, "{\"error\":\(jsonString(message))}")
+        json(status, "{\"error\":\(JSONText.string(message))}")
+    }
+
+    public static func error(_ status: HTTPResponseStatus, _ message: String) -> OutgoingResponse {
+        error(Int(status.code), message)
     }
 
     public static func json(_ status: Int, _ text: String) -> OutgoingResponse {
         OutgoingResponse(
             status: status, headers: [("content-type", "application/json")], body: ByteBuffer(string: text))
     }
-}
-
-/// A JSON string literal for `s`.
-public func jsonString(_ s: String) -> String {
-    var out = "\""
-    out.reserveCapacity(s.utf8.count + 2)
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where u.value < 0x20:
-            let hex = String(u.value, radix: 16)
-            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-        default: out.unicodeScalars.append(u)
-        }
-    }
-    return out + "\""
 }
 
 public typealias HTTPRoute = @Sendable (IncomingRequest) -> EventLoopFuture<OutgoingResponse>
@@ -80,12 +77,21 @@ public enum HTTPServer {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(
-                        RequestHandler(maxBodyBytes: maxBodyBytes, dropAfter: dropAfterRequests, route: route))
+                    try configure(
+                        channel, maxBodyBytes: maxBodyBytes, dropAfterRequests: dropAfterRequests, route: route)
                 }
             }
             .bind(host: address.host, port: address.port).wait()
+    }
+
+    /// Sets up one connection's pipeline: NIO's HTTP/1.1 codec and our request handler. `bind` calls it
+    /// for every accepted connection; tests call it on an `EmbeddedChannel` and write bytes to it.
+    public static func configure(
+        _ channel: Channel, maxBodyBytes: Int, dropAfterRequests: Int? = nil, route: @escaping HTTPRoute
+    ) throws {
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+        try channel.pipeline.syncOperations.addHandler(
+            RequestHandler(maxBodyBytes: maxBodyBytes, dropAfter: dropAfterRequests, route: route))
     }
 }
 
@@ -136,7 +142,7 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
             if tooLarge {
                 write(
                     context: context, head: head,
-                    .error(413, "the request body is larger than max_body_bytes (\(maxBodyBytes) bytes)"),
+                    .error(.payloadTooLarge, "the request body is larger than max_body_bytes (\(maxBodyBytes) bytes)"),
                     forceClose: true)
                 return
             }
@@ -152,7 +158,8 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
                 case .success(let response): handler.write(context: context, head: head, response, forceClose: false)
                 case .failure(let error):
                     handler.write(
-                        context: context, head: head, .error(500, "internal error: \(error)"), forceClose: false)
+                        context: context, head: head, .error(.internalServerError, "internal error: \(error)"),
+                        forceClose: false)
                 }
             }
         }

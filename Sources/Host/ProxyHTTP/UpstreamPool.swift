@@ -9,12 +9,35 @@ public struct UpstreamResponse: Sendable {
     public let body: ByteBuffer
     /// Whether the server lets the connection be reused after this reply.
     public var keepAlive: Bool = true
+
+    public init(status: Int, headers: HTTPHeaders, body: ByteBuffer, keepAlive: Bool = true) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.keepAlive = keepAlive
+    }
+}
+
+/// How a model reaches its model server: one per event loop, used only on that loop. `UpstreamPool`
+/// speaks HTTP over TCP; tests may stand in a transport that hands each request to a route in memory.
+public protocol UpstreamTransport: AnyObject, Sendable {
+    var loop: EventLoop { get }
+    /// Called on `loop` each time a request is sent again under the retry budget.
+    var onRetry: (() -> Void)? { get set }
+    /// Sends one request; the future holds the whole response or an `UpstreamError`.
+    func send(
+        path: String, headers: [(String, String)], body: ByteBuffer, method: HTTPMethod, retry: RetryBudget?
+    ) -> EventLoopFuture<UpstreamResponse>
+    /// Succeeds once the model server can be reached.
+    func probe() -> EventLoopFuture<Void>
+    /// Drops every connection (at shutdown).
+    func close()
 }
 
 /// Keep-alive HTTP/1.1 connections to one model server, one request per connection at a time. A
 /// model has one pool per event loop; each is confined to its `loop`: every method must be called
 /// on it, and its connections live on it too, so nothing here needs a lock.
-public final class UpstreamPool: @unchecked Sendable {
+public final class UpstreamPool: UpstreamTransport, @unchecked Sendable {
     public let loop: EventLoop
     public let address: ListenAddress
     private let timeout: TimeAmount
@@ -173,16 +196,6 @@ public enum UpstreamError: Error, CustomStringConvertible {
         case .timeout(let ms): return "the model server did not answer within \(ms) ms (upstream_timeout_ms)"
         case .closed: return "the model server closed the connection before answering"
         case .io(let e): return "the connection to the model server failed: \(e)"
-        }
-    }
-
-    /// The status a client sees for this failure: 503 while the server cannot be reached (come back
-    /// later), 504 when it did not answer in time, 502 when the connection failed under a request.
-    public var httpStatus: Int {
-        switch self {
-        case .connect: return 503
-        case .timeout: return 504
-        case .closed, .io: return 502
         }
     }
 }

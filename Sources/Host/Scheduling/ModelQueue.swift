@@ -1,4 +1,4 @@
-import PluginAPI
+import ProxyCore
 
 /// Per-model limits the host enforces whatever the policy says.
 public struct QueueLimits: Sendable, Equatable {
@@ -45,12 +45,12 @@ public final class ModelQueue<Payload> {
     public let policy: BatchingPolicy
     private var entries: [QueueEntry<Payload>] = []
     // The policy's view of the queue, kept in step with `entries` (same indices, from `head`).
-    private var views: [mlp_queued_request] = []
+    private var views: [QueuedRequest] = []
     private var head = 0
     public private(set) var queuedItems = 0
     public private(set) var inflight = 0
     private var policyFailureLogged = false
-    public var onPolicyError: ((RequestError) -> Void)?
+    public var onPolicyError: ((PolicyFailure) -> Void)?
 
     public init(limits: QueueLimits, policy: BatchingPolicy) {
         self.limits = limits
@@ -65,15 +65,14 @@ public final class ModelQueue<Payload> {
         batchKey: String, payload: Payload
     ) -> RequestError? {
         if items > limits.maxBatchItems {
-            return .badRequest(
+            return .invalid(
                 "the request has \(items) items but this model's max_batch_items is \(limits.maxBatchItems)")
         }
         if queuedItems + items > limits.maxQueuedItems {
             return RequestError(
-                status: 429,
-                message:
-                    "queue full: \(queuedItems) items are waiting and max_queued_items is \(limits.maxQueuedItems); retry later",
-                cause: .proxy, retryAfterSeconds: 1)
+                .queueFull,
+                "queue full: \(queuedItems) items are waiting and max_queued_items is \(limits.maxQueuedItems); retry later"
+            )
         }
         var deadline = arrival + limits.sloNanos
         if let t = timeoutMicros, t >= 0 { deadline = min(deadline, arrival + t * 1000) }
@@ -81,13 +80,7 @@ public final class ModelQueue<Payload> {
             QueueEntry(
                 items: items, arrival: arrival, deadline: deadline, priority: priority,
                 batchKey: batchKey, payload: payload))
-        var v = mlp_queued_request()
-        v.struct_size = UInt32(MemoryLayout<mlp_queued_request>.size)
-        v.items = UInt32(items)
-        v.arrival_ns = arrival
-        v.deadline_ns = deadline
-        v.priority = priority
-        views.append(v)
+        views.append(QueuedRequest(items: items, arrival: arrival, deadline: deadline, priority: priority))
         queuedItems += items
         return nil
     }
@@ -114,10 +107,9 @@ public final class ModelQueue<Payload> {
                         .reject(
                             late,
                             RequestError(
-                                status: 504,
-                                message:
-                                    "the request's deadline passed while it waited in the queue (\(limits.sloNanos / 1_000_000) ms SLO)",
-                                cause: .proxy)))
+                                .deadline,
+                                "the request's deadline passed while it waited in the queue (\(limits.sloNanos / 1_000_000) ms SLO)"
+                            )))
                     continue
                 }
             }
@@ -136,10 +128,13 @@ public final class ModelQueue<Payload> {
                 effects.append(.dispatch(take(items: limits.maxBatchItems)))
                 continue
             }
-            let decision = views.withUnsafeBufferPointer { all in
-                policy.decide(
-                    now: now, queue: UnsafeBufferPointer(rebasing: all[head...]), queuedItems: queuedItems,
-                    inflight: inflight, limits: limits)
+            let decision = Result { () throws(PolicyFailure) -> PolicyDecision in
+                try views.withUnsafeBufferPointer { all throws(PolicyFailure) in
+                    try policy.decide(
+                        PolicyInput(
+                            now: now, queue: UnsafeBufferPointer(rebasing: all[head...]), queuedItems: queuedItems,
+                            inflight: inflight, limits: limits))
+                }
             }
             switch decision {
             case .failure(let e):
@@ -164,7 +159,7 @@ public final class ModelQueue<Payload> {
                 }
                 effects.append(
                     .reject(
-                        shed, RequestError(status: 503, message: "shed: \(reason)", cause: .proxy, retryAfterSeconds: 1)
+                        shed, RequestError(.shed, "shed: \(reason)")
                     ))
             case .success(.wait(let until)):
                 if late {

@@ -1,4 +1,5 @@
 import Foundation
+import ProxyCore
 
 /// Request rates over time: each rate (requests per second) is held for `segmentSeconds`, with
 /// Poisson arrivals inside. Built-in shapes follow the research system's evaluation; a CSV gives

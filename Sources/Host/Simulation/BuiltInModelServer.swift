@@ -1,6 +1,8 @@
 import Foundation
 import NIOCore
-import PluginAPI
+import PluginHost
+import ProxyCore
+import ProxyHTTP
 
 /// A model server that speaks v2 JSON (and TorchServe's POST /predictions/{m}) and behaves like one
 /// Knative replica per `replicas`: each serves one request at a time, taking latency(batch items)
@@ -10,8 +12,8 @@ import PluginAPI
 /// got its own row back. With `echo`, each input also comes back as output "<name>_echo". On /predictions it reads a JSON list with one row per item (numbers, nested
 /// lists, or an object of named values) and answers a list of [sum] per row, as a TorchServe handler
 /// that takes the proxy's whole batch in one request does.
-public final class SimulatedModelServer: @unchecked Sendable {
-    public let config: SimulatedServerConfig
+public final class BuiltInModelServer: @unchecked Sendable {
+    public let config: BuiltInModelServerConfig
     private let codec: CodecInstance
     private let loop: EventLoop
     private let profile: LatencyProfile
@@ -30,7 +32,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
         let promise: EventLoopPromise<OutgoingResponse>
     }
 
-    public init(config: SimulatedServerConfig, codec: CodecInstance, loop: EventLoop) {
+    public init(config: BuiltInModelServerConfig, codec: CodecInstance, loop: EventLoop) {
         self.config = config
         self.codec = codec
         self.loop = loop
@@ -42,14 +44,15 @@ public final class SimulatedModelServer: @unchecked Sendable {
         channel = try HTTPServer.bind(
             group: group, address: config.listen, maxBodyBytes: 256 << 20,
             dropAfterRequests: config.dropAfterRequests
-        ) { [self] in route($0) }
+        ) { [self] in respond(to: $0) }
     }
 
     public var port: Int { channel?.localAddress?.port ?? 0 }
 
     public func stop() { channel?.close(promise: nil) }
 
-    private func route(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+    /// Answers one request, as the listener does; tests may call it in memory.
+    public func respond(to req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let parts = req.path.split(separator: "/")
         // v2 model metadata, with the declared signature when the config gives one.
         if req.method == .GET, parts.count == 3 || (parts.count == 5 && parts[3] == "versions"), parts[0] == "v2",
@@ -68,14 +71,14 @@ public final class SimulatedModelServer: @unchecked Sendable {
         func list(_ specs: [TensorSpec]) -> String {
             "["
                 + specs.map { t in
-                    "{\"name\":\(jsonString(t.name)),\"datatype\":\"\(t.datatype.name)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))]"
+                    "{\"name\":\(JSONText.string(t.name)),\"datatype\":\"\(t.datatype.name)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))]"
                         + (t.optional ? ",\"optional\":true}" : "}")
                 }.joined(separator: ",") + "]"
         }
         let sig = config.signatures[model]
         return .json(
             200,
-            "{\"name\":\(jsonString(model)),\"versions\":[],\"platform\":\"mlproxy-simulated\",\"inputs\":\(list(sig?.inputs ?? [])),\"outputs\":\(list(sig?.outputs ?? []))}"
+            "{\"name\":\(JSONText.string(model)),\"versions\":[],\"platform\":\"mlproxy-simulated\",\"inputs\":\(list(sig?.inputs ?? [])),\"outputs\":\(list(sig?.outputs ?? []))}"
         )
     }
 
@@ -90,7 +93,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
             }
         case (.GET, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "ready":
             return req.eventLoop.makeSucceededFuture(
-                .json(200, "{\"name\":\(jsonString(String(parts[2]))),\"ready\":true}"))
+                .json(200, "{\"name\":\(JSONText.string(String(parts[2]))),\"ready\":true}"))
         case (.POST, 4) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "infer",
             (.POST, 6) where parts[0] == "v2" && parts[1] == "models" && parts[3] == "versions" && parts[5] == "infer":
             return infer(model: String(parts[2]), req)
@@ -166,7 +169,7 @@ public final class SimulatedModelServer: @unchecked Sendable {
     private func predictions(_ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         func fail(_ message: String) -> EventLoopFuture<OutgoingResponse> {
             req.eventLoop.makeSucceededFuture(
-                .json(400, "{\"code\":400,\"type\":\"BadRequest\",\"message\":\(jsonString(message))}"))
+                .json(400, "{\"code\":400,\"type\":\"BadRequest\",\"message\":\(JSONText.string(message))}"))
         }
         guard let rows = (try? JSONSerialization.jsonObject(with: Data(req.body.readableBytesView))) as? [Any],
             !rows.isEmpty
@@ -238,4 +241,42 @@ public struct SplitMix64: Sendable {
 
     /// Exponential with the given mean.
     public mutating func nextExponential(mean: Double) -> Double { -log(nextUnit()) * mean }
+}
+
+public struct BuiltInModelServerConfig: Sendable {
+    public var listen: ListenAddress
+    public var replicas: Int
+    /// Upstream latency in milliseconds by batch items; interpolated linearly between points.
+    public var latencyMillis: [(items: Int, ms: Double)]
+    public var noise: Double
+    public var seed: UInt64
+    /// Also answer each input back as output "<name>_echo" (for checking datatypes end to end).
+    public var echo: Bool = false
+    /// Models whose signature the server declares in its v2 metadata (and enforces, as a real
+    /// server does), by model name.
+    public var signatures: [String: ModelSignature] = [:]
+    /// Reject a whole batch with 400 when any value in it is negative, quoting the row, as a model
+    /// server that validates rows does (for failure-isolation tests and demos).
+    public var rejectNegative: Bool = false
+    /// Close the connection, unannounced, after every error answer (as MLServer does after a 500).
+    public var closeAfterError: Bool = false
+    /// Close a connection that has answered this many requests, unannounced, when the next arrives.
+    public var dropAfterRequests: Int?
+
+    public init(
+        listen: ListenAddress, replicas: Int, latencyMillis: [(items: Int, ms: Double)], noise: Double, seed: UInt64,
+        echo: Bool = false, signatures: [String: ModelSignature] = [:], rejectNegative: Bool = false,
+        closeAfterError: Bool = false, dropAfterRequests: Int? = nil
+    ) {
+        self.listen = listen
+        self.replicas = replicas
+        self.latencyMillis = latencyMillis
+        self.noise = noise
+        self.seed = seed
+        self.echo = echo
+        self.signatures = signatures
+        self.rejectNegative = rejectNegative
+        self.closeAfterError = closeAfterError
+        self.dropAfterRequests = dropAfterRequests
+    }
 }

@@ -1,5 +1,3 @@
-import Foundation
-
 /// How the simulated platform runs model server replicas.
 public struct PlatformConfig: Sendable {
     public enum Mode: Sendable, Equatable {

@@ -1,5 +1,3 @@
-import Foundation
-
 /// Tables of simulation results: markdown for people, CSV for tools.
 public enum SimulationReport {
     public static func table(_ results: [SimulationResult]) -> String {

@@ -1,4 +1,5 @@
-import Foundation
+import ProxyCore
+import Scheduling
 
 /// One simulated run: a policy (the very plugin the proxy loads, through the same ABI and the same
 /// ModelQueue) in front of a platform of replicas, fed by a trace, in virtual time.
@@ -115,8 +116,7 @@ public enum Simulator {
         var events = EventHeap<Event>()
         var batches: [Int: Batch] = [:]
         var nextBatch = 0
-        var wakeGeneration = 0
-        var wakeAt = Int64.max
+        var wake = WakeSchedule()
         var latencies: [Int64] = []
         latencies.reserveCapacity(arrivals.count)
         var shed = 0
@@ -156,13 +156,12 @@ public enum Simulator {
                 case .reject(let entries, _):
                     shed += entries.count
                     misses += entries.count
-                case .wake(let at):
-                    if at != wakeAt {
-                        wakeGeneration += 1
-                        wakeAt = at
-                        events.push(at, .wake(generation: wakeGeneration))
-                    }
+                case .wake: break
                 }
+            }
+            // A cancelled timer stays in the heap; `fired` tells it is stale when it comes up.
+            if case .arm(let at, let generation) = wake.update(after: effects) {
+                events.push(at, .wake(generation: generation))
             }
         }
 
@@ -183,8 +182,7 @@ public enum Simulator {
                     apply(queue.pump(now: t), at: t)
                 }
             case .wake(let generation):
-                guard generation == wakeGeneration else { continue }
-                wakeAt = .max
+                guard wake.fired(generation: generation) else { continue }
                 apply(queue.pump(now: t), at: t)
             case .done(let id, let replica):
                 let b = batches.removeValue(forKey: id)!
@@ -212,11 +210,7 @@ public enum Simulator {
         platform.advance(to: max(lastTime, end))
         let duration = Double(max(lastTime, end)) / 1e9
         latencies.sort()
-        func pct(_ p: Double) -> Double {
-            guard !latencies.isEmpty else { return 0 }
-            return Double(
-                latencies[min(latencies.count - 1, max(0, Int((p * Double(latencies.count)).rounded(.up)) - 1))]) / 1e6
-        }
+        func pct(_ p: Double) -> Double { nearestRank(latencies, p).map { Double($0) / 1e6 } ?? 0 }
         let seconds = perSecond.keys.sorted()
         var timeline: [(Int, Int, Double, Double, Double)] = []
         var replicas = 1.0

@@ -42,22 +42,12 @@ public enum DataType: UInt32, Sendable, CaseIterable {
     }
 }
 
-/// A plugin status code with the HTTP status the client sees for it.
+/// A plugin status code. The host maps each to the outcome a client sees (`RequestError.Kind`).
 public enum PluginStatus: UInt32, Sendable, Error {
     case ok = 0
     case invalidInput, unsupported, upstream, config, noMemory, `internal`
 
     public init(raw: mlp_status) { self = PluginStatus(rawValue: raw.rawValue) ?? .internal }
-
-    public var httpStatus: Int {
-        switch self {
-        case .ok: return 200
-        case .invalidInput: return 400
-        case .unsupported: return 415
-        case .upstream: return 502
-        case .config, .noMemory, .internal: return 500
-        }
-    }
 }
 
 /// The ABI version this host was compiled against.

@@ -45,6 +45,44 @@ public final class ModelMetrics: @unchecked Sendable {
 
     public init() {}
 
+    /// Every series `render` writes: name, type and HELP text, written once per scrape.
+    static let series: [(name: String, type: String, help: String)] = [
+        ("mlproxy_responses_total", "counter", "Inference responses by HTTP status."),
+        (
+            "mlproxy_rejected_total", "counter",
+            "Requests answered without reaching the model: by reason (queue_full, invalid, unsupported, signature, unavailable, shed, deadline)."
+        ),
+        ("mlproxy_batches_total", "counter", "Upstream requests (batches) sent."),
+        ("mlproxy_upstream_failures_total", "counter", "Batches whose upstream request failed."),
+        (
+            "mlproxy_split_batches_total", "counter",
+            "Batches the model server rejected and the proxy split to isolate the cause."
+        ),
+        (
+            "mlproxy_batch_splits_total", "counter",
+            "Splits made while isolating failures (each sends two smaller upstream requests)."
+        ),
+        (
+            "mlproxy_upstream_retries_total", "counter",
+            "Upstream requests sent again after a reused connection was lost before the reply."
+        ),
+        (
+            "mlproxy_upstream_up", "gauge",
+            "Whether the model server can be reached (0 while the proxy answers 503 and reconnects)."
+        ),
+        (
+            "mlproxy_failed_after_dispatch_total", "counter",
+            "Requests that left the queue and got an error, by cause: own, batch, upstream."
+        ),
+        ("mlproxy_batch_items", "histogram", "Items per batch."),
+        ("mlproxy_queue_seconds", "histogram", "Time requests waited in the proxy's queue."),
+        ("mlproxy_upstream_seconds", "histogram", "Upstream latency per batch."),
+        ("mlproxy_queued_requests", "gauge", "Requests waiting now."),
+        ("mlproxy_inflight_batches", "gauge", "Batches at the model server now."),
+    ]
+
+    static var help: String { series.map { "# HELP \($0.name) \($0.help)\n# TYPE \($0.name) \($0.type)\n" }.joined() }
+
     func response(status: Int) { lock.withLock { responses[status, default: 0] += 1 } }
     func queued(nanos: Int64) { lock.withLock { queueSeconds.observe(Double(nanos) / 1e9) } }
     func rejected(reason: String, count: Int) { lock.withLock { rejected[reason, default: 0] += UInt64(count) } }

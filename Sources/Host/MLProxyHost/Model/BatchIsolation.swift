@@ -13,27 +13,30 @@ public struct BatchFailure: Error, Sendable, Equatable {
     }
 
     public var kind: Kind
-    /// The status a request that failed alone gets: the model server's own, or the proxy's for I/O.
-    public var status: Int
-    /// The whole story, the model server's words included. Only a request that failed alone (whose
-    /// data the words can only be about) and the log ever see it.
-    public var message: String
-    /// The same without anything the model server wrote, for batch-mates: its words may quote
+    /// What a request that failed alone gets: the model server's status and whole story (its words
+    /// included, which can only be about that request's data), or the proxy's error for I/O. Only
+    /// that request and the log ever see its message.
+    public var alone: RequestError
+    /// The story without anything the model server wrote, for batch-mates: its words may quote
     /// another client's inputs.
     public var summary: String
-    public var retryAfterSeconds: Int?
 
-    public init(kind: Kind, status: Int, message: String, summary: String, retryAfterSeconds: Int? = nil) {
+    public init(kind: Kind, alone: RequestError, summary: String) {
         self.kind = kind
-        self.status = status
-        self.message = message
+        self.alone = alone
         self.summary = summary
-        self.retryAfterSeconds = retryAfterSeconds
     }
 
-    /// Whether a model server's answer with this status can be caused by what a request holds.
-    public static func isContentStatus(_ status: Int) -> Bool {
-        (400..<600).contains(status) && !(502...504).contains(status)
+    public var message: String { alone.message }
+
+    /// A model server's answer with a status other than 200: content (worth splitting) when a
+    /// request's data can cause it, an upstream failure for 502-504.
+    public static func modelServer(status: Int, words: String, retryAfterSeconds: Int? = nil) -> BatchFailure {
+        let kind = RequestError.Kind.fromModelServer(status: status)
+        let alone = RequestError(kind, words, retryAfterSeconds: retryAfterSeconds)
+        let summary = "the model server answered \(status)"
+        if case .modelServer = kind { return BatchFailure(kind: .content, alone: alone, summary: summary) }
+        return BatchFailure(kind: .upstream, alone: alone, summary: summary)
     }
 }
 
@@ -147,21 +150,14 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
     ) -> EventLoopFuture<Void> {
         if members.count == 1 {
             // Alone, the failure is this member's own (or the model server's): its words are about it.
-            let cause: FailureCause = f.kind == .content ? .own : .upstream
-            if cause == .own { lock.withLockedValue { $0.culprits += 1 } }
-            finish(
-                members[0],
-                .failed(
-                    RequestError(
-                        status: f.status, message: f.message, cause: cause,
-                        retryAfterSeconds: f.retryAfterSeconds), shape))
+            if f.kind == .content { lock.withLockedValue { $0.culprits += 1 } }
+            finish(members[0], .failed(f.alone, shape))
             return loop.makeSucceededVoidFuture()
         }
         guard f.kind == .content else {
             let e = RequestError(
-                status: f.status,
-                message: "the batch this request was in (\(members.count) requests) failed: \(f.summary)",
-                cause: .upstream, retryAfterSeconds: f.retryAfterSeconds)
+                f.alone.kind, "the batch this request was in (\(members.count) requests) failed: \(f.summary)",
+                retryAfterSeconds: f.alone.retryAfterSeconds)
             for m in members { finish(m, .failed(e, shape)) }
             return loop.makeSucceededVoidFuture()
         }
@@ -187,10 +183,9 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
         guard !members.isEmpty else { return }
         lock.withLockedValue { $0.unisolated += members.count }
         let e = RequestError(
-            status: 502,
-            message:
-                "the batch this request was in (\(shape.requests) requests) was rejected (\(f.summary)) and the cause could not be isolated: \(why)",
-            cause: .batch)
+            .batchRejected,
+            "the batch this request was in (\(shape.requests) requests) was rejected (\(f.summary)) and the cause could not be isolated: \(why)"
+        )
         for m in members { finish(m, .failed(e, shape)) }
     }
 }

@@ -18,19 +18,19 @@ public enum BatchAssembler {
     /// Checks one request's decoded inputs: data agrees with shapes, one shared dim 0 of at least 1.
     /// Returns the item count or a message saying what is wrong.
     public static func validate(inputs: [Tensor]) -> Result<Int, RequestError> {
-        guard let first = inputs.first else { return .failure(.badRequest("the request has no inputs")) }
+        guard let first = inputs.first else { return .failure(.invalid("the request has no inputs")) }
         var names = Set<String>()
         for t in inputs {
-            if let problem = t.validate() { return .failure(.badRequest(problem)) }
-            if !names.insert(t.name).inserted { return .failure(.badRequest("input '\(t.name)' appears twice")) }
+            if let problem = t.validate() { return .failure(.invalid(problem)) }
+            if !names.insert(t.name).inserted { return .failure(.invalid("input '\(t.name)' appears twice")) }
             if t.shape[0] != first.shape[0] {
                 return .failure(
-                    .badRequest(
+                    .invalid(
                         "inputs disagree on dim 0 (items): '\(first.name)' has \(first.shape[0]), '\(t.name)' has \(t.shape[0])"
                     ))
             }
         }
-        if first.shape[0] < 1 { return .failure(.badRequest("input '\(first.name)' has 0 items in dim 0")) }
+        if first.shape[0] < 1 { return .failure(.invalid("input '\(first.name)' has 0 items in dim 0")) }
         return .success(Int(first.shape[0]))
     }
 

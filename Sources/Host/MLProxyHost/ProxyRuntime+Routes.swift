@@ -1,0 +1,213 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// The proxy's endpoints and what answers them.
+extension ProxyRuntime {
+    // MARK: Routes
+
+    /// The proxy's endpoints. `/v2/models/{m}/versions/{v}/...` is served like `/v2/models/{m}/...`:
+    /// the proxy has one version of each model.
+    func makeRouter() -> Router {
+        var r = Router()
+        r.add(.GET, "/metrics") { [self] req, _ in req.eventLoop.makeSucceededFuture(metricsResponse()) }
+        r.add(.GET, "/v2") { req, _ in
+            req.eventLoop.makeSucceededFuture(
+                .json(200, "{\"name\":\"mlproxy\",\"version\":\"0.1.0\",\"extensions\":[]}"))
+        }
+        r.add(.GET, "/v2/health/live") { req, _ in req.eventLoop.makeSucceededFuture(.json(200, "{\"live\":true}")) }
+        r.add(.GET, "/v2/health/ready") { [self] req, _ in
+            let ready = unavailable.isEmpty
+            return req.eventLoop.makeSucceededFuture(.json(ready ? 200 : 503, "{\"ready\":\(ready)}"))
+        }
+        for prefix in ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"] {
+            r.add(.GET, prefix) { [self] req, p in metadata(p["model"]!, loop: req.eventLoop) }
+            r.add(.GET, prefix + "/ready") { [self] req, p in ready(p["model"]!, loop: req.eventLoop) }
+            r.add(.POST, prefix + "/infer") { [self] req, p in infer(model: p["model"]!, req, protocolName: "v2") }
+        }
+        // TF Serving REST; the version, when given, is the proxy's one version.
+        for pattern in ["/v1/models/{model}:predict", "/v1/models/{model}/versions/{version}:predict"] {
+            r.add(.POST, pattern) { [self] req, p in infer(model: p["model"]!, req, protocolName: "tfserving") }
+        }
+        return r
+    }
+
+    /// Answers one request: what `HTTPServer` calls for every request it reads, and what tests call
+    /// directly, without a socket.
+    public func respond(to req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+        switch router.match(req.method, path: req.path) {
+        case .success(let (handler, params)):
+            return handler(req, params)
+        case .failure(.methodNotAllowed(let allowed)):
+            let methods = allowed.map { "\($0)" }.joined(separator: " or ")
+            return req.eventLoop.makeSucceededFuture(
+                Self.failure(RequestError(.methodNotAllowed, "use \(methods) for \(req.path)"), batch: nil))
+        case .failure(.notFound):
+            return req.eventLoop.makeSucceededFuture(
+                Self.failure(
+                    RequestError(
+                        .notFound,
+                        "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference Protocol) endpoints under /v2 and TF Serving's /v1/models/{m}:predict"
+                    ), batch: nil))
+        }
+    }
+
+    func ready(_ name: String, loop: EventLoop) -> EventLoopFuture<OutgoingResponse> {
+        // Not ready while its model server cannot be reached.
+        guard let m = models[name] else {
+            return loop.makeSucceededFuture(Self.failure(modelMissing(name), batch: nil))
+        }
+        let ready = m.upstreamReady
+        return loop.makeSucceededFuture(
+            .json(ready ? 200 : 503, "{\"name\":\(JSONText.string(name)),\"ready\":\(ready)}"))
+    }
+
+    func modelMissing(_ m: String) -> RequestError {
+        if let why = unavailable[m] { return RequestError(.unavailable, "model '\(m)' is not available: \(why)") }
+        return RequestError(
+            .notFound, "unknown model '\(m)'; this proxy serves: \(models.keys.sorted().joined(separator: ", "))")
+    }
+
+    /// The model's metadata: the upstream's own (inputs, outputs, platform) for v2 backends, under the
+    /// proxy's model name, with the proxy's settings in `parameters.mlproxy`; the proxy's alone when the
+    /// upstream does not answer.
+    func metadata(_ m: String, loop: EventLoop) -> EventLoopFuture<OutgoingResponse> {
+        guard let model = models[m] else { return loop.makeSucceededFuture(Self.failure(modelMissing(m), batch: nil)) }
+        let c = model.config
+        // `signature`: where the inputs requests are checked against come from, or "none" (unchecked).
+        let settings: [String: Any] = [
+            "backend": c.backend, "policy": c.policy, "slo_ms": Double(c.limits.sloNanos) / 1e6,
+            "max_batch_items": c.limits.maxBatchItems, "upstream_model": c.upstreamModel,
+            "signature": model.signature?.source ?? "none",
+        ]
+        let mine = Data((JSONText.write(settings) ?? "{}").utf8)
+        guard c.metadata == .v2 else { return loop.makeSucceededFuture(Self.localMetadata(m, mine, note: nil)) }
+        let path = "/v2/models/\(c.upstreamModel)" + (c.upstreamVersion.isEmpty ? "" : "/versions/\(c.upstreamVersion)")
+        return model.fetch(path: path, on: loop).map { response in
+            guard response.status == 200,
+                var meta = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)))
+                    as? [String: Any]
+            else { return Self.localMetadata(m, mine, note: "the model server answered \(response.status)") }
+            meta["name"] = m
+            var params = meta["parameters"] as? [String: Any] ?? [:]
+            params["mlproxy"] = (try? JSONSerialization.jsonObject(with: mine)) ?? [:]
+            meta["parameters"] = params
+            return Self.jsonResponse(meta)
+        }.recover { error in Self.localMetadata(m, mine, note: "\(error)") }
+    }
+
+    /// The proxy's own metadata for a model, with why the upstream's is missing when it is.
+    static func localMetadata(_ name: String, _ settings: Data, note: String?) -> OutgoingResponse {
+        var params = (try? JSONSerialization.jsonObject(with: settings)) as? [String: Any] ?? [:]
+        if let note { params["upstream_metadata"] = note }
+        return jsonResponse([
+            "name": name, "versions": [], "platform": "mlproxy", "inputs": [], "outputs": [],
+            "parameters": ["mlproxy": params],
+        ])
+    }
+
+    static func jsonResponse(_ object: [String: Any]) -> OutgoingResponse {
+        .json(200, JSONText.write(object) ?? "{}")
+    }
+
+    func infer(model name: String, _ req: IncomingRequest, protocolName: String) -> EventLoopFuture<
+        OutgoingResponse
+    > {
+        let loop = req.eventLoop
+        let arrival = monotonicNanos()
+        guard let model = models[name] else {
+            return loop.makeSucceededFuture(Self.failure(modelMissing(name), batch: nil))
+        }
+        let contentType = req.headers.first(name: "content-type")
+        guard let codec = model.codec(for: contentType, protocolName: protocolName) else {
+            let serving = model.codecs.filter { $0.protocolName == protocolName }
+            if serving.isEmpty {
+                return loop.makeSucceededFuture(
+                    Self.failure(
+                        RequestError(
+                            .notFound,
+                            "model '\(name)' does not serve \(protocolName) requests; its codecs are \(model.codecs.map(\.summary).joined(separator: ", ")) (add a codec that serves \(protocolName) requests; `mlproxy plugins` lists them)"
+                        ), batch: nil))
+            }
+            var accepted: [String] = []
+            for t in serving.flatMap(\.contentTypes) where !t.isEmpty && !accepted.contains(t) { accepted.append(t) }
+            return loop.makeSucceededFuture(
+                Self.failure(
+                    RequestError(
+                        .unsupported,
+                        "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"
+                    ), batch: nil))
+        }
+        var decoded: DecodedRequest
+        switch codec.decode(
+            body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) })
+        {
+        case .failure(let e):
+            model.metrics.response(status: e.status)
+            return loop.makeSucceededFuture(Self.failure(e, batch: nil))
+        case .success(let d): decoded = d
+        }
+        let items: Int
+        switch BatchAssembler.validate(inputs: decoded.inputs) {
+        case .failure(let e):
+            model.metrics.response(status: e.status)
+            return loop.makeSucceededFuture(Self.failure(e, batch: nil))
+        case .success(let n): items = n
+        }
+        // A request that does not fit the model's inputs is refused here, so it never shares a batch.
+        if let signature = model.signature {
+            switch signature.check(
+                model: name, inputs: decoded.inputs, requestedOutputs: decoded.requestedOutputs,
+                guessedTypes: protocolName == "tfserving")
+            {
+            case .failure(let e):
+                model.metrics.rejected(reason: "signature", count: 1)
+                model.metrics.response(status: e.status)
+                return loop.makeSucceededFuture(Self.failure(e, batch: nil))
+            case .success(let inputs): decoded.inputs = inputs
+            }
+        }
+        let promise = loop.makePromise(of: InferReply.self)
+        model.submit(decoded, items: items, arrival: arrival, promise: promise)
+        let version = model.config.upstreamVersion
+        let metrics = model.metrics
+        let policy = model.config.policy
+        let request = decoded
+        return promise.futureResult.map { reply in
+            var response: OutgoingResponse
+            switch reply.result {
+            case .failure(let e):
+                response = Self.failure(e, batch: reply.batch)
+            case .success(let r):
+                switch codec.encoder.encode(
+                    model: name, version: version, id: request.id, outputs: r.outputs,
+                    parametersJSON: r.parametersJSON, codecState: request.codecState,
+                    allocator: req.allocator)
+                {
+                case .failure(let e):
+                    response = Self.failure(e, batch: reply.batch)
+                case .success(let m):
+                    response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
+                }
+            }
+            if let batch = reply.batch {
+                response.headers.append(("mlproxy-policy", policy))
+                response.headers.append(("mlproxy-batch-size", String(batch.items)))
+                response.headers.append(("mlproxy-batch-requests", String(batch.requests)))
+                if batch.attempts > 1 { response.headers.append(("mlproxy-batch-attempts", String(batch.attempts))) }
+                response.headers.append(("mlproxy-queue-ms", millis(reply.queueNanos)))
+                response.headers.append(("mlproxy-upstream-ms", millis(reply.upstreamNanos)))
+            }
+            metrics.response(status: response.status)
+            return response
+        }
+    }
+
+    /// An error response with the headers that say whose failure it was and when to come back.
+    static func failure(_ e: RequestError, batch: BatchShape?) -> OutgoingResponse {
+        var r = OutgoingResponse.error(e.status, e.message)
+        r.headers.append(("mlproxy-failure", e.cause.rawValue))
+        if let s = e.retryAfterSeconds { r.headers.append(("retry-after", String(s))) }
+        return r
+    }
+}

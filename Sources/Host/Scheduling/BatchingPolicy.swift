@@ -1,0 +1,61 @@
+/// A queued request as a policy sees it: the scheduler's own type, so nothing here knows the C ABI.
+/// `PluginPolicy` (PluginHost) copies these into the ABI's `mlp_queued_request` for C policies.
+public struct QueuedRequest: Sendable, Equatable {
+    /// Items in dim 0 of its inputs.
+    public var items: Int
+    public var arrival: Int64
+    /// Arrival plus the model's SLO, or earlier when the client asked for a tighter timeout.
+    public var deadline: Int64
+    public var priority: Int32
+
+    public init(items: Int, arrival: Int64, deadline: Int64, priority: Int32) {
+        self.items = items
+        self.arrival = arrival
+        self.deadline = deadline
+        self.priority = priority
+    }
+}
+
+/// Everything a policy is told when it is asked to decide.
+public struct PolicyInput {
+    public var now: Int64
+    /// The queue, oldest first. Borrowed: valid only during the call.
+    public var queue: UnsafeBufferPointer<QueuedRequest>
+    public var queuedItems: Int
+    public var inflight: Int
+    public var limits: QueueLimits
+
+    public init(
+        now: Int64, queue: UnsafeBufferPointer<QueuedRequest>, queuedItems: Int, inflight: Int, limits: QueueLimits
+    ) {
+        self.now = now
+        self.queue = queue
+        self.queuedItems = queuedItems
+        self.inflight = inflight
+        self.limits = limits
+    }
+}
+
+/// What a policy decided.
+public enum PolicyDecision: Equatable, Sendable {
+    case wait(until: Int64)
+    case dispatch(items: Int)
+    case shed(indices: [Int], reason: String)
+}
+
+/// A policy could not decide. The queue falls back to sending what is queued, so no request is
+/// stranded, and reports the first failure through `ModelQueue.onPolicyError`.
+public struct PolicyFailure: Error, Sendable, Equatable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A batching policy as the scheduler sees it. Implemented by plugin and foreign policies (and by
+/// tests); called under the model's lock from any event loop, so calls are serialized, as the ABI
+/// promises plugins.
+public protocol BatchingPolicy: AnyObject {
+    func decide(_ input: PolicyInput) throws(PolicyFailure) -> PolicyDecision
+    /// `arrivals` holds each request's arrival time, in queue order.
+    func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64)
+}
