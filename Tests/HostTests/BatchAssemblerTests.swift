@@ -22,7 +22,7 @@ struct BatchAssemblerTests {
 
     @Test func requestsOfOneThreeAndSevenItemsGetTheirOwnRows() throws {
         let requests = [request(base: 0, items: 1), request(base: 100, items: 3), request(base: 200, items: 7)]
-        for r in requests { #expect(try BatchAssembler.validate(inputs: r).get() == r[0].items) }
+        for r in requests { #expect(try BatchAssembler.validate(inputs: r) == r[0].items) }
         let keys = Set(requests.map { BatchAssembler.batchKey(of: $0) })
         #expect(keys.count == 1)
 
@@ -37,7 +37,7 @@ struct BatchAssemblerTests {
         // What a model would answer: per row, x[0] as FP64 and the string back as BYTES.
         let firstColumn = stride(from: 0, to: 22, by: 2).map { x.doubles()[$0] }
         let outputs = [Tensor.fp64(name: "y", shape: [11, 1], values: firstColumn), s]
-        let parts = try BatchAssembler.split(outputs, itemCounts: [1, 3, 7]).get()
+        let parts = try BatchAssembler.split(outputs, itemCounts: [1, 3, 7])
         #expect(parts.count == 3)
         for (part, (base, items)) in zip(parts, [(0, 1), (100, 3), (200, 7)]) {
             let y = try #require(part.first { $0.name == "y" })
@@ -58,7 +58,11 @@ struct BatchAssemblerTests {
 
     @Test func replyWithWrongDimZeroFailsClearly() {
         let out = [Tensor.fp64(name: "y", shape: [3, 1], values: [1, 2, 3])]
-        guard case .failure(let e) = BatchAssembler.split(out, itemCounts: [1, 3]) else {
+        guard
+            case .failure(let e) = outcome({ () throws(RequestError) in
+                try BatchAssembler.split(out, itemCounts: [1, 3])
+            })
+        else {
             Issue.record("split must fail")
             return
         }
@@ -69,7 +73,11 @@ struct BatchAssemblerTests {
     @Test func validationNamesTheProblem() {
         let good = Tensor.fp64(name: "x", shape: [2, 1], values: [1, 2])
         let other = Tensor.fp64(name: "y", shape: [3, 1], values: [1, 2, 3])
-        guard case .failure(let e) = BatchAssembler.validate(inputs: [good, other]) else {
+        guard
+            case .failure(let e) = outcome({ () throws(RequestError) in
+                try BatchAssembler.validate(inputs: [good, other])
+            })
+        else {
             Issue.record("dim 0 mismatch must fail")
             return
         }

@@ -113,7 +113,7 @@ struct BackendBinaryModeTests {
         let x = Tensor.fp64(name: "x", shape: [2, 1], values: [1.5, 2.5])
         let m = try backend.encode(
             inputs: [x], items: 2, model: "m", version: "", requestedOutputs: [], allocator: ByteBufferAllocator()
-        ).get()
+        )
         let headLength = try #require(
             m.headers.first { $0.0 == "inference-header-content-length" }.flatMap { Int($0.1) })
         #expect(m.body.readableBytes == headLength + 16, "the JSON head, then 2 FP64 values")
@@ -123,7 +123,7 @@ struct BackendBinaryModeTests {
         let auto = try BackendInstance(try bundledPlugins.component(.backend, "kserve-v2"))
         let j = try auto.encode(
             inputs: [x], items: 2, model: "m", version: "", requestedOutputs: [], allocator: ByteBufferAllocator()
-        ).get()
+        )
         #expect(
             j.contentType == "application/json" && !j.headers.contains { $0.0 == "inference-header-content-length" })
         #expect(throws: ConfigError.self) {

@@ -28,11 +28,12 @@ private func stage(_ name: String, _ params: String = "{}") throws -> StageInsta
 }
 
 private func applied(_ stageName: String, _ params: String = "{}", _ inputs: [Tensor]) throws -> [Tensor] {
-    try stage(stageName, params).apply(inputs, model: "m").get()
+    try stage(stageName, params).apply(inputs, model: "m")
 }
 
 private func failure(_ stageName: String, _ params: String = "{}", _ inputs: [Tensor]) throws -> RequestError {
-    guard case .failure(let e) = try stage(stageName, params).apply(inputs, model: "m") else {
+    let s = try stage(stageName, params)
+    guard case .failure(let e) = outcome({ () throws(RequestError) in try s.apply(inputs, model: "m") }) else {
         throw TestFailure.command(stageName, 0, "succeeded but must fail")
     }
     return e

@@ -72,6 +72,11 @@ func waitUntil(_ what: String, seconds: Double = 10, _ condition: () throws -> B
     }
 }
 
+/// A call that throws a `RequestError` as a `Result`, for tests that look at the failure.
+func outcome<T>(_ body: () throws(RequestError) -> T) -> Result<T, RequestError> {
+    Result(catching: body)
+}
+
 /// A fresh scratch directory.
 func scratchDir(_ name: String) throws -> URL {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent(

@@ -42,16 +42,18 @@ struct TorchServeTests {
         let message = try backend.encode(
             inputs: [x], items: 2, model: "resnet", version: "2.0", requestedOutputs: [],
             allocator: ByteBufferAllocator()
-        ).get()
+        )
         #expect(message.path == "/predictions/resnet/2.0")
         #expect(message.contentType == "application/json")
         #expect(
             String(buffer: message.body) == "[[1.0,2.0],[3.0,4.0]]" || String(buffer: message.body) == "[[1,2],[3,4]]",
             "\(String(buffer: message.body))")
         func decode(_ status: Int, _ body: String, items: Int) -> Result<UpstreamOutputs, RequestError> {
-            backend.decode(
-                status: status, body: ByteBuffer(string: body), contentType: "application/json", model: "resnet",
-                items: items)
+            outcome { () throws(RequestError) in
+                try backend.decode(
+                    status: status, body: ByteBuffer(string: body), contentType: "application/json", model: "resnet",
+                    items: items)
+            }
         }
         let ok = try decode(200, "[[0.25, 0.75], [0.5, 0.5]]", items: 2).get()
         #expect(ok.outputs.map(\.name) == ["predictions"] && ok.outputs[0].shape == [2, 2])

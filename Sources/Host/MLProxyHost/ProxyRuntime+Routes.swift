@@ -13,12 +13,12 @@ extension ProxyRuntime {
         r.add(.GET, "/metrics") { [self] req, _ in req.eventLoop.makeSucceededFuture(metricsResponse()) }
         r.add(.GET, "/v2") { req, _ in
             req.eventLoop.makeSucceededFuture(
-                .json(200, "{\"name\":\"mlproxy\",\"version\":\"0.1.0\",\"extensions\":[]}"))
+                .json(.ok, "{\"name\":\"mlproxy\",\"version\":\"0.1.0\",\"extensions\":[]}"))
         }
-        r.add(.GET, "/v2/health/live") { req, _ in req.eventLoop.makeSucceededFuture(.json(200, "{\"live\":true}")) }
+        r.add(.GET, "/v2/health/live") { req, _ in req.eventLoop.makeSucceededFuture(.json(.ok, "{\"live\":true}")) }
         r.add(.GET, "/v2/health/ready") { [self] req, _ in
             let ready = unavailable.isEmpty
-            return req.eventLoop.makeSucceededFuture(.json(ready ? 200 : 503, "{\"ready\":\(ready)}"))
+            return req.eventLoop.makeSucceededFuture(.json(ready ? .ok : .serviceUnavailable, "{\"ready\":\(ready)}"))
         }
         for prefix in ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"] {
             r.add(.GET, prefix) { [self] req, p in metadata(p["model"]!, loop: req.eventLoop) }
@@ -59,7 +59,7 @@ extension ProxyRuntime {
         }
         let ready = m.upstreamReady
         return loop.makeSucceededFuture(
-            .json(ready ? 200 : 503, "{\"name\":\(JSONText.string(name)),\"ready\":\(ready)}"))
+            .json(ready ? .ok : .serviceUnavailable, "{\"name\":\(JSONText.string(name)),\"ready\":\(ready)}"))
     }
 
     func modelMissing(_ m: String) -> RequestError {
@@ -84,7 +84,7 @@ extension ProxyRuntime {
         guard c.metadata == .v2 else { return loop.makeSucceededFuture(Self.localMetadata(m, mine, note: nil)) }
         let path = "/v2/models/\(c.upstreamModel)" + (c.upstreamVersion.isEmpty ? "" : "/versions/\(c.upstreamVersion)")
         return model.fetch(path: path, on: loop).map { response in
-            guard response.status == 200,
+            guard response.httpStatus == .ok,
                 var meta = (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView)))
                     as? [String: Any]
             else { return Self.localMetadata(m, mine, note: "the model server answered \(response.status)") }
@@ -107,7 +107,7 @@ extension ProxyRuntime {
     }
 
     static func jsonResponse(_ object: [String: Any]) -> OutgoingResponse {
-        .json(200, JSONText.write(object) ?? "{}")
+        .json(.ok, JSONText.write(object) ?? "{}")
     }
 
     func infer(model name: String, _ req: IncomingRequest, protocolName: String) -> EventLoopFuture<
@@ -139,32 +139,25 @@ extension ProxyRuntime {
                     ), batch: nil))
         }
         var decoded: DecodedRequest
-        switch codec.decode(
-            body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) })
-        {
-        case .failure(let e):
-            model.metrics.response(status: e.status)
-            return loop.makeSucceededFuture(Self.failure(e, batch: nil))
-        case .success(let d): decoded = d
-        }
         let items: Int
-        switch BatchAssembler.validate(inputs: decoded.inputs) {
-        case .failure(let e):
-            model.metrics.response(status: e.status)
-            return loop.makeSucceededFuture(Self.failure(e, batch: nil))
-        case .success(let n): items = n
+        do {
+            decoded = try codec.decode(
+                body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) })
+            items = try BatchAssembler.validate(inputs: decoded.inputs)
+        } catch {
+            model.metrics.response(status: error.status)
+            return loop.makeSucceededFuture(Self.failure(error, batch: nil))
         }
         // A request that does not fit the model's inputs is refused here, so it never shares a batch.
         if let signature = model.signature {
-            switch signature.check(
-                model: name, inputs: decoded.inputs, requestedOutputs: decoded.requestedOutputs,
-                guessedTypes: protocolName == "tfserving")
-            {
-            case .failure(let e):
+            do {
+                decoded.inputs = try signature.check(
+                    model: name, inputs: decoded.inputs, requestedOutputs: decoded.requestedOutputs,
+                    guessedTypes: protocolName == "tfserving")
+            } catch {
                 model.metrics.rejected(reason: "signature", count: 1)
-                model.metrics.response(status: e.status)
-                return loop.makeSucceededFuture(Self.failure(e, batch: nil))
-            case .success(let inputs): decoded.inputs = inputs
+                model.metrics.response(status: error.status)
+                return loop.makeSucceededFuture(Self.failure(error, batch: nil))
             }
         }
         let promise = loop.makePromise(of: InferReply.self)
@@ -179,15 +172,14 @@ extension ProxyRuntime {
             case .failure(let e):
                 response = Self.failure(e, batch: reply.batch)
             case .success(let r):
-                switch codec.encoder.encode(
-                    model: name, version: version, id: request.id, outputs: r.outputs,
-                    parametersJSON: r.parametersJSON, codecState: request.codecState,
-                    allocator: req.allocator)
-                {
-                case .failure(let e):
-                    response = Self.failure(e, batch: reply.batch)
-                case .success(let m):
-                    response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
+                do throws(RequestError) {
+                    let m = try codec.encoder.encode(
+                        model: name, version: version, id: request.id, outputs: r.outputs,
+                        parametersJSON: r.parametersJSON, codecState: request.codecState,
+                        allocator: req.allocator)
+                    response = OutgoingResponse(.ok, headers: m.headers, body: m.body)
+                } catch {
+                    response = Self.failure(error, batch: reply.batch)
                 }
             }
             if let batch = reply.batch {

@@ -112,7 +112,7 @@ public final class ProxyRuntime: @unchecked Sendable {
             model.metrics.render(model: name, queued: load.queued, inflight: load.inflight, into: &out)
         }
         return OutgoingResponse(
-            status: 200, headers: [("content-type", "text/plain; version=0.0.4")], body: ByteBuffer(string: out))
+            .ok, headers: [("content-type", "text/plain; version=0.0.4")], body: ByteBuffer(string: out))
     }
 
     // MARK: Shutdown

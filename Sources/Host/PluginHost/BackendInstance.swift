@@ -23,7 +23,7 @@ public final class BackendInstance: @unchecked Sendable {
     public func encode(
         inputs: [Tensor], items: Int, model: String, version: String,
         requestedOutputs: [String], allocator: ByteBufferAllocator
-    ) -> Result<EncodedMessage, RequestError> {
+    ) throws(RequestError) -> EncodedMessage {
         let call = HostCall(
             mode: .encodeUpstream, allocator: allocator,
             bodyCapacity: 128 + inputs.reduce(0) { $0 + $1.byteCount * 3 })
@@ -42,18 +42,18 @@ public final class BackendInstance: @unchecked Sendable {
             call.withPointer { vtable.pointee.encode_request!(instance, $0, &view) }
         }
         guard status == MLP_OK else {
-            return .failure(call.failure(PluginStatus(raw: status), what: "encoding the upstream request"))
+            throw call.failure(PluginStatus(raw: status), what: "encoding the upstream request")
         }
         guard let path = call.path else {
-            return .failure(.internal("backend '\(component.name)' set no upstream path"))
+            throw .internal("backend '\(component.name)' set no upstream path")
         }
-        return .success(EncodedMessage(body: call.body, headers: call.headers, path: path))
+        return EncodedMessage(body: call.body, headers: call.headers, path: path)
     }
 
     public func decode(
         status httpStatus: Int, body: ByteBuffer, contentType: String?, model: String,
         items: Int, headers: [(String, String)] = []
-    ) -> Result<UpstreamOutputs, RequestError> {
+    ) throws(RequestError) -> UpstreamOutputs {
         let call = HostCall(mode: .decodeUpstream)
         let arena = Arena()
         let status: mlp_status = body.withUnsafeReadableBytes { raw in
@@ -69,8 +69,8 @@ public final class BackendInstance: @unchecked Sendable {
             return call.withPointer { vtable.pointee.decode_response!(instance, $0, &reply) }
         }
         guard status == MLP_OK else {
-            return .failure(call.failure(PluginStatus(raw: status), what: "decoding the model server's reply"))
+            throw call.failure(PluginStatus(raw: status), what: "decoding the model server's reply")
         }
-        return .success(UpstreamOutputs(outputs: call.tensors, parametersJSON: call.parametersJSON))
+        return UpstreamOutputs(outputs: call.tensors, parametersJSON: call.parametersJSON)
     }
 }

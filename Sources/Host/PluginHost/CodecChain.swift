@@ -75,41 +75,29 @@ public final class CodecChain: @unchecked Sendable {
     public func decode(
         body: ByteBuffer, contentType: String?, model: String,
         headers: [(String, String)] = []
-    ) -> Result<DecodedRequest, RequestError> {
+    ) throws(RequestError) -> DecodedRequest {
         var decoded: DecodedRequest
         if let decoder {
-            switch decoder.decode(body: body, contentType: contentType, model: model, headers: headers) {
-            case .failure(let e): return .failure(e)
-            case .success(let d): decoded = d
-            }
+            decoded = try decoder.decode(body: body, contentType: contentType, model: model, headers: headers)
         } else {
-            switch Self.bodyAsBytes(body) {
-            case .failure(let e): return .failure(e)
-            case .success(let t):
-                decoded = DecodedRequest(
-                    inputs: [t], id: nil, priority: 0, timeoutMicros: nil, requestedOutputs: [], parametersJSON: nil,
-                    codecState: nil)
-            }
+            decoded = DecodedRequest(
+                inputs: [try Self.bodyAsBytes(body)], id: nil, priority: 0, timeoutMicros: nil, requestedOutputs: [],
+                parametersJSON: nil, codecState: nil)
         }
-        for stage in stages {
-            switch stage.apply(decoded.inputs, model: model) {
-            case .failure(let e): return .failure(e)
-            case .success(let t): decoded.inputs = t
-            }
-        }
-        return .success(decoded)
+        for stage in stages { decoded.inputs = try stage.apply(decoded.inputs, model: model) }
+        return decoded
     }
 
     /// The host's first step for chains that start with a stage: the body as one BYTES element (a
     /// 4-byte little-endian length, then the bytes), shape [1].
-    static func bodyAsBytes(_ body: ByteBuffer) -> Result<Tensor, RequestError> {
+    static func bodyAsBytes(_ body: ByteBuffer) throws(RequestError) -> Tensor {
         let n = body.readableBytes
-        if n == 0 { return .failure(.invalid("the request body is empty")) }
-        if n > Int(UInt32.max) { return .failure(.invalid("the body is larger than a BYTES element (4 GiB)")) }
+        if n == 0 { throw .invalid("the request body is empty") }
+        if n > Int(UInt32.max) { throw .invalid("the body is larger than a BYTES element (4 GiB)") }
         let storage = TensorStorage(count: 4 + n)
         storage.base.storeBytes(of: UInt32(n).littleEndian, as: UInt32.self)
         body.withUnsafeReadableBytes { (storage.base + 4).copyMemory(from: $0.baseAddress!, byteCount: n) }
-        return .success(Tensor(name: bodyTensorName, datatype: .bytes, shape: [1], storage: storage))
+        return Tensor(name: bodyTensorName, datatype: .bytes, shape: [1], storage: storage)
     }
 
     /// Picks, among `chains` serving `protocolName` that take `contentType`, the highest rank; at equal

@@ -54,7 +54,7 @@ public final class CodecInstance: @unchecked Sendable {
     public func decode(
         body: ByteBuffer, contentType: String?, model: String,
         headers: [(String, String)] = []
-    ) -> Result<DecodedRequest, RequestError> {
+    ) throws(RequestError) -> DecodedRequest {
         let call = HostCall(mode: .decodeRequest)
         let arena = Arena()
         let status: mlp_status = body.withUnsafeReadableBytes { raw in
@@ -69,21 +69,21 @@ public final class CodecInstance: @unchecked Sendable {
         }
         guard status == MLP_OK else {
             let s = PluginStatus(raw: status)
-            return .failure(call.failure(s == .upstream ? .invalidInput : s, what: "decoding the request"))
+            throw call.failure(s == .upstream ? .invalidInput : s, what: "decoding the request")
         }
-        return .success(
+        return
             DecodedRequest(
                 inputs: call.tensors, id: call.id, priority: call.priority,
                 timeoutMicros: call.timeoutMicros,
                 requestedOutputs: call.requestedOutputs,
-                parametersJSON: call.parametersJSON, codecState: call.codecState))
+                parametersJSON: call.parametersJSON, codecState: call.codecState)
     }
 
     public func encode(
         model: String, version: String, id: [UInt8]?, outputs: [Tensor],
         parametersJSON: [UInt8]?, codecState: [UInt8]? = nil,
         allocator: ByteBufferAllocator
-    ) -> Result<EncodedMessage, RequestError> {
+    ) throws(RequestError) -> EncodedMessage {
         let call = HostCall(
             mode: .encodeResponse, allocator: allocator,
             bodyCapacity: 128 + outputs.reduce(0) { $0 + $1.byteCount * 3 })
@@ -102,8 +102,8 @@ public final class CodecInstance: @unchecked Sendable {
             call.withPointer { vtable.pointee.encode_response!(instance, $0, &view) }
         }
         guard status == MLP_OK else {
-            return .failure(call.failure(PluginStatus(raw: status), what: "encoding the response"))
+            throw call.failure(PluginStatus(raw: status), what: "encoding the response")
         }
-        return .success(EncodedMessage(body: call.body, headers: call.headers, path: nil))
+        return EncodedMessage(body: call.body, headers: call.headers, path: nil)
     }
 }

@@ -15,7 +15,7 @@ public final class StageInstance: @unchecked Sendable {
             required: { $0.apply != nil })
     }
 
-    public func apply(_ inputs: [Tensor], model: String) -> Result<[Tensor], RequestError> {
+    public func apply(_ inputs: [Tensor], model: String) throws(RequestError) -> [Tensor] {
         let call = HostCall(mode: .stage)
         call.stageInputs = inputs
         let arena = Arena()
@@ -30,8 +30,8 @@ public final class StageInstance: @unchecked Sendable {
         }
         guard status == MLP_OK else {
             let s = PluginStatus(raw: status)
-            return .failure(call.failure(s == .upstream ? .invalidInput : s, what: "stage '\(component.name)'"))
+            throw call.failure(s == .upstream ? .invalidInput : s, what: "stage '\(component.name)'")
         }
-        return .success(call.tensors)
+        return call.tensors
     }
 }

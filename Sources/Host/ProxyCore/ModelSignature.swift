@@ -57,7 +57,7 @@ public struct ModelSignature: Sendable, Equatable {
     public func check(
         model: String, inputs given: [Tensor], requestedOutputs: [String],
         guessedTypes: Bool
-    ) -> Result<[Tensor], RequestError> {
+    ) throws(RequestError) -> [Tensor] {
         var out: [Tensor] = []
         var seen = Set<String>()
         let list = inputs.map(\.description).joined(separator: ", ")
@@ -70,40 +70,40 @@ public struct ModelSignature: Sendable, Equatable {
                 t.name = only.name
             }
             guard let spec else {
-                return .failure(
-                    .invalid("model '\(model)' has no input '\(t.name)'; its inputs are \(list) (from \(source))"))
+                throw
+                    .invalid("model '\(model)' has no input '\(t.name)'; its inputs are \(list) (from \(source))")
             }
             seen.insert(spec.name)
             if t.datatype != spec.datatype {
                 guard guessedTypes, t.datatype != .bytes, spec.datatype != .bytes else {
-                    return .failure(
+                    throw
                         .invalid(
                             "input '\(t.name)' is \(t.datatype.name) but model '\(model)' expects \(spec.description) (from \(source))"
-                        ))
+                        )
                 }
                 t = t.converted(to: spec.datatype)
             }
             guard spec.accepts(t.shape) else {
-                return .failure(
+                throw
                     .invalid(
                         "input '\(t.name)' has shape [\(t.shape.map(String.init).joined(separator: ", "))] but model '\(model)' expects \(spec.description); -1 is any size (from \(source))"
-                    ))
+                    )
             }
             out.append(t)
         }
         if let missing = inputs.first(where: { !$0.optional && !seen.contains($0.name) }) {
-            return .failure(
+            throw
                 .invalid(
                     "the request lacks input \(missing.description) that model '\(model)' requires; its inputs are \(list) (from \(source))"
-                ))
+                )
         }
         if !outputs.isEmpty, let unknown = requestedOutputs.first(where: { n in !outputs.contains { $0.name == n } }) {
-            return .failure(
+            throw
                 .invalid(
                     "model '\(model)' has no output '\(unknown)'; its outputs are \(outputs.map(\.name).joined(separator: ", ")) (from \(source))"
-                ))
+                )
         }
-        return .success(out)
+        return out
     }
 
     // MARK: From the model server

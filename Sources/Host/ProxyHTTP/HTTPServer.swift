@@ -47,8 +47,16 @@ public struct OutgoingResponse: Sendable {
         json(status, "{\"error\":\(JSONText.string(message))}")
     }
 
+    public init(_ status: HTTPResponseStatus, headers: [(String, String)] = [], body: ByteBuffer) {
+        self.init(status: Int(status.code), headers: headers, body: body)
+    }
+
     public static func error(_ status: HTTPResponseStatus, _ message: String) -> OutgoingResponse {
         error(Int(status.code), message)
+    }
+
+    public static func json(_ status: HTTPResponseStatus, _ text: String) -> OutgoingResponse {
+        json(Int(status.code), text)
     }
 
     public static func json(_ status: Int, _ text: String) -> OutgoingResponse {

@@ -10,6 +10,9 @@ public struct UpstreamResponse: Sendable {
     /// Whether the server lets the connection be reused after this reply.
     public var keepAlive: Bool = true
 
+    /// The status as NIO names it, for comparisons (`.ok`, `.serviceUnavailable`).
+    public var httpStatus: HTTPResponseStatus { HTTPResponseStatus(statusCode: status) }
+
     public init(status: Int, headers: HTTPHeaders, body: ByteBuffer, keepAlive: Bool = true) {
         self.status = status
         self.headers = headers
@@ -130,7 +133,9 @@ public final class UpstreamPool: UpstreamTransport, @unchecked Sendable {
         let result = promise.futureResult
         result.whenComplete { result in
             if let i = self.busy.firstIndex(where: { $0.channel === conn.channel }) { self.busy.remove(at: i) }
-            if case .success(let r) = result, r.keepAlive, r.status < 400, conn.channel.isActive {
+            if case .success(let r) = result, r.keepAlive, r.status < HTTPResponseStatus.badRequest.code,
+                conn.channel.isActive
+            {
                 self.idle.append(conn)
             } else {
                 conn.channel.close(promise: nil)

@@ -106,24 +106,21 @@ public final class BuiltInModelServer: @unchecked Sendable {
 
     private func infer(model: String, _ req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         let decoded: DecodedRequest
-        switch codec.decode(
-            body: req.body, contentType: req.headers.first(name: "content-type"), model: model,
-            headers: req.headers.map { ($0.name, $0.value) })
-        {
-        case .failure(let e): return req.eventLoop.makeSucceededFuture(.error(e.status, e.message))
-        case .success(let d): decoded = d
-        }
         let n: Int
-        switch BatchAssembler.validate(inputs: decoded.inputs) {
-        case .failure(let e): return req.eventLoop.makeSucceededFuture(.error(e.status, e.message))
-        case .success(let items): n = items
+        do {
+            decoded = try codec.decode(
+                body: req.body, contentType: req.headers.first(name: "content-type"), model: model,
+                headers: req.headers.map { ($0.name, $0.value) })
+            n = try BatchAssembler.validate(inputs: decoded.inputs)
+        } catch {
+            return req.eventLoop.makeSucceededFuture(.error(error.status, error.message))
         }
         // A declared signature is enforced for the whole request, as a real server does.
-        if let sig = config.signatures[model],
-            case .failure(let e) = sig.check(
+        do {
+            _ = try config.signatures[model]?.check(
                 model: model, inputs: decoded.inputs, requestedOutputs: [], guessedTypes: false)
-        {
-            return req.eventLoop.makeSucceededFuture(.error(400, e.message))
+        } catch {
+            return req.eventLoop.makeSucceededFuture(.error(400, error.message))
         }
         if config.rejectNegative {
             for t in decoded.inputs where t.datatype != .bytes {
@@ -155,12 +152,13 @@ public final class BuiltInModelServer: @unchecked Sendable {
         }
         if !decoded.requestedOutputs.isEmpty { outputs = outputs.filter { decoded.requestedOutputs.contains($0.name) } }
         let response: OutgoingResponse
-        switch codec.encode(
-            model: model, version: "", id: decoded.id, outputs: outputs, parametersJSON: nil,
-            codecState: decoded.codecState, allocator: req.allocator)
-        {
-        case .failure(let e): response = .error(500, e.message)
-        case .success(let m): response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
+        do {
+            let m = try codec.encode(
+                model: model, version: "", id: decoded.id, outputs: outputs, parametersJSON: nil,
+                codecState: decoded.codecState, allocator: req.allocator)
+            response = OutgoingResponse(status: 200, headers: m.headers, body: m.body)
+        } catch {
+            response = .error(500, error.message)
         }
         return enqueue(items: n, response: response)
     }

@@ -77,12 +77,11 @@ extension ModelService {
             for r in requests { for n in r.requestedOutputs where !wanted.contains(n) { wanted.append(n) } }
         }
         let message: EncodedMessage
-        switch backend.encode(
-            inputs: inputs, items: items, model: config.upstreamModel, version: config.upstreamVersion,
-            requestedOutputs: wanted, allocator: ByteBufferAllocator())
-        {
-        case .success(let m): message = m
-        case .failure(let e):
+        do {
+            message = try backend.encode(
+                inputs: inputs, items: items, model: config.upstreamModel, version: config.upstreamVersion,
+                requestedOutputs: wanted, allocator: ByteBufferAllocator())
+        } catch let e {
             // A value the upstream's wire format cannot carry belongs to one request: isolate it.
             let content = e.kind == .invalid || e.kind == .unsupported
             return io.makeSucceededFuture(
@@ -101,7 +100,7 @@ extension ModelService {
         ).whenComplete { [self] result in
             switch result {
             case .success(let response):
-                metrics.batch(items: items, upstreamNanos: monotonicNanos() - sent, ok: response.status == 200)
+                metrics.batch(items: items, upstreamNanos: monotonicNanos() - sent, ok: response.httpStatus == .ok)
                 outcome.succeed(read(response, items: items, itemCounts: part.map(\.items)))
             case .failure(let error):
                 metrics.batch(items: items, upstreamNanos: monotonicNanos() - sent, ok: false)
@@ -118,31 +117,35 @@ extension ModelService {
     func read(_ response: UpstreamResponse, items: Int, itemCounts: [Int]) -> Result<
         [InferResult], BatchFailure
     > {
-        let decoded = backend.decode(
-            status: response.status, body: response.body,
-            contentType: response.headers.first(name: "content-type"),
-            model: config.upstreamModel, items: items,
-            headers: response.headers.map { ($0.name, $0.value) })
+        let decoded = Result { () throws(RequestError) -> UpstreamOutputs in
+            try backend.decode(
+                status: response.status, body: response.body,
+                contentType: response.headers.first(name: "content-type"),
+                model: config.upstreamModel, items: items,
+                headers: response.headers.map { ($0.name, $0.value) })
+        }
         let out: UpstreamOutputs
         switch decoded {
-        case .success(let o) where response.status == 200: out = o
+        case .success(let o) where response.httpStatus == .ok: out = o
         case .success, .failure:
             var words = "the model server answered \(response.status)"
             if case .failure(let e) = decoded { words = e.message }
-            guard response.status != 200 else {
+            guard response.httpStatus != .ok else {
                 return .failure(
                     BatchFailure(
                         kind: .upstream, alone: .upstream(words), summary: "the model server's reply could not be read")
                 )
             }
-            let retryAfter = response.status == 503 ? Int(response.headers.first(name: "retry-after") ?? "") : nil
+            let retryAfter =
+                response.httpStatus == .serviceUnavailable
+                ? Int(response.headers.first(name: "retry-after") ?? "") : nil
             return .failure(.modelServer(status: response.status, words: words, retryAfterSeconds: retryAfter))
         }
-        switch BatchAssembler.split(out.outputs, itemCounts: itemCounts) {
-        case .success(let parts):
+        do {
+            let parts = try BatchAssembler.split(out.outputs, itemCounts: itemCounts)
             return .success(parts.map { InferResult(outputs: $0, parametersJSON: out.parametersJSON) })
-        case .failure(let e):
-            return .failure(BatchFailure(kind: .upstream, alone: e, summary: e.message))
+        } catch {
+            return .failure(BatchFailure(kind: .upstream, alone: error, summary: error.message))
         }
     }
 

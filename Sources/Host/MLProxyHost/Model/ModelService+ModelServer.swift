@@ -35,7 +35,7 @@ extension ModelService {
         let tf = config.metadata == .tfserving
         fetch(path: path, on: loop).whenComplete { [self] result in
             switch result {
-            case .success(let r) where r.status == 200:
+            case .success(let r) where r.httpStatus == .ok:
                 warnOnce(nil)
                 let body = Array(r.body.readableBytesView)
                 let sig = tf ? ModelSignature.fromTFServingMetadata(body) : ModelSignature.fromV2Metadata(body)

@@ -17,21 +17,21 @@ public enum BatchAssembler {
 
     /// Checks one request's decoded inputs: data agrees with shapes, one shared dim 0 of at least 1.
     /// Returns the item count or a message saying what is wrong.
-    public static func validate(inputs: [Tensor]) -> Result<Int, RequestError> {
-        guard let first = inputs.first else { return .failure(.invalid("the request has no inputs")) }
+    public static func validate(inputs: [Tensor]) throws(RequestError) -> Int {
+        guard let first = inputs.first else { throw .invalid("the request has no inputs") }
         var names = Set<String>()
         for t in inputs {
-            if let problem = t.validate() { return .failure(.invalid(problem)) }
-            if !names.insert(t.name).inserted { return .failure(.invalid("input '\(t.name)' appears twice")) }
+            if let problem = t.validate() { throw .invalid(problem) }
+            if !names.insert(t.name).inserted { throw .invalid("input '\(t.name)' appears twice") }
             if t.shape[0] != first.shape[0] {
-                return .failure(
+                throw
                     .invalid(
                         "inputs disagree on dim 0 (items): '\(first.name)' has \(first.shape[0]), '\(t.name)' has \(t.shape[0])"
-                    ))
+                    )
             }
         }
-        if first.shape[0] < 1 { return .failure(.invalid("input '\(first.name)' has 0 items in dim 0")) }
-        return .success(Int(first.shape[0]))
+        if first.shape[0] < 1 { throw .invalid("input '\(first.name)' has 0 items in dim 0") }
+        return Int(first.shape[0])
     }
 
     /// Concatenates along dim 0. A batch of one request is passed through without copying. With
@@ -142,20 +142,20 @@ public enum BatchAssembler {
 
     /// Splits outputs by item counts. Fails (for the whole batch: the reply cannot be attributed)
     /// when an output's dim 0 is not the batch's item count.
-    public static func split(_ outputs: [Tensor], itemCounts: [Int]) -> Result<[[Tensor]], RequestError> {
+    public static func split(_ outputs: [Tensor], itemCounts: [Int]) throws(RequestError) -> [[Tensor]] {
         let total = itemCounts.reduce(0, +)
         var perRequest = Array(repeating: [Tensor](), count: itemCounts.count)
         for out in outputs {
             guard out.shape.first == Int64(total) else {
-                return .failure(
+                throw
                     .upstream(
                         "the model server's output '\(out.name)' has dim 0 = \(out.shape.first.map(String.init) ?? "none") for a batch of \(total) items"
-                    ))
+                    )
             }
             guard let offsets = out.itemOffsets(), offsets.last == out.byteCount else {
-                return .failure(
+                throw
                     .upstream(
-                        "the model server's output '\(out.name)' has data that does not match its shape \(out.shape)"))
+                        "the model server's output '\(out.name)' has data that does not match its shape \(out.shape)")
             }
             var at = 0
             for (i, n) in itemCounts.enumerated() {
@@ -163,6 +163,6 @@ public enum BatchAssembler {
                 at += n
             }
         }
-        return .success(perRequest)
+        return perRequest
     }
 }
