@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// The running proxy: plugins, models, embedded simulated servers and the HTTP listener.
@@ -121,16 +122,23 @@ public final class ProxyRuntime: @unchecked Sendable {
     /// (or `drain_timeout_ms` passes), then closes upstream connections and simulated servers.
     public func drainAndStop() {
         try? serverChannel?.close().wait()
-        let deadline = monotonicNanos() + config.drainTimeoutMillis * 1_000_000
-        while monotonicNanos() < deadline {
-            var busy = 0
-            for m in models.values {
-                let l = m.load()
-                busy += l.queued + l.inflight
+        // Every model idle, or the drain timeout: whichever comes first.
+        let loop = group.next()
+        let drained = loop.makePromise(of: Void.self)
+        let settled = NIOLockedValueBox(false)
+        let finish: @Sendable () -> Void = {
+            let first = settled.withLockedValue { done -> Bool in
+                defer { done = true }
+                return !done
             }
-            if busy == 0 { break }
-            usleep(20_000)
+            if first { drained.succeed() }
         }
+        EventLoopFuture.andAllComplete(models.values.map { $0.whenIdle(on: loop) }, on: loop).whenComplete { _ in
+            finish()
+        }
+        let timeout = loop.scheduleTask(in: .milliseconds(config.drainTimeoutMillis)) { finish() }
+        try? drained.futureResult.wait()
+        timeout.cancel()
         // Give the last responses time to be written.
         usleep(50_000)
         for m in models.values { m.shutdown() }

@@ -81,6 +81,7 @@ extension ModelService {
             guard !upstreamDown, !stopped else { return nil }
             upstreamDown = true
             probeAttempt = 0
+            defer { releaseIdleWaitersLocked() }
             return queue.removeAllQueued()
         }
         guard let queued else { return }

@@ -51,6 +51,7 @@ public final class ModelService: @unchecked Sendable {
     // Guarded by `lock`.
     let queue: ModelQueue<PendingInfer>
     var wakeTask: Scheduled<Void>?
+    var idleWaiters: [EventLoopPromise<Void>] = []
     var wake = WakeSchedule()
     /// The model server could not be reached: requests are refused with 503 until a probe connects.
     var upstreamDown = false
@@ -152,6 +153,26 @@ public final class ModelService: @unchecked Sendable {
         lock.withLock { (queue.count, queue.inflight) }
     }
 
+    /// Completes once nothing is queued or in flight (at once if that is so now): what a drain waits for.
+    func whenIdle(on loop: EventLoop) -> EventLoopFuture<Void> {
+        let promise = loop.makePromise(of: Void.self)
+        let idle = lock.withLock { () -> Bool in
+            if queue.count == 0 && queue.inflight == 0 { return true }
+            idleWaiters.append(promise)
+            return false
+        }
+        if idle { promise.succeed() }
+        return promise.futureResult
+    }
+
+    /// Completes the drain's waiters once the queue is empty with nothing in flight. Call with the
+    /// lock held, after anything that can empty it; the promises complete on their own loops.
+    func releaseIdleWaitersLocked() {
+        guard !idleWaiters.isEmpty, queue.count == 0, queue.inflight == 0 else { return }
+        for p in idleWaiters { p.futureResult.eventLoop.execute { p.succeed() } }
+        idleWaiters = []
+    }
+
     /// Asks the queue what to do now and arranges the timer. Call with the lock held; carry out the
     /// returned effects after releasing it.
     func pumpLocked() -> [QueueEffect<PendingInfer>] {
@@ -172,6 +193,7 @@ public final class ModelService: @unchecked Sendable {
                 run(effects, on: loop)
             }
         }
+        releaseIdleWaitersLocked()
         return effects
     }
 
