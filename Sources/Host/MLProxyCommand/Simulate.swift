@@ -26,14 +26,16 @@ struct Simulate: ParsableCommand {
     @Option(
         name: .customLong("foreign-policy"),
         help: ArgumentHelp(
-            "A foreign policy: a library and a C signature, e.g. 'libpick.so|int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)' (repeatable).",
+            "A foreign policy: a library and a C signature, e.g. 'libpick.so|int pick(double queued_items, "
+                + "double oldest_wait_ms, double slo_ms, double p95_ms)' (repeatable).",
             valueName: "library|signature"))
     var foreignPolicies: [String] = []
 
     @Option(
         name: .customLong("trace"),
         help: ArgumentHelp(
-            "A trace: constant, worldcup, spike, dual-phase, large-variations, or a CSV file of rates (one per line, held --segment-seconds each) or of arrival times under a 'timestamp' header (repeatable).",
+            "A trace: constant, worldcup, spike, dual-phase, large-variations, or a CSV file of rates (one per "
+                + "line, held --segment-seconds each) or of arrival times under a 'timestamp' header (repeatable).",
             valueName: "kind|file.csv"))
     var traces: [String] = ["constant"]
 
@@ -88,8 +90,9 @@ struct Simulate: ParsableCommand {
     var csv: String?
 
     @Option(
-        help:
-            "Write a per-second timeline CSV for each run into this folder (for plots): requests finished, mean latency, replicas, and batches in flight (the concurrency the autoscaler averages)."
+        help: ArgumentHelp(
+            "Write a per-second timeline CSV for each run into this folder (for plots): requests finished, "
+                + "mean latency, replicas, and batches in flight (the concurrency the autoscaler averages).")
     )
     var timelineDir: String?
 
@@ -117,7 +120,8 @@ struct Simulate: ParsableCommand {
             }
             guard t.contains("/") || t.hasSuffix(".csv") else {
                 throw ValidationError(
-                    "--trace \(t): not a built-in trace (\(ArrivalTrace.Kind.allCases.map(\.rawValue).joined(separator: ", "))) nor a .csv file"
+                    "--trace \(t): not a built-in trace "
+                        + "(\(ArrivalTrace.Kind.allCases.map(\.rawValue).joined(separator: ", "))) nor a .csv file"
                 )
             }
             return try ArrivalTrace.load(csv: t, segmentSeconds: segmentSeconds)

@@ -47,7 +47,8 @@ extension ProxyRuntime {
                 Self.failure(
                     RequestError(
                         .notFound,
-                        "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference Protocol) endpoints under /v2 and TF Serving's /v1/models/{m}:predict"
+                        "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference "
+                            + "Protocol) endpoints under /v2 and TF Serving's /v1/models/{m}:predict"
                     ), batch: nil))
         }
     }
@@ -126,7 +127,9 @@ extension ProxyRuntime {
                     Self.failure(
                         RequestError(
                             .notFound,
-                            "model '\(name)' does not serve \(protocolName) requests; its codecs are \(model.codecs.map(\.summary).joined(separator: ", ")) (add a codec that serves \(protocolName) requests; `mlproxy plugins` lists them)"
+                            "model '\(name)' does not serve \(protocolName) requests; its codecs are "
+                                + "\(model.codecs.map(\.summary).joined(separator: ", ")) (add a codec that serves "
+                                + "\(protocolName) requests; `mlproxy plugins` lists them)"
                         ), batch: nil))
             }
             var accepted: [String] = []
@@ -135,7 +138,8 @@ extension ProxyRuntime {
                 Self.failure(
                     RequestError(
                         .unsupported,
-                        "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: \(accepted.joined(separator: ", "))"
+                        "content type '\(contentType ?? "")' is not accepted by model '\(name)'; accepted: "
+                            + "\(accepted.joined(separator: ", "))"
                     ), batch: nil))
         }
         var decoded: DecodedRequest

@@ -61,9 +61,8 @@ public final class ProxyRuntime: @unchecked Sendable {
         { [rt] in
             rt.respond(to: $0)
         }
-        rt.logger.info(
-            "mlproxy listening on \(config.listen.host):\(rt.port) with models \(config.models.map(\.name).joined(separator: ", "))"
-        )
+        let names = config.models.map(\.name).joined(separator: ", ")
+        rt.logger.info("mlproxy listening on \(config.listen.host):\(rt.port) with models \(names)")
         return rt
     }
 

@@ -92,7 +92,8 @@ public final class ForeignPolicy: BatchingPolicy {
                     }
                     guard let input = Input(rawValue: words.last!) else {
                         throw bad(
-                            "unknown argument '\(words.last!)' (known: \(Input.allCases.map(\.rawValue).joined(separator: ", ")))"
+                            "unknown argument '\(words.last!)' (known: "
+                                + "\(Input.allCases.map(\.rawValue).joined(separator: ", ")))"
                         )
                     }
                     args.append((type, input))

@@ -114,21 +114,24 @@ public final class PluginRegistry: @unchecked Sendable {
             throw PluginLoadError(
                 file: path,
                 reason:
-                    "did not report its ABI version (status \(status.rawValue)); host ABI is \(ABIVersion.major).\(ABIVersion.minor)"
+                    "did not report its ABI version (status \(status.rawValue)); host ABI is "
+                    + "\(ABIVersion.major).\(ABIVersion.minor)"
             )
         }
         if info.abi_major != ABIVersion.major {
             throw PluginLoadError(
                 file: path,
                 reason:
-                    "was built for ABI \(info.abi_major).\(info.abi_minor) but this host speaks ABI \(ABIVersion.major).\(ABIVersion.minor) (a different major version is incompatible)"
+                    "was built for ABI \(info.abi_major).\(info.abi_minor) but this host speaks ABI "
+                    + "\(ABIVersion.major).\(ABIVersion.minor) (a different major version is incompatible)"
             )
         }
         if info.abi_minor > ABIVersion.minor {
             throw PluginLoadError(
                 file: path,
                 reason:
-                    "was built for ABI \(info.abi_major).\(info.abi_minor), newer than this host's ABI \(ABIVersion.major).\(ABIVersion.minor); upgrade the host or rebuild the plugin"
+                    "was built for ABI \(info.abi_major).\(info.abi_minor), newer than this host's ABI "
+                    + "\(ABIVersion.major).\(ABIVersion.minor); upgrade the host or rebuild the plugin"
             )
         }
         guard status == MLP_OK else {
@@ -188,7 +191,8 @@ public final class PluginRegistry: @unchecked Sendable {
         let known = components.values.filter { $0.kind == kind }.map(\.name).sorted()
         throw ConfigError(
             message:
-                "no \(kind) named '\(name)' is loaded (loaded: \(known.isEmpty ? "none" : known.joined(separator: ", ")))"
+                "no \(kind) named '\(name)' is loaded (loaded: "
+                + "\(known.isEmpty ? "none" : known.joined(separator: ", ")))"
         )
     }
 }

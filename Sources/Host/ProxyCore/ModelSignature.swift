@@ -78,7 +78,8 @@ public struct ModelSignature: Sendable, Equatable {
                 guard guessedTypes, t.datatype != .bytes, spec.datatype != .bytes else {
                     throw
                         .invalid(
-                            "input '\(t.name)' is \(t.datatype.name) but model '\(model)' expects \(spec.description) (from \(source))"
+                            "input '\(t.name)' is \(t.datatype.name) but model '\(model)' expects "
+                                + "\(spec.description) (from \(source))"
                         )
                 }
                 t = t.converted(to: spec.datatype)
@@ -86,7 +87,8 @@ public struct ModelSignature: Sendable, Equatable {
             guard spec.accepts(t.shape) else {
                 throw
                     .invalid(
-                        "input '\(t.name)' has shape [\(t.shape.map(String.init).joined(separator: ", "))] but model '\(model)' expects \(spec.description); -1 is any size (from \(source))"
+                        "input '\(t.name)' has shape [\(t.shape.map(String.init).joined(separator: ", "))] but "
+                            + "model '\(model)' expects \(spec.description); -1 is any size (from \(source))"
                     )
             }
             out.append(t)
@@ -94,13 +96,15 @@ public struct ModelSignature: Sendable, Equatable {
         if let missing = inputs.first(where: { !$0.optional && !seen.contains($0.name) }) {
             throw
                 .invalid(
-                    "the request lacks input \(missing.description) that model '\(model)' requires; its inputs are \(list) (from \(source))"
+                    "the request lacks input \(missing.description) that model '\(model)' requires; its inputs "
+                        + "are \(list) (from \(source))"
                 )
         }
         if !outputs.isEmpty, let unknown = requestedOutputs.first(where: { n in !outputs.contains { $0.name == n } }) {
             throw
                 .invalid(
-                    "model '\(model)' has no output '\(unknown)'; its outputs are \(outputs.map(\.name).joined(separator: ", ")) (from \(source))"
+                    "model '\(model)' has no output '\(unknown)'; its outputs are "
+                        + "\(outputs.map(\.name).joined(separator: ", ")) (from \(source))"
                 )
         }
         return out

@@ -71,7 +71,8 @@ public final class ModelQueue<Payload> {
         if queuedItems + items > limits.maxQueuedItems {
             return RequestError(
                 .queueFull,
-                "queue full: \(queuedItems) items are waiting and max_queued_items is \(limits.maxQueuedItems); retry later"
+                "queue full: \(queuedItems) items are waiting and max_queued_items is "
+                    + "\(limits.maxQueuedItems); retry later"
             )
         }
         var deadline = arrival + limits.sloNanos
@@ -108,7 +109,8 @@ public final class ModelQueue<Payload> {
                             late,
                             RequestError(
                                 .deadline,
-                                "the request's deadline passed while it waited in the queue (\(limits.sloNanos / 1_000_000) ms SLO)"
+                                "the request's deadline passed while it waited in the queue "
+                                    + "(\(limits.sloNanos / 1_000_000) ms SLO)"
                             )))
                     continue
                 }

@@ -9,9 +9,11 @@ import ProxyHTTP
 /// from a profile (with optional noise), and extra requests wait in FIFO order. Its answer is a
 /// deterministic function of each row, output "sum" (FP64, [items, 1]) = the sum of that row's
 /// elements over all inputs (a BYTES element counts as its length), so a test can prove each client
-/// got its own row back. With `echo`, each input also comes back as output "<name>_echo". On /predictions it reads a JSON list with one row per item (numbers, nested
-/// lists, or an object of named values) and answers a list of [sum] per row, as a TorchServe handler
-/// that takes the proxy's whole batch in one request does.
+/// got its own row back. With `echo`, each input also comes back as output "<name>_echo". On
+/// /predictions it reads a JSON list with one row per item (numbers, nested lists, or an object of
+/// named values) and answers a list of [sum] per row, as a TorchServe handler that takes the proxy's
+/// whole batch in one request does. Not to be confused with `Simulator`, which runs in virtual time:
+/// this one answers real HTTP (the quick start's upstream, `mlproxy simserver`).
 public final class BuiltInModelServer: @unchecked Sendable {
     public let config: BuiltInModelServerConfig
     private let codec: CodecInstance
@@ -131,7 +133,8 @@ public final class BuiltInModelServer: @unchecked Sendable {
                     return req.eventLoop.makeSucceededFuture(
                         .error(
                             400,
-                            "row \(i / per) contains a negative value: [\(row.map { String($0) }.joined(separator: ", "))]"
+                            "row \(i / per) contains a negative value: "
+                                + "[\(row.map { String($0) }.joined(separator: ", "))]"
                         ))
                 }
             }

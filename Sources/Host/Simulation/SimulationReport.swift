@@ -2,11 +2,13 @@
 public enum SimulationReport {
     public static func table(_ results: [SimulationResult]) -> String {
         var out =
-            "| trace | policy | requests | SLA miss % | p50 ms | p99 ms | max ms | avg replicas | replica-s | shed | mean batch |\n"
+            "| trace | policy | requests | SLA miss % | p50 ms | p99 ms | max ms | avg replicas | replica-s | "
+            + "shed | mean batch |\n"
         out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         for r in results {
             out +=
-                "| \(r.trace) | \(r.policy) | \(r.requests) | \(f(r.missPercent, 2)) | \(f(r.p50Millis, 1)) | \(f(r.p99Millis, 1)) | "
+                "| \(r.trace) | \(r.policy) | \(r.requests) | \(f(r.missPercent, 2)) | \(f(r.p50Millis, 1)) | "
+                + "\(f(r.p99Millis, 1)) | "
                 + "\(f(r.maxMillis, 0)) | \(f(r.averageReplicas, 2)) | \(f(r.replicaSeconds, 0)) | \(r.shed) | \(f(r.meanBatch, 1)) |\n"
         }
         return out

@@ -20,7 +20,8 @@ private struct Node {
             if let known, !known.contains(k) {
                 throw ConfigError(
                     message:
-                        "\(file): \(path.isEmpty ? "" : path + ".")\(k): unknown key (known here: \(known.joined(separator: ", ")))"
+                        "\(file): \(path.isEmpty ? "" : path + ".")\(k): unknown key (known here: "
+                        + "\(known.joined(separator: ", ")))"
                 )
             }
             out[k] = Node(file: file, path: path.isEmpty ? k : "\(path).\(k)", value: v)
@@ -278,7 +279,8 @@ extension ProxyConfig {
             }
             guard !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_".contains($0) }) else {
                 throw n.fail(
-                    "'\(part)' is not a codec or stage name (letters, digits, '-', '_'), e.g. \"b64 -> image -> resize(224,224)\""
+                    "'\(part)' is not a codec or stage name (letters, digits, '-', '_'), e.g. \"b64 -> image "
+                        + "-> resize(224,224)\""
                 )
             }
             guard let args else { return ChainElement(name: name) }
@@ -338,7 +340,8 @@ extension ProxyConfig {
             let fm = try f.mapping(known: ["library", "signature", "poll_ms"])
             guard let lib = fm["library"], let sig = fm["signature"] else {
                 throw f.fail(
-                    "'library' and 'signature' are required, e.g. signature: \"int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)\""
+                    "'library' and 'signature' are required, e.g. signature: \"int pick(double queued_items, "
+                        + "double oldest_wait_ms, double slo_ms, double p95_ms)\""
                 )
             }
             foreign = ForeignPolicySpec(

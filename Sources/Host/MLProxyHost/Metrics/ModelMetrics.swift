@@ -21,7 +21,8 @@ struct Histogram {
     func render(_ name: String, labels: String, into out: inout String) {
         for (b, c) in zip(bounds, counts) { out += "\(name)_bucket{\(labels),le=\"\(b)\"} \(c)\n" }
         out +=
-            "\(name)_bucket{\(labels),le=\"+Inf\"} \(count)\n\(name)_sum{\(labels)} \(sum)\n\(name)_count{\(labels)} \(count)\n"
+            "\(name)_bucket{\(labels),le=\"+Inf\"} \(count)\n\(name)_sum{\(labels)} "
+            + "\(sum)\n\(name)_count{\(labels)} \(count)\n"
     }
 }
 
@@ -50,7 +51,8 @@ public final class ModelMetrics: @unchecked Sendable {
         ("mlproxy_responses_total", "counter", "Inference responses by HTTP status."),
         (
             "mlproxy_rejected_total", "counter",
-            "Requests answered without reaching the model: by reason (queue_full, invalid, unsupported, signature, unavailable, shed, deadline)."
+            "Requests answered without reaching the model: by reason (queue_full, invalid, unsupported, "
+                + "signature, unavailable, shed, deadline)."
         ),
         ("mlproxy_batches_total", "counter", "Upstream requests (batches) sent."),
         ("mlproxy_upstream_failures_total", "counter", "Batches whose upstream request failed."),

@@ -184,7 +184,8 @@ public final class BatchIsolator<Member: Sendable, Output: Sendable>: @unchecked
         lock.withLockedValue { $0.unisolated += members.count }
         let e = RequestError(
             .batchRejected,
-            "the batch this request was in (\(shape.requests) requests) was rejected (\(f.summary)) and the cause could not be isolated: \(why)"
+            "the batch this request was in (\(shape.requests) requests) was rejected (\(f.summary)) and the "
+                + "cause could not be isolated: \(why)"
         )
         for m in members { finish(m, .failed(e, shape)) }
     }

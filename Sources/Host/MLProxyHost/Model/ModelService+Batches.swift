@@ -160,7 +160,8 @@ extension ModelService {
                 if let missing = wanted.first(where: { n in !r.outputs.contains { $0.name == n } }) {
                     reply.result = .failure(
                         .invalid(
-                            "the model has no output '\(missing)'; the model server returned \(r.outputs.map(\.name).joined(separator: ", "))"
+                            "the model has no output '\(missing)'; the model server returned "
+                                + "\(r.outputs.map(\.name).joined(separator: ", "))"
                         ))
                 } else {
                     r.outputs = r.outputs.filter { wanted.contains($0.name) }

@@ -45,13 +45,10 @@ extension ModelService {
                 }
                 if changed {
                     if let sig {
-                        logger.info(
-                            "signature from the model server: inputs \(sig.inputs.map(\.description).joined(separator: ", "))"
-                        )
+                        let inputs = sig.inputs.map(\.description).joined(separator: ", ")
+                        logger.info("signature from the model server: inputs \(inputs)")
                     } else {
-                        logger.info(
-                            "the model server's metadata declares no inputs; requests are not checked against a signature"
-                        )
+                        logger.info("the model server's metadata declares no inputs; requests go unchecked")
                     }
                 }
             case .success(let r):

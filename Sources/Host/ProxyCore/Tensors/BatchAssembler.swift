@@ -26,7 +26,8 @@ public enum BatchAssembler {
             if t.shape[0] != first.shape[0] {
                 throw
                     .invalid(
-                        "inputs disagree on dim 0 (items): '\(first.name)' has \(first.shape[0]), '\(t.name)' has \(t.shape[0])"
+                        "inputs disagree on dim 0 (items): '\(first.name)' has \(first.shape[0]), '\(t.name)' "
+                            + "has \(t.shape[0])"
                     )
             }
         }
@@ -149,7 +150,8 @@ public enum BatchAssembler {
             guard out.shape.first == Int64(total) else {
                 throw
                     .upstream(
-                        "the model server's output '\(out.name)' has dim 0 = \(out.shape.first.map(String.init) ?? "none") for a batch of \(total) items"
+                        "the model server's output '\(out.name)' has dim 0 = "
+                            + "\(out.shape.first.map(String.init) ?? "none") for a batch of \(total) items"
                     )
             }
             guard let offsets = out.itemOffsets(), offsets.last == out.byteCount else {
