@@ -1,5 +1,5 @@
 /// Batch sizes in power-of-two buckets: bucket k counts batches of 2^k ..< 2^(k+1) items, the last
-/// bucket everything larger. The simulator reports it per policy and the simulated model server per
+/// bucket everything larger. The simulator reports it per policy and the built-in model server per
 /// run, in the same shape, so a live run and its simulation can be compared bucket by bucket.
 public struct BatchSizeHistogram: Sendable, Equatable {
     public private(set) var counts: [Int]

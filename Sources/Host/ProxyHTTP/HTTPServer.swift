@@ -67,7 +67,7 @@ public struct OutgoingResponse: Sendable {
 
 public typealias HTTPRoute = @Sendable (IncomingRequest) -> EventLoopFuture<OutgoingResponse>
 
-/// The HTTP/1.1 server the proxy and the simulated model server share: keep-alive, pipelining (one
+/// The HTTP/1.1 server the proxy and the built-in model server share: keep-alive, pipelining (one
 /// request at a time per connection, in order), a body size limit, and a route that answers with a
 /// future.
 public enum HTTPServer {

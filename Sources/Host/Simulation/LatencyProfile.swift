@@ -1,6 +1,6 @@
 /// Upstream latency as a function of batch items: linear between measured points, extrapolated
 /// past the last by the last segment's slope, flat below the first; optional relative noise.
-/// The simulated model server and the simulator share it.
+/// The built-in model server and the simulator share it.
 public struct LatencyProfile: Sendable {
     public let name: String
     public let points: [(items: Int, ms: Double)]
