@@ -65,6 +65,30 @@ struct ConfigTests {
                 "models[0].metadata: must be v2, tfserving or none"))
     }
 
+    @Test func theServerSectionSetsTheListenersLimits() throws {
+        let c = try ProxyConfig.parse(
+            yaml: """
+                server: {header_timeout_ms: 500, body_timeout_ms: 2000, idle_timeout_ms: 30000, max_header_bytes: 4096, max_connections: 7, max_body_bytes: 2048}
+                models:
+                  - {name: a, upstream: "http://127.0.0.1:1", connect_timeout_ms: 250}
+                """)
+        #expect(c.server.headerTimeout == .milliseconds(500) && c.server.bodyTimeout == .seconds(2))
+        #expect(c.server.idleTimeout == .seconds(30) && c.server.maxHeaderBytes == 4096)
+        #expect(c.server.maxConnections == 7 && c.maxBodyBytes == 2048)
+        #expect(c.models[0].connectTimeoutMillis == 250)
+        let plain = try ProxyConfig.parse(
+            yaml: "max_body_bytes: 4096\nmodels:\n  - {name: a, upstream: \"http://127.0.0.1:1\"}\n")
+        #expect(plain.maxBodyBytes == 4096 && plain.server.headerTimeout == .seconds(10))
+        #expect(plain.server.idleTimeout == .seconds(75) && plain.models[0].connectTimeoutMillis == 5000)
+        #expect(
+            error(
+                "max_body_bytes: 4096\nserver: {max_body_bytes: 4096}\nmodels:\n  - {name: a, upstream: \"http://127.0.0.1:1\"}\n"
+            ).contains("not both"))
+        #expect(
+            error("server: {header_timeout: 5}\nmodels:\n  - {name: a, upstream: \"http://127.0.0.1:1\"}\n").contains(
+                "server.header_timeout: unknown key"))
+    }
+
     @Test func defaultsAndPolicyParameters() throws {
         let c = try ProxyConfig.parse(
             yaml: """

@@ -226,7 +226,9 @@ struct InMemoryProxyTests {
 struct HTTPHandlerTests {
     func channel(maxBodyBytes: Int = 64, route: @escaping HTTPRoute) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try HTTPServer.configure(channel, maxBodyBytes: maxBodyBytes, route: route)
+        var limits = ServerLimits()
+        limits.maxBodyBytes = maxBodyBytes
+        try HTTPServer.configure(channel, limits: limits, route: route)
         // An embedded channel is active once "connected"; nothing leaves the process.
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel

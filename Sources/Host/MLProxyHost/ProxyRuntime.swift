@@ -15,6 +15,8 @@ public final class ProxyRuntime: @unchecked Sendable {
     public private(set) var simulated: [BuiltInModelServer] = []
     var serverChannel: Channel?
     var router = Router()
+    /// The inference listener's connection counters (/metrics).
+    public let connections = ServerStats()
     let logger = Logger(label: "mlproxy")
 
     public var port: Int { serverChannel?.localAddress?.port ?? 0 }
@@ -57,8 +59,9 @@ public final class ProxyRuntime: @unchecked Sendable {
             }
         }
         guard listen else { return rt }
-        rt.serverChannel = try HTTPServer.bind(group: group, address: config.listen, maxBodyBytes: config.maxBodyBytes)
-        { [rt] in
+        rt.serverChannel = try HTTPServer.bind(
+            group: group, address: config.listen, limits: config.server, stats: rt.connections
+        ) { [rt] in
             rt.respond(to: $0)
         }
         let names = config.models.map(\.name).joined(separator: ", ")
@@ -111,6 +114,7 @@ public final class ProxyRuntime: @unchecked Sendable {
             let load = model.load()
             model.metrics.render(model: name, queued: load.queued, inflight: load.inflight, into: &out)
         }
+        ConnectionMetrics.render(connections.snapshot, into: &out)
         return OutgoingResponse(
             .ok, headers: [("content-type", "text/plain; version=0.0.4")], body: ByteBuffer(string: out))
     }

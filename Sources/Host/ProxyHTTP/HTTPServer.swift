@@ -1,3 +1,5 @@
+import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -75,31 +77,47 @@ public enum HTTPServer {
     /// when the next one arrives, as a keep-alive connection does when the server's idle timeout or
     /// request limit strikes as the client reuses it. Only the simulated server sets it.
     public static func bind(
-        group: EventLoopGroup, address: ListenAddress, maxBodyBytes: Int,
+        group: EventLoopGroup, address: ListenAddress, limits: ServerLimits, stats: ServerStats? = nil,
         dropAfterRequests: Int? = nil, route: @escaping HTTPRoute
     ) throws -> Channel {
-        try ServerBootstrap(group: group)
+        let counts = stats ?? ServerStats()
+        return try ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Over the limit: closed at once (the client sees a reset or EOF, and may retry).
+                guard counts.open(limit: limits.maxConnections) else {
+                    let refused = counts.snapshot.refused
+                    // The 1st, 10th, 100th... refusal: a line per order of magnitude, not per connection.
+                    if refused == Int(pow(10, Double(Int(log10(Double(refused)))))) {
+                        Logger(label: "mlproxy.http").warning(
+                            "refused a connection: max_connections (\(limits.maxConnections)) are open; \(refused) refused so far"
+                        )
+                    }
+                    return channel.close()
+                }
+                channel.closeFuture.whenComplete { _ in counts.closed() }
+                return channel.eventLoop.makeCompletedFuture {
                     try configure(
-                        channel, maxBodyBytes: maxBodyBytes, dropAfterRequests: dropAfterRequests, route: route)
+                        channel, limits: limits, stats: counts, dropAfterRequests: dropAfterRequests, route: route)
                 }
             }
             .bind(host: address.host, port: address.port).wait()
     }
 
-    /// Sets up one connection's pipeline: NIO's HTTP/1.1 codec and our request handler. `bind` calls it
-    /// for every accepted connection; tests call it on an `EmbeddedChannel` and write bytes to it.
+    /// Sets up one connection's pipeline: the `ConnectionGuard` (timeouts, head size), NIO's HTTP/1.1
+    /// codec and our request handler. `bind` calls it for every accepted connection; tests call it on
+    /// an `EmbeddedChannel` and write bytes to it.
     public static func configure(
-        _ channel: Channel, maxBodyBytes: Int, dropAfterRequests: Int? = nil, route: @escaping HTTPRoute
+        _ channel: Channel, limits: ServerLimits, stats: ServerStats? = nil, dropAfterRequests: Int? = nil,
+        route: @escaping HTTPRoute
     ) throws {
+        try channel.pipeline.syncOperations.addHandler(ConnectionGuard(limits: limits, stats: stats))
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
         try channel.pipeline.syncOperations.addHandler(
-            RequestHandler(maxBodyBytes: maxBodyBytes, dropAfter: dropAfterRequests, route: route))
+            RequestHandler(maxBodyBytes: limits.maxBodyBytes, dropAfter: dropAfterRequests, route: route))
     }
 }
 
@@ -130,6 +148,7 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
             }
             answered += 1
             head = h
+            context.triggerUserOutboundEvent(RequestPhase.headReceived, promise: nil)
             tooLarge = (h.headers.first(name: "content-length").flatMap(Int.init) ?? 0) > maxBodyBytes
             body =
                 tooLarge
@@ -147,6 +166,7 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
         case .end:
             guard let head else { return }
             self.head = nil
+            context.triggerUserOutboundEvent(RequestPhase.requestComplete, promise: nil)
             if tooLarge {
                 write(
                     context: context, head: head,
@@ -191,6 +211,8 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
         if !keepAlive || response.closeSilently {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
+        } else {
+            context.triggerUserOutboundEvent(RequestPhase.responseSent, promise: nil)
         }
     }
 }

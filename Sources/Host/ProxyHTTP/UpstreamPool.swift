@@ -44,16 +44,18 @@ public final class UpstreamPool: UpstreamTransport, @unchecked Sendable {
     public let loop: EventLoop
     public let address: ListenAddress
     private let timeout: TimeAmount
+    private let connectTimeout: TimeAmount
     private var idle: [UpstreamConnection] = []
     /// Connections with a request outstanding; a sweeper fails those past their deadline. One
     /// repeating timer per pool costs less than a timer per request on the hot path.
     private var busy: [UpstreamConnection] = []
     private var sweeper: RepeatedTask?
 
-    public init(loop: EventLoop, address: ListenAddress, timeoutMillis: Int64) {
+    public init(loop: EventLoop, address: ListenAddress, timeoutMillis: Int64, connectTimeoutMillis: Int64 = 5_000) {
         self.loop = loop
         self.address = address
         self.timeout = .milliseconds(timeoutMillis)
+        self.connectTimeout = .milliseconds(connectTimeoutMillis)
     }
 
     /// Sends one request and completes with the whole response, or fails on connect errors, a
@@ -154,7 +156,7 @@ public final class UpstreamPool: UpstreamTransport, @unchecked Sendable {
         let address = self.address
         return ClientBootstrap(group: loop)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connectTimeout(.seconds(5))
+            .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()

@@ -42,9 +42,16 @@ public final class BuiltInModelServer: @unchecked Sendable {
         self.profile = LatencyProfile(name: "configured", points: config.latencyMillis, noise: config.noise)
     }
 
+    /// A model server's own limits: generous, it stands behind the proxy.
+    static let limits: ServerLimits = {
+        var l = ServerLimits()
+        l.maxBodyBytes = 256 << 20
+        return l
+    }()
+
     public func start(group: EventLoopGroup) throws {
         channel = try HTTPServer.bind(
-            group: group, address: config.listen, maxBodyBytes: 256 << 20,
+            group: group, address: config.listen, limits: Self.limits,
             dropAfterRequests: config.dropAfterRequests
         ) { [self] in respond(to: $0) }
     }

@@ -110,7 +110,7 @@ extension ProxyConfig {
     static func parseModel(_ node: ConfigNode, defaults: ModelDefaults) throws -> ModelConfig {
         let m = try node.mapping(known: [
             "name", "backend", "backend_params", "upstream", "upstream_model", "upstream_version",
-            "upstream_timeout_ms", "codecs", "metadata",
+            "upstream_timeout_ms", "connect_timeout_ms", "codecs", "metadata",
             "policy", "policy_params", "foreign_policy", "slo_ms", "max_batch_items", "max_queued_items",
             "max_inflight_batches", "late_requests", "pad", "pad_value", "inputs", "outputs", "check_signature",
             "isolate_failures", "retry_on_reset", "retry_budget",
@@ -205,6 +205,7 @@ extension ProxyConfig {
             upstreamModel: try m["upstream_model"]?.string() ?? name,
             upstreamVersion: try m["upstream_version"]?.string() ?? "",
             upstreamTimeoutMillis: Int64(try m["upstream_timeout_ms"]?.int(min: 1) ?? 30_000),
+            connectTimeoutMillis: Int64(try m["connect_timeout_ms"]?.int(min: 1, max: 600_000) ?? 5_000),
             codecs: codecs,
             policy: try foreign.map { "foreign:" + (try ForeignPolicy.Signature.parse($0.signature)).symbol }
                 ?? m["policy"]?.string() ?? defaults.policy,

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import PluginAPI
 import Yams
 
@@ -99,16 +100,22 @@ extension ProxyConfig {
         }
         let top = try ConfigNode(file: file, path: "", value: root ?? [String: Any]()).mapping(known: [
             "listen", "max_body_bytes", "plugin_paths", "plugins", "drain_timeout_ms", "simulated_servers", "models",
-            "defaults",
+            "defaults", "server",
         ])
         var config = ProxyConfig(
             listen: try top["listen"]?.address() ?? ListenAddress(host: "127.0.0.1", port: 8080),
-            maxBodyBytes: try top["max_body_bytes"]?.int(min: 1024) ?? 64 << 20,
             pluginPaths: try top["plugin_paths"]?.list().map { try $0.string() } ?? [],
             plugins: try top["plugins"]?.list().map { try $0.string() } ?? [],
             drainTimeoutMillis: Int64(try top["drain_timeout_ms"]?.int(min: 0) ?? 30_000),
             simulatedServers: [], models: [])
         if let d = top["defaults"] { config.defaults = try parseDefaults(d) }
+        if let s = top["server"] { config.server = try parseServer(s) }
+        if let b = top["max_body_bytes"] {
+            if top["server"].flatMap({ $0.value as? [String: Any] })?["max_body_bytes"] != nil {
+                throw b.fail("set it in 'server:' or here, not both")
+            }
+            config.server.maxBodyBytes = try b.int(min: 1024)
+        }
         for node in try top["simulated_servers"]?.list() ?? [] {
             config.simulatedServers.append(try parseSimulated(node))
         }
@@ -124,6 +131,26 @@ extension ProxyConfig {
         }
         if config.models.isEmpty { throw models.fail("at least one model is required") }
         return config
+    }
+
+    /// The listener's limits (`server:`); times in milliseconds.
+    static func parseServer(_ node: ConfigNode) throws -> ServerLimits {
+        let m = try node.mapping(known: [
+            "header_timeout_ms", "body_timeout_ms", "idle_timeout_ms", "max_header_bytes", "max_body_bytes",
+            "max_connections",
+        ])
+        var l = ServerLimits()
+        func millis(_ key: String, _ current: TimeAmount) throws -> TimeAmount {
+            guard let v = m[key] else { return current }
+            return .milliseconds(Int64(try v.int(min: 1, max: 86_400_000)))
+        }
+        l.headerTimeout = try millis("header_timeout_ms", l.headerTimeout)
+        l.bodyTimeout = try millis("body_timeout_ms", l.bodyTimeout)
+        l.idleTimeout = try millis("idle_timeout_ms", l.idleTimeout)
+        l.maxHeaderBytes = try m["max_header_bytes"]?.int(min: 1024, max: 1 << 24) ?? l.maxHeaderBytes
+        l.maxBodyBytes = try m["max_body_bytes"]?.int(min: 1024) ?? l.maxBodyBytes
+        l.maxConnections = try m["max_connections"]?.int(min: 1, max: 1_000_000) ?? l.maxConnections
+        return l
     }
 
     static func parseDefaults(_ node: ConfigNode) throws -> ModelDefaults {

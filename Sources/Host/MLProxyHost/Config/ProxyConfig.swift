@@ -35,6 +35,8 @@ public struct ModelConfig: Sendable {
     public var upstreamModel: String
     public var upstreamVersion: String
     public var upstreamTimeoutMillis: Int64
+    /// How long a new connection to the model server may take to open (`connect_timeout_ms`).
+    public var connectTimeoutMillis: Int64 = 5_000
     /// How request bodies are decoded: codec chains, picked by content type and rank.
     public var codecs: [CodecChainSpec]
     public var policy: String
@@ -105,11 +107,14 @@ public struct ForeignPolicySpec: Sendable {
 
 public struct ProxyConfig: Sendable {
     public var listen: ListenAddress
-    public var maxBodyBytes: Int
     public var pluginPaths: [String]
     public var plugins: [String]
     public var drainTimeoutMillis: Int64
     public var simulatedServers: [BuiltInModelServerConfig]
     public var models: [ModelConfig]
     public var defaults = ModelDefaults()
+    /// The listener's timeouts and limits (`server:`; `max_body_bytes` may also stand at the top).
+    public var server = ServerLimits()
+
+    public var maxBodyBytes: Int { server.maxBodyBytes }
 }

@@ -82,7 +82,9 @@ public final class ModelService: @unchecked Sendable {
         for l in group.makeIterator() {
             let pool =
                 upstream?(config, l)
-                ?? UpstreamPool(loop: l, address: config.upstream, timeoutMillis: config.upstreamTimeoutMillis)
+                ?? UpstreamPool(
+                    loop: l, address: config.upstream, timeoutMillis: config.upstreamTimeoutMillis,
+                    connectTimeoutMillis: config.connectTimeoutMillis)
             pool.onRetry = { metrics.retried() }
             pools[ObjectIdentifier(l)] = pool
         }
