@@ -1,4 +1,5 @@
 import MLProxyHost
+import NIOPosix
 import Testing
 
 @Suite("Configuration")
@@ -120,9 +121,14 @@ struct ConfigTests {
                 "'name' (a codec) or 'chain'"))
     }
 
-    @Test func theShippedSamplesParse() throws {
-        for file in ["samples/quickstart.yaml", "samples/c-policy/config.yaml"] {
-            _ = try ProxyConfig.load(file: repoRoot.appendingPathComponent(file).path)
+    /// Each shipped config passes the checks start-up makes (`make test` builds the sample plugins
+    /// first; their paths in the configs are relative to the configs' folders).
+    @Test func theShippedSamplesPassTheStartUpChecks() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        for file in ["samples/quickstart.yaml", "samples/c-policy/config.yaml", "samples/ffi-policy/config.yaml"] {
+            let config = try ProxyConfig.load(file: repoRoot.appendingPathComponent(file).path)
+            try ProxyRuntime.check(config: config, group: group)
         }
     }
 }

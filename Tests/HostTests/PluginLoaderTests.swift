@@ -1,5 +1,6 @@
 import Foundation
 import MLProxyHost
+import NIOPosix
 import PluginAPI
 import Testing
 
@@ -99,27 +100,40 @@ struct PluginLoaderTests {
         #expect(throws: ConfigError.self) { try registry.component(.policy, "no-such-policy") }
     }
 
-    @Test func refusedPluginTakesDownOnlyTheModelsThatNeedIt() throws {
+    @Test func aFailingInitIsReportedAsSuch() throws {
+        let e = try loadError("failing_init")
+        #expect(e.reason.contains("mlp_plugin_init failed with status"), "\(e.reason)")
+    }
+
+    /// Any plugin that cannot be loaded, by path or by name, stops start-up with the file and the
+    /// reason; a component no file provides names the model that wants it.
+    @Test func aRefusedPluginStopsStartUp() throws {
         let dir = try scratchDir("refused")
         defer { try? FileManager.default.removeItem(at: dir) }
         let bad = try compilePlugin(
             source: fixtures.appendingPathComponent("wrong_major.c"), into: dir, name: "wrong_major")
-        let cluster = try TestCluster(
-            extraTop: "plugins: [\(bad)]",
-            models: """
-                  - {name: good, upstream: "UPSTREAM", policy: none}
-                  - {name: needs-missing, upstream: "UPSTREAM", policy: from-the-bad-plugin}
-                """)
-        defer { cluster.stop() }
-        #expect(cluster.proxy.unavailable["needs-missing"]?.contains("ABI 2.0") == true)
-        let results = try curlParallel(
-            url: cluster.url + "/v2/models/good/infer", bodies: [v2Request(id: "a", rows: [[1, 2]])])
-        #expect(results[0].status == 200)
-        #expect(results[0].output("sum") == [3])
-        let down = try curlParallel(
-            url: cluster.url + "/v2/models/needs-missing/infer", bodies: [v2Request(id: "b", rows: [[1, 2]])])
-        #expect(down[0].status == 503)
-        #expect(down[0].body.contains("ABI 2.0"))
+        func startError(_ yaml: String) -> String {
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            defer { try? group.syncShutdownGracefully() }
+            do {
+                let rt = try ProxyRuntime.start(config: try ProxyConfig.parse(yaml: yaml), group: group, listen: false)
+                rt.drainAndStop()
+                return ""
+            } catch let e as ConfigError {
+                return e.message
+            } catch {
+                return "\(error)"
+            }
+        }
+        let model = "models: [{name: good, upstream: \"http://127.0.0.1:1\", policy: none}]"
+        let byPath = startError("plugins: [\(bad)]\n\(model)")
+        #expect(byPath.contains(bad) && byPath.contains("ABI 2.0"), "\(byPath)")
+        let missing = startError("plugins: [\(dir.path)/nope.so]\n\(model)")
+        #expect(missing.contains("nope.so") && missing.contains("not found"), "\(missing)")
+        let byName = startError("plugins: [no-such-plugin]\n\(model)")
+        #expect(byName.contains("no-such-plugin") && byName.contains("not found"), "\(byName)")
+        let noPolicy = startError("models: [{name: m1, upstream: \"http://127.0.0.1:1\", policy: from-nowhere}]")
+        #expect(noPolicy.contains("model 'm1'") && noPolicy.contains("from-nowhere"), "\(noPolicy)")
     }
 }
 

@@ -106,6 +106,43 @@ struct ProcessTests {
         #expect(text.contains("unknown key"))
     }
 
+    /// `mlproxy check` validates like start-up without serving; relative plugin paths are relative
+    /// to the config file's folder, wherever the command runs from.
+    @Test func checkValidatesWithoutServingAndResolvesRelativePaths() throws {
+        let dir = try scratchDir("check")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let plugins = dir.appendingPathComponent("plugins")
+        try FileManager.default.createDirectory(at: plugins, withIntermediateDirectories: true)
+        _ = try compilePlugin(
+            source: repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c"), into: plugins,
+            name: "pairs_policy", libs: ["-ljansson"])
+        let good = dir.appendingPathComponent("good.yaml")
+        try """
+        plugins: [./plugins/libpairs_policy.so]
+        models: [{name: m, upstream: "http://127.0.0.1:1", policy: pairs, policy_params: {group: 2}}]
+        """.write(to: good, atomically: true, encoding: .utf8)
+        let out = try run(binary, ["check", "--config", good.path])
+        #expect(out.contains("ok, 1 model(s): m"), "\(out)")
+
+        let bad = dir.appendingPathComponent("bad.yaml")
+        try """
+        plugins: [./plugins/libmissing.so]
+        models: [{name: m, upstream: "http://127.0.0.1:1"}]
+        """.write(to: bad, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["check", "--config", bad.path]
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 2)
+        #expect(text.contains(bad.path), "names the config file: \(text)")
+        #expect(text.contains(dir.path + "/./plugins/libmissing.so: not found: no such file"), "\(text)")
+    }
+
     @Test func theDocsMinimalPolicyBuildsAndLoads() throws {
         let doc = try String(contentsOf: repoRoot.appendingPathComponent("docs/plugin-abi.md"), encoding: .utf8)
         let start = try #require(doc.range(of: "```c\n"))

@@ -6,7 +6,7 @@
  *
  * then named in the config (see samples/c-policy/config.yaml):
  *
- *     plugins: [samples/c-policy/libpairs_policy.so]
+ *     plugins: [./libpairs_policy.so]        (relative to the config file's folder)
  *     models: [{name: m, upstream: "http://...", policy: pairs, policy_params: {group: 2}}]
  *
  * It sends requests in groups of `group` items, or whatever is queued once the oldest request has

@@ -5,7 +5,7 @@
  *     cc -shared -fPIC -O2 -o samples/ffi-policy/libpick.so samples/ffi-policy/pick.c
  *
  *     foreign_policy:
- *       library: samples/ffi-policy/libpick.so
+ *       library: ./libpick.so        (in samples/ffi-policy/config.yaml: relative to its folder)
  *       signature: "int pick(double queued_items, double oldest_wait_ms, double slo_ms, double p95_ms)"
  *
  * The host binds the signature once with libffi and calls the function on every arrival and batch

@@ -11,7 +11,7 @@ struct MLProxyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mlproxy",
         abstract: "An SLA-aware batching reverse proxy for ML inference servers.",
-        subcommands: [Serve.self, SimServer.self, Simulate.self, Plugins.self],
+        subcommands: [Serve.self, Check.self, SimServer.self, Simulate.self, Plugins.self],
         defaultSubcommand: Serve.self)
 }
 
@@ -63,7 +63,7 @@ struct Serve: ParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let runtime: ProxyRuntime
         do { runtime = try ProxyRuntime.start(config: cfg, group: group) } catch let e as ConfigError {
-            FileHandle.standardError.write(Data("mlproxy: configuration error: \(e.message)\n".utf8))
+            FileHandle.standardError.write(Data("mlproxy: configuration error: \(config): \(e.message)\n".utf8))
             throw ExitCode(2)
         }
         printReady("mlproxy ready on http://\(cfg.listen.host):\(runtime.port)")
@@ -71,6 +71,30 @@ struct Serve: ParsableCommand {
             Logger(label: "mlproxy").info("signal received: draining queued and in-flight requests")
             runtime.drainAndStop()
             try? group.syncShutdownGracefully()
+        }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check a config as start-up would (plugins load, models accept their settings), without serving.")
+
+    @Option(name: .shortAndLong, help: "The YAML configuration file.")
+    var config: String = "samples/quickstart.yaml"
+
+    func run() throws {
+        bootstrapLogging("warning")
+        do {
+            let cfg = try ProxyConfig.load(file: config)
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            defer { try? group.syncShutdownGracefully() }
+            do { try ProxyRuntime.check(config: cfg, group: group) } catch let e as ConfigError {
+                throw ConfigError(message: "\(config): \(e.message)")
+            }
+            print("\(config): ok, \(cfg.models.count) model(s): \(cfg.models.map(\.name).joined(separator: ", "))")
+        } catch let e as ConfigError {
+            FileHandle.standardError.write(Data("mlproxy: configuration error: \(e.message)\n".utf8))
+            throw ExitCode(2)
         }
     }
 }
@@ -143,7 +167,7 @@ struct Plugins: ParsableCommand {
             print("\(c.kind)\t\(c.name)\t\(c.summary)\t\(c.file)")
         }
         for e in errors { print("error\t\(e.description)") }
-        if !errors.isEmpty { throw ExitCode(1) }
+        if !errors.isEmpty { throw ExitCode(2) }
     }
 }
 

@@ -17,7 +17,8 @@ extension ProxyRuntime {
         }
         r.add(.GET, "/v2/health/live") { req, _ in req.eventLoop.makeSucceededFuture(.json(.ok, "{\"live\":true}")) }
         r.add(.GET, "/v2/health/ready") { [self] req, _ in
-            let ready = unavailable.isEmpty
+            // The v2 protocol's server readiness: every model ready (its model server reachable).
+            let ready = models.values.allSatisfy(\.upstreamReady)
             return req.eventLoop.makeSucceededFuture(.json(ready ? .ok : .serviceUnavailable, "{\"ready\":\(ready)}"))
         }
         for prefix in ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"] {
@@ -64,7 +65,6 @@ extension ProxyRuntime {
     }
 
     func modelMissing(_ m: String) -> RequestError {
-        if let why = unavailable[m] { return RequestError(.unavailable, "model '\(m)' is not available: \(why)") }
         return RequestError(
             .notFound, "unknown model '\(m)'; this proxy serves: \(models.keys.sorted().joined(separator: ", "))")
     }

@@ -10,8 +10,6 @@ public final class ProxyRuntime: @unchecked Sendable {
     public let registry: PluginRegistry
     public let group: EventLoopGroup
     public private(set) var models: [String: ModelService] = [:]
-    /// Models that could not start (a plugin they need failed to load), with the reason.
-    public private(set) var unavailable: [String: String] = [:]
     public private(set) var simulated: [BuiltInModelServer] = []
     var serverChannel: Channel?
     var router = Router()
@@ -28,15 +26,15 @@ public final class ProxyRuntime: @unchecked Sendable {
     }
 
     /// Loads plugins, starts the simulated servers and models, and binds the listener.
-    /// Throws on configuration errors; a plugin file that fails to load only takes down the models
-    /// that need it. `listen: false` binds nothing: tests then call `respond(to:)`, and with
-    /// `upstream` they keep the model servers in memory too.
+    /// Throws on configuration errors, a plugin file that cannot be loaded among them: start-up stops
+    /// rather than serve some models and not others. `listen: false` binds nothing: tests then call
+    /// `respond(to:)`, and with `upstream` they keep the model servers in memory too.
     public static func start(
         config: ProxyConfig, group: EventLoopGroup, listen: Bool = true, upstream: UpstreamFactory? = nil
     ) throws -> ProxyRuntime {
         let rt = ProxyRuntime(config: config, group: group)
         rt.router = rt.makeRouter()
-        let loadErrors = rt.registry.loadAll(extra: config.plugins)
+        try rt.loadPlugins()
         if !config.simulatedServers.isEmpty {
             let codec = try CodecInstance(try rt.registry.component(.codec, config.defaults.v2JSONCodec))
             for sim in config.simulatedServers {
@@ -48,15 +46,9 @@ public final class ProxyRuntime: @unchecked Sendable {
             }
         }
         for m in config.models {
-            do {
-                let model = try rt.makeModel(m, upstream: upstream)
-                rt.models[m.name] = model
-                model.start()
-            } catch let e as ConfigError where !loadErrors.isEmpty {
-                let reason = "\(e.message); plugin errors: \(loadErrors.map(\.description).joined(separator: "; "))"
-                rt.unavailable[m.name] = reason
-                rt.logger.error("model '\(m.name)' is not available: \(reason)")
-            }
+            let model = try rt.makeModel(m, upstream: upstream)
+            rt.models[m.name] = model
+            model.start()
         }
         guard listen else { return rt }
         rt.serverChannel = try HTTPServer.bind(
@@ -69,22 +61,48 @@ public final class ProxyRuntime: @unchecked Sendable {
         return rt
     }
 
-    func makeModel(_ m: ModelConfig, upstream: UpstreamFactory?) throws -> ModelService {
-        let codecs = try m.codecs.map { try makeChain($0, model: m.name) }
-        let backend = try BackendInstance(try registry.component(.backend, m.backend), configJSON: m.backendParamsJSON)
-        let policy: BatchingPolicy
-        if let f = m.foreignPolicy {
-            policy = try ForeignPolicy(library: f.library, signature: f.signature, pollMillis: f.pollMillis)
-        } else {
-            policy = try PluginPolicy(try registry.component(.policy, m.policy), configJSON: m.policyParamsJSON)
+    /// Checks a config as start-up would, without serving: every plugin loads, every model's
+    /// codecs, stages, backend and policy accept their parameters (`mlproxy check`). Nothing is
+    /// bound, started or connected.
+    public static func check(config: ProxyConfig, group: EventLoopGroup) throws {
+        let rt = ProxyRuntime(config: config, group: group)
+        try rt.loadPlugins()
+        if !config.simulatedServers.isEmpty {
+            _ = try CodecInstance(try rt.registry.component(.codec, config.defaults.v2JSONCodec))
         }
-        return ModelService(
-            config: m, group: group, codecs: codecs, backend: backend, policy: policy, upstream: upstream)
+        for m in config.models { _ = try rt.makeModel(m, upstream: nil) }
+    }
+
+    /// The bundled plugins and the config's; any file that cannot be loaded is a configuration error.
+    func loadPlugins() throws {
+        let errors = registry.loadAll(extra: config.plugins)
+        guard errors.isEmpty else {
+            throw ConfigError(message: errors.map(\.description).joined(separator: "; "))
+        }
+    }
+
+    /// A model's components; a refusal names the model.
+    func makeModel(_ m: ModelConfig, upstream: UpstreamFactory?) throws -> ModelService {
+        do {
+            let codecs = try m.codecs.map { try makeChain($0) }
+            let backend = try BackendInstance(
+                try registry.component(.backend, m.backend), configJSON: m.backendParamsJSON)
+            let policy: BatchingPolicy
+            if let f = m.foreignPolicy {
+                policy = try ForeignPolicy(library: f.library, signature: f.signature, pollMillis: f.pollMillis)
+            } else {
+                policy = try PluginPolicy(try registry.component(.policy, m.policy), configJSON: m.policyParamsJSON)
+            }
+            return ModelService(
+                config: m, group: group, codecs: codecs, backend: backend, policy: policy, upstream: upstream)
+        } catch let e as ConfigError {
+            throw ConfigError(message: "model '\(m.name)': \(e.message)")
+        }
     }
 
     /// Builds a codec chain. One that starts with a stage has no codec to read the body: the host
     /// hands the stages the whole body, and the defaults' v2 JSON codec writes the reply.
-    func makeChain(_ spec: CodecChainSpec, model: String) throws -> CodecChain {
+    func makeChain(_ spec: CodecChainSpec) throws -> CodecChain {
         let first = spec.elements[0]
         let startsWithStage =
             (try? registry.component(.codec, first.name)) == nil && (try? registry.component(.stage, first.name)) != nil
@@ -100,7 +118,7 @@ public final class ProxyRuntime: @unchecked Sendable {
             let codec = try CodecInstance(try registry.component(.codec, first.name), configJSON: first.paramsJSON)
             return CodecChain(codec: codec, stages: stages, contentTypes: spec.contentTypes, rank: spec.rank)
         } catch let e as ConfigError {
-            throw ConfigError(message: "model '\(model)': codec chain '\(spec)': \(e.message)")
+            throw ConfigError(message: "codec chain '\(spec)': \(e.message)")
         }
     }
 

@@ -83,8 +83,10 @@ public final class PluginRegistry: @unchecked Sendable {
         var errors: [PluginLoadError] = []
         for name in Self.bundledFiles + extra {
             guard let path = resolve(name) else {
-                errors.append(
-                    PluginLoadError(file: name, reason: "not found in \(searchPaths.joined(separator: ", "))"))
+                let reason =
+                    name.contains("/")
+                    ? "not found: no such file" : "not found in \(searchPaths.joined(separator: ", "))"
+                errors.append(PluginLoadError(file: name, reason: reason))
                 continue
             }
             if loadedFiles.contains(path) { continue }
@@ -111,12 +113,12 @@ public final class PluginRegistry: @unchecked Sendable {
         // Size and version first, before any other field.
         let versionEnd = UInt32(MemoryLayout<mlp_plugin_info>.offset(of: \.plugin_name)!)
         guard info.struct_size >= versionEnd else {
-            throw PluginLoadError(
-                file: path,
-                reason:
-                    "did not report its ABI version (status \(status.rawValue)); host ABI is "
-                    + "\(ABIVersion.major).\(ABIVersion.minor)"
-            )
+            // An init that failed early may not have filled anything: say it failed, first.
+            let why =
+                status != MLP_OK
+                ? "mlp_plugin_init failed with status \(status.rawValue) before reporting its ABI version"
+                : "did not report its ABI version"
+            throw PluginLoadError(file: path, reason: "\(why); host ABI is \(ABIVersion.major).\(ABIVersion.minor)")
         }
         if info.abi_major != ABIVersion.major {
             throw PluginLoadError(

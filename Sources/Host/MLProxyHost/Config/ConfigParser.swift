@@ -90,7 +90,24 @@ extension ProxyConfig {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
             throw ConfigError(message: "\(file): cannot read the file")
         }
-        return try parse(yaml: text, file: file)
+        var config = try parse(yaml: text, file: file)
+        config.resolvePaths(relativeTo: (file as NSString).deletingLastPathComponent)
+        return config
+    }
+
+    /// Plugin folders, plugin files given by path and foreign policy libraries written relative in a
+    /// config file are relative to that file's folder, not to wherever the proxy was started.
+    mutating func resolvePaths(relativeTo dir: String) {
+        func resolve(_ p: String) -> String {
+            p.hasPrefix("/") || !p.contains("/") && !p.hasPrefix(".") ? p : (dir as NSString).appendingPathComponent(p)
+        }
+        func resolveDir(_ p: String) -> String { p.hasPrefix("/") ? p : (dir as NSString).appendingPathComponent(p) }
+        guard !dir.isEmpty else { return }
+        pluginPaths = pluginPaths.map(resolveDir)
+        plugins = plugins.map(resolve)
+        for i in models.indices {
+            if let lib = models[i].foreignPolicy?.library { models[i].foreignPolicy?.library = resolve(lib) }
+        }
     }
 
     public static func parse(yaml: String, file: String = "<config>") throws -> ProxyConfig {
