@@ -323,6 +323,29 @@ struct QueueLimitTests {
         func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {}
     }
 
+    final class FailingPolicy: BatchingPolicy {
+        func decide(_ input: PolicyInput) throws(PolicyFailure) -> PolicyDecision { throw PolicyFailure("broken") }
+        func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {}
+    }
+
+    /// Every failed decide is reported (not just the first), right before the dispatch made without it.
+    @Test func aFailingPolicyIsReportedBeforeEachDispatchItCausesNotOnce() {
+        let q = ModelQueue<Int>(limits: limits(), policy: FailingPolicy())
+        var reports = 0
+        for i in 0..<3 {
+            _ = q.admit(items: 1, arrival: Int64(i), timeoutMicros: nil, priority: 0, batchKey: "k", payload: i)
+            let effects = q.pump(now: Int64(i))
+            guard effects.count >= 2, case .policyFailed(let f) = effects[0], case .dispatch(let e) = effects[1] else {
+                Issue.record("round \(i): \(effects.count) effects, expected a report then a dispatch")
+                continue
+            }
+            #expect(f.message == "broken" && e.map(\.payload) == [i])
+            reports += 1
+            q.batchFinished(items: 1, arrivals: [Int64(i)], ok: true, dispatched: Int64(i), finished: Int64(i))
+        }
+        #expect(reports == 3)
+    }
+
     func limits(rejectLate: Bool = false) -> QueueLimits {
         QueueLimits(maxBatchItems: 4, maxQueuedItems: 10, maxInflightBatches: 1, sloNanos: 100, rejectLate: rejectLate)
     }

@@ -185,7 +185,19 @@ struct ProxyIntegrationTests {
         for (i, r) in results.enumerated() {
             #expect(r.status == 200)
             #expect(r.output("sum") == [Double(i)])
+            // Every batch went without the policy, and each response says so.
+            #expect(r.headers["mlproxy-policy"] == "always-fails (bypassed: this policy always fails)", "\(r.headers)")
         }
+        let metrics = try run("/usr/bin/curl", ["-s", cluster.url + "/metrics"])
+        let failures = metrics.split(separator: "\n").first {
+            $0.hasPrefix("mlproxy_policy_failures_total{model=\"m\",hook=\"decide\"}")
+        }
+        let count = failures.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        // One failed decide per batch at least: 20 requests, at most 20 batches, each counted.
+        let batches =
+            metrics.split(separator: "\n").first { $0.hasPrefix("mlproxy_batches_total{model=\"m\"}") }
+            .flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+        #expect(count >= batches && batches > 0, "\(count) failures, \(batches) batches")
     }
 
     @Test func theCSamplePolicyBuiltWithPlainCCIsUsed() throws {

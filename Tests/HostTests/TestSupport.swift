@@ -336,6 +336,7 @@ func summarize(_ effects: [QueueEffect<Int>]) -> (batches: [[Int]], wake: Int64?
         case .dispatch(let entries): batches.append(entries.map(\.payload))
         case .wake(let at): wake = at
         case .reject(let entries, _): rejected += entries.map(\.payload)
+        case .policyFailed(let f): Issue.record("the policy failed: \(f.message)")
         }
     }
     return (batches, wake, rejected)

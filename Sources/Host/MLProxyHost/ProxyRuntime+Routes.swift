@@ -187,7 +187,7 @@ extension ProxyRuntime {
                 }
             }
             if let batch = reply.batch {
-                response.headers.append(("mlproxy-policy", policy))
+                response.headers.append(("mlproxy-policy", Self.policyHeader(policy, bypassed: reply.policyBypassed)))
                 response.headers.append(("mlproxy-batch-size", String(batch.items)))
                 response.headers.append(("mlproxy-batch-requests", String(batch.requests)))
                 if batch.attempts > 1 { response.headers.append(("mlproxy-batch-attempts", String(batch.attempts))) }
@@ -197,6 +197,14 @@ extension ProxyRuntime {
             metrics.response(status: response.status)
             return response
         }
+    }
+
+    /// `mlproxy-policy`: the policy's name, and why it was bypassed for this batch when it was (its
+    /// message on one line, at most 200 characters: a header is no place for a plugin's essay).
+    static func policyHeader(_ policy: String, bypassed: String?) -> String {
+        guard let why = bypassed else { return policy }
+        let line = String(why.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7f ? " " : Character($0) })
+        return "\(policy) (bypassed: \(line.prefix(200)))"
     }
 
     /// An error response with the headers that say whose failure it was and when to come back.

@@ -35,6 +35,8 @@ public enum QueueEffect<Payload> {
     case dispatch([QueueEntry<Payload>])
     case reject([QueueEntry<Payload>], RequestError)
     case wake(at: Int64)
+    /// The policy failed to decide; the `.dispatch` that follows was sent without it.
+    case policyFailed(PolicyFailure)
 }
 
 /// The per-model queue and dispatcher: admission, asking the policy on every arrival, timer and
@@ -49,8 +51,6 @@ public final class ModelQueue<Payload> {
     private var head = 0
     public private(set) var queuedItems = 0
     public private(set) var inflight = 0
-    private var policyFailureLogged = false
-    public var onPolicyError: ((PolicyFailure) -> Void)?
 
     public init(limits: QueueLimits, policy: BatchingPolicy) {
         self.limits = limits
@@ -141,10 +141,7 @@ public final class ModelQueue<Payload> {
             switch decision {
             case .failure(let e):
                 // A failing policy must not strand requests: fall back to sending what is queued.
-                if !policyFailureLogged {
-                    onPolicyError?(e)
-                    policyFailureLogged = true
-                }
+                effects.append(.policyFailed(e))
                 effects.append(.dispatch(take(items: limits.maxBatchItems)))
             case .success(.dispatch(let n)):
                 effects.append(.dispatch(take(items: min(max(n, 1), limits.maxBatchItems))))

@@ -156,7 +156,7 @@ public enum Simulator {
                 case .reject(let entries, _):
                     shed += entries.count
                     misses += entries.count
-                case .wake: break
+                case .wake, .policyFailed: break
                 }
             }
             // A cancelled timer stays in the heap; `fired` tells it is stale when it comes up.

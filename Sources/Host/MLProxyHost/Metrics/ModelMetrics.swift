@@ -42,6 +42,7 @@ public final class ModelMetrics: @unchecked Sendable {
     private var isolatedBatches: UInt64 = 0
     private var retries: UInt64 = 0
     private var failedByCause: [String: UInt64] = [:]
+    private var policyFailures: [String: UInt64] = [:]
     private var up = true
 
     public init() {}
@@ -76,6 +77,10 @@ public final class ModelMetrics: @unchecked Sendable {
             "mlproxy_failed_after_dispatch_total", "counter",
             "Requests that left the queue and got an error, by cause: own, batch, upstream."
         ),
+        (
+            "mlproxy_policy_failures_total", "counter",
+            "Policy hooks that failed, by hook; each failed decide sends what is queued without the policy."
+        ),
         ("mlproxy_batch_items", "histogram", "Items per batch."),
         ("mlproxy_queue_seconds", "histogram", "Time requests waited in the proxy's queue."),
         ("mlproxy_upstream_seconds", "histogram", "Upstream latency per batch."),
@@ -99,6 +104,7 @@ public final class ModelMetrics: @unchecked Sendable {
     func retried() { lock.withLock { retries += 1 } }
     func failed(cause: FailureCause) { lock.withLock { failedByCause[cause.rawValue, default: 0] += 1 } }
     func upstreamUp(_ isUp: Bool) { lock.withLock { up = isUp } }
+    func policyFailed(hook: String) { lock.withLock { policyFailures[hook, default: 0] += 1 } }
 
     func batch(items: Int, upstreamNanos: Int64, ok: Bool) {
         lock.withLock {
@@ -122,6 +128,7 @@ public final class ModelMetrics: @unchecked Sendable {
             out += "mlproxy_upstream_failures_total{\(m)} \(upstreamFailures)\n"
             out += "mlproxy_split_batches_total{\(m)} \(isolatedBatches)\nmlproxy_batch_splits_total{\(m)} \(splits)\n"
             out += "mlproxy_upstream_retries_total{\(m)} \(retries)\nmlproxy_upstream_up{\(m)} \(up ? 1 : 0)\n"
+            out += "mlproxy_policy_failures_total{\(m),hook=\"decide\"} \(policyFailures["decide", default: 0])\n"
             for (cause, n) in failedByCause.sorted(by: { $0.key < $1.key }) {
                 out += "mlproxy_failed_after_dispatch_total{\(m),cause=\"\(cause)\"} \(n)\n"
             }

@@ -8,7 +8,7 @@ extension ModelService {
     /// batch the model server rejects for its content is handed to a `BatchIsolator`, which splits it
     /// until only the culprits fail; the slot is held until every member is answered. A batch that
     /// succeeds (the usual case) never builds one.
-    func dispatch(_ entries: [QueueEntry<PendingInfer>], on io: EventLoop) {
+    func dispatch(_ entries: [QueueEntry<PendingInfer>], on io: EventLoop, bypassed: String? = nil) {
         let dispatched = monotonicNanos()
         let pool = self.pool(for: io)
         let items = entries.reduce(0) { $0 + $1.items }
@@ -18,13 +18,15 @@ extension ModelService {
             case .success(let outputs):
                 let shape = BatchShape(items: items, requests: entries.count, attempts: 1)
                 for (entry, output) in zip(entries, outputs) {
-                    answer(entry, .answered(output, shape), dispatched: dispatched)
+                    answer(entry, .answered(output, shape), dispatched: dispatched, bypassed: bypassed)
                 }
                 batchDone(
                     items: items, arrivals: entries.map(\.arrival), ok: true, dispatched: dispatched,
                     finished: finished, on: io)
             case .failure(let failure):
-                isolate(entries, failure, items: items, pool: pool, dispatched: dispatched, finished: finished, on: io)
+                isolate(
+                    entries, failure, items: items, pool: pool, dispatched: dispatched, finished: finished,
+                    bypassed: bypassed, on: io)
             }
         }
     }
@@ -33,7 +35,7 @@ extension ModelService {
     /// each member, one log line, and then the slot is freed.
     func isolate(
         _ entries: [QueueEntry<PendingInfer>], _ failure: BatchFailure, items: Int, pool: any UpstreamTransport,
-        dispatched: Int64, finished: Int64, on io: EventLoop
+        dispatched: Int64, finished: Int64, bypassed: String?, on io: EventLoop
     ) {
         let isolator = BatchIsolator<QueueEntry<PendingInfer>, InferResult>(
             // With late_requests: dispatch the model answers late rather than fail, so isolation goes on
@@ -42,7 +44,7 @@ extension ModelService {
             deadline: { [rejectLate = config.limits.rejectLate] in rejectLate ? $0.deadline : .max },
             items: { $0.items },
             attempt: { [self] part in attempt(part, pool: pool, on: io) },
-            finish: { [self] entry, outcome in answer(entry, outcome, dispatched: dispatched) })
+            finish: { [self] entry, outcome in answer(entry, outcome, dispatched: dispatched, bypassed: bypassed) })
         isolator.isolate(entries, after: failure, finished: finished, on: io).whenComplete { [self] _ in
             let c = isolator.counters
             metrics.isolation(splits: c.splits)
@@ -150,7 +152,10 @@ extension ModelService {
     }
 
     /// Answers one member, as soon as its outcome is known.
-    func answer(_ entry: QueueEntry<PendingInfer>, _ outcome: MemberOutcome<InferResult>, dispatched: Int64) {
+    func answer(
+        _ entry: QueueEntry<PendingInfer>, _ outcome: MemberOutcome<InferResult>, dispatched: Int64,
+        bypassed: String?
+    ) {
         var reply: InferReply
         switch outcome {
         case .answered(var r, let shape):
@@ -171,6 +176,7 @@ extension ModelService {
         case .failed(let e, let shape):
             reply = InferReply(result: .failure(e), batch: shape)
         }
+        reply.policyBypassed = bypassed
         reply.queueNanos = dispatched - entry.arrival
         reply.upstreamNanos = monotonicNanos() - dispatched
         if case .failure(let e) = reply.result { metrics.failed(cause: e.cause) }

@@ -15,6 +15,8 @@ public struct InferReply: Sendable {
     public var batch: BatchShape?
     public var queueNanos: Int64 = 0
     public var upstreamNanos: Int64 = 0
+    /// Why the policy was bypassed for this request's batch, when it was (the policy failed).
+    public var policyBypassed: String?
 
     static func refused(_ e: RequestError) -> InferReply { InferReply(result: .failure(e), batch: nil) }
 }
@@ -52,6 +54,8 @@ public final class ModelService: @unchecked Sendable {
     let queue: ModelQueue<PendingInfer>
     var wakeTask: Scheduled<Void>?
     var idleWaiters: [EventLoopPromise<Void>] = []
+    /// When the last policy-failure line was logged and how many failures came since.
+    let policyLog = NIOLockedValueBox((lastLine: Int64(0), since: 0))
     var wake = WakeSchedule()
     /// The model server could not be reached: requests are refused with 503 until a probe connects.
     var upstreamDown = false
@@ -92,8 +96,6 @@ public final class ModelService: @unchecked Sendable {
         var logger = Logger(label: "mlproxy.model")
         logger[metadataKey: "model"] = "\(config.name)"
         self.logger = logger
-        let log = logger
-        queue.onPolicyError = { e in log.error("policy failed, sending queued requests without it: \(e.message)") }
     }
 
     /// The codec chain that serves this protocol ("v2", "tfserving") and takes this content type:
@@ -201,15 +203,39 @@ public final class ModelService: @unchecked Sendable {
 
     /// Carries out dispatches and rejections, outside the lock, on `io` (the caller's loop).
     func run(_ effects: [QueueEffect<PendingInfer>], on io: EventLoop) {
+        var bypassed: String?
         for effect in effects {
             switch effect {
-            case .dispatch(let entries): dispatch(entries, on: io)
+            case .policyFailed(let failure):
+                policyFailed(failure)
+                bypassed = failure.message
+            case .dispatch(let entries):
+                dispatch(entries, on: io, bypassed: bypassed)
+                bypassed = nil
             case .reject(let entries, let error):
                 metrics.rejected(reason: error.kind.metricLabel, count: entries.count)
                 for e in entries { e.payload.promise.succeed(.refused(error)) }
             case .wake: break
             }
         }
+    }
+
+    /// Counts a failed decide and logs it: the first at once, then at most one line a minute with
+    /// how many failed since (a policy that keeps failing must not flood the log).
+    func policyFailed(_ failure: PolicyFailure) {
+        metrics.policyFailed(hook: "decide")
+        let now = monotonicNanos()
+        let line = policyLog.withLockedValue { log -> String? in
+            log.since += 1
+            guard now - log.lastLine >= 60_000_000_000 || log.lastLine == 0 else { return nil }
+            let count = log.since
+            log.lastLine = max(now, 1)
+            log.since = 0
+            return count == 1
+                ? "policy '\(config.policy)' failed, sending queued requests without it: \(failure.message)"
+                : "policy '\(config.policy)' failed \(count) times since the last line; latest: \(failure.message)"
+        }
+        if let line { logger.error("\(line)") }
     }
 
     func shutdown() {
