@@ -166,6 +166,13 @@ struct InMemoryProxyTests {
         #expect(noRoute.status == 404 && noRoute.body.contains("no route for GET /v3/anything"))
         let wrongType = try h.send(.POST, "/v2/models/m/infer", body: "x", contentType: "image/gif")
         #expect(wrongType.status == 415 && wrongType.body.contains("application/json"), "\(wrongType.body)")
+        // The model's metadata shows the settings in force, defaults included.
+        let meta = try h.send(.GET, "/v2/models/m")
+        let doc = try JSONSerialization.jsonObject(with: Data(meta.body.utf8)) as? [String: Any]
+        let mine = try #require((doc?["parameters"] as? [String: Any])?["mlproxy"] as? [String: Any])
+        #expect(mine["max_batch_items"] as? Int == 32 && mine["slo_ms"] as? Double == 1000, "\(mine)")
+        #expect(mine["late_requests"] as? String == "dispatch" && mine["codecs"] as? [String] == ["json"])
+        #expect(mine["policy"] as? String == "static" && mine["connect_timeout_ms"] as? Int == 5000)
         let metrics = try h.send(.GET, "/metrics")
         #expect(metrics.status == 200 && metrics.body.contains("# TYPE mlproxy_batch_items histogram"))
         #expect(h.upstreamRequests == 0)

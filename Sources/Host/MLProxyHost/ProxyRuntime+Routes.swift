@@ -78,7 +78,13 @@ extension ProxyRuntime {
         // `signature`: where the inputs requests are checked against come from, or "none" (unchecked).
         let settings: [String: Any] = [
             "backend": c.backend, "policy": c.policy, "slo_ms": Double(c.limits.sloNanos) / 1e6,
-            "max_batch_items": c.limits.maxBatchItems, "upstream_model": c.upstreamModel,
+            "max_batch_items": c.limits.maxBatchItems, "max_queued_items": c.limits.maxQueuedItems,
+            "max_inflight_batches": c.limits.maxInflightBatches,
+            "late_requests": c.limits.rejectLate ? "reject" : "dispatch",
+            "codecs": model.codecs.map(\.summary), "upstream_model": c.upstreamModel,
+            "upstream_timeout_ms": Int(c.upstreamTimeoutMillis), "connect_timeout_ms": Int(c.connectTimeoutMillis),
+            "isolate_failures": c.bisectFailures ? "bisect" : "off", "retry_on_reset": c.retryOnReset,
+            "check_signature": c.checkSignature, "pad": c.padValue != nil,
             "signature": model.signature?.source ?? "none",
         ]
         let mine = Data((JSONText.write(settings) ?? "{}").utf8)
