@@ -62,13 +62,15 @@ struct ForeignPolicyTests {
         // At 160 ms (0.8 x SLO) the function sends what is queued.
         effects = q.pump(now: 160 * Self.ms)
         #expect(
-            effects.contains { if case .dispatch(let e) = $0 { return e.map(\.payload) == [0] } else { return false } })
+            effects.contains {
+                if case .dispatch(let e, _) = $0 { return e.map(\.payload) == [0] } else { return false }
+            })
         // 40 items queued: it sends 32.
         for i in 1...40 {
             _ = q.admit(items: 1, arrival: 200 * Self.ms, timeoutMicros: nil, priority: 0, batchKey: "k", payload: i)
         }
         effects = q.pump(now: 200 * Self.ms)
-        guard case .dispatch(let first) = effects.first else {
+        guard case .dispatch(let first, _) = effects.first else {
             Issue.record("no dispatch")
             return
         }

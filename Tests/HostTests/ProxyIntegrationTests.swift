@@ -174,7 +174,7 @@ struct ProxyIntegrationTests {
             source: repoRoot.appendingPathComponent("Tests/Fixtures/plugins/failing_policy.c"), into: dir,
             name: "failing_policy")
         let cluster = try TestCluster(
-            extraTop: "plugins: [\(so)]",
+            extraTop: "plugins: [\(so)]\nadmin_listen: \"127.0.0.1:0\"",
             models: """
                   - {name: m, upstream: "UPSTREAM", policy: always-fails}
                 """)
@@ -198,6 +198,10 @@ struct ProxyIntegrationTests {
             metrics.split(separator: "\n").first { $0.hasPrefix("mlproxy_batches_total{model=\"m\"}") }
             .flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
         #expect(count >= batches && batches > 0, "\(count) failures, \(batches) batches")
+        // The admin listener's batch log says why each batch left.
+        let log = try run(
+            "/usr/bin/curl", ["-s", "http://127.0.0.1:\(cluster.proxy.adminPort)/admin/models/m/batches"])
+        #expect(log.contains("policy failed (host): this policy always fails"), "\(log)")
     }
 
     @Test func theCSamplePolicyBuiltWithPlainCCIsUsed() throws {

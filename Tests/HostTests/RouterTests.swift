@@ -111,10 +111,9 @@ struct InMemoryProxyTests {
 
         init(
             models: String =
-                "  - {name: m, upstream: \"http://in-memory:1\", policy: static, policy_params: {max_delay_ms: 20}}"
-        )
-            throws
-        {
+                "  - {name: m, upstream: \"http://in-memory:1\", policy: static, policy_params: {max_delay_ms: 20}}",
+            top: String = ""
+        ) throws {
             let plugins = bundledPlugins
             server = BuiltInModelServer(
                 config: BuiltInModelServerConfig(
@@ -124,7 +123,7 @@ struct InMemoryProxyTests {
             let server = self.server
             let upstreams = self.upstreams
             proxy = try ProxyRuntime.start(
-                config: try ProxyConfig.parse(yaml: "models:\n\(models)\n"), group: group, listen: false,
+                config: try ProxyConfig.parse(yaml: "\(top)\nmodels:\n\(models)\n"), group: group, listen: false,
                 upstream: { _, loop in
                     let u = InMemoryUpstream(loop: loop) { server.respond(to: $0) }
                     upstreams.withLockedValue { $0.append(u) }
@@ -201,6 +200,35 @@ struct InMemoryProxyTests {
         }
         #expect(batched > 0, "no request shared a batch")
         #expect(h.upstreamRequests < 24)
+    }
+
+    @Test func theAdminRoutesShowConfigAndTheBatchLog() throws {
+        let h = try Harness(top: "inference_metrics: false")
+        let loop = h.group.next()
+        let futures = (0..<12).map { i in
+            h.proxy.respond(
+                to: IncomingRequest(
+                    method: .POST, uri: "/v2/models/m/infer", headers: ["content-type": "application/json"],
+                    body: ByteBuffer(string: v2Request(id: "\(i)", rows: [[Double(i)]])), eventLoop: loop))
+        }
+        for f in futures { #expect(try f.wait().status == 200) }
+        func admin(_ uri: String) throws -> (status: Int, body: String) {
+            let r = try h.proxy.respondAdmin(to: IncomingRequest(method: .GET, uri: uri, eventLoop: loop)).wait()
+            return (r.status, String(buffer: r.body))
+        }
+        let log = try admin("/admin/models/m/batches?limit=50")
+        let doc = try JSONSerialization.jsonObject(with: Data(log.body.utf8)) as? [String: Any]
+        let batches = try #require(doc?["batches"] as? [[String: Any]])
+        #expect(!batches.isEmpty && batches.count <= 12)
+        #expect(batches.reduce(0) { $0 + ($1["requests"] as? Int ?? 0) } == 12, "every request in one logged batch")
+        #expect(batches.allSatisfy { $0["reason"] as? String == "policy" && $0["outcome"] as? String == "ok" })
+        let q = try #require(batches.first?["queue_ms"] as? [String: Double])
+        #expect(q["min"]! <= q["median"]! && q["median"]! <= q["max"]!)
+        #expect(try admin("/admin/models/m/batches?limit=1").body.components(separatedBy: "\"sequence\"").count == 2)
+        #expect(try admin("/admin/config").body.contains("inference_metrics: false"))
+        #expect(try admin("/admin/models/nope/batches").status == 404)
+        #expect(try admin("/metrics").body.contains("mlproxy_batches_total{model=\"m\"}"))
+        #expect(try h.send(.GET, "/metrics").status == 404, "metrics only on the admin listener when told so")
     }
 
     @Test func aBadRowFailsAloneAndItsBatchMatesAreAnswered() throws {

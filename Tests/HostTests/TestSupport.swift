@@ -333,10 +333,9 @@ func summarize(_ effects: [QueueEffect<Int>]) -> (batches: [[Int]], wake: Int64?
     var rejected: [Int] = []
     for e in effects {
         switch e {
-        case .dispatch(let entries): batches.append(entries.map(\.payload))
+        case .dispatch(let entries, _): batches.append(entries.map(\.payload))
         case .wake(let at): wake = at
         case .reject(let entries, _): rejected += entries.map(\.payload)
-        case .policyFailed(let f): Issue.record("the policy failed: \(f.message)")
         }
     }
     return (batches, wake, rejected)

@@ -10,7 +10,9 @@ extension ProxyRuntime {
     /// the proxy has one version of each model.
     func makeRouter() -> Router {
         var r = Router()
-        r.add(.GET, "/metrics") { [self] req, _ in req.eventLoop.makeSucceededFuture(metricsResponse()) }
+        if config.inferenceMetrics {
+            r.add(.GET, "/metrics") { [self] req, _ in req.eventLoop.makeSucceededFuture(metricsResponse()) }
+        }
         r.add(.GET, "/v2") { req, _ in
             req.eventLoop.makeSucceededFuture(
                 .json(.ok, "{\"name\":\"mlproxy\",\"version\":\"0.1.0\",\"extensions\":[]}"))
@@ -31,6 +33,50 @@ extension ProxyRuntime {
             r.add(.POST, pattern) { [self] req, p in infer(model: p["model"]!, req, protocolName: "tfserving") }
         }
         return r
+    }
+
+    /// The admin listener's endpoints, for operators.
+    func makeAdminRouter() -> Router {
+        var r = Router()
+        r.add(.GET, "/metrics") { [self] req, _ in req.eventLoop.makeSucceededFuture(metricsResponse()) }
+        r.add(.GET, "/admin/config") { [self] req, _ in
+            req.eventLoop.makeSucceededFuture(
+                OutgoingResponse(
+                    .ok, headers: [("content-type", "application/yaml")], body: ByteBuffer(string: config.source)))
+        }
+        r.add(.GET, "/admin/models/{model}/batches") { [self] req, p in
+            guard let model = models[p["model"]!] else {
+                return req.eventLoop.makeSucceededFuture(Self.failure(modelMissing(p["model"]!), batch: nil))
+            }
+            // ?limit=N, the newest N (default 100).
+            let query = req.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
+            let limit =
+                query.split(separator: "&").compactMap { pair -> Int? in
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    return kv.count == 2 && kv[0] == "limit" ? Int(kv[1]) : nil
+                }.first ?? 100
+            let records = model.batches.recent(limit).map(\.json)
+            return req.eventLoop.makeSucceededFuture(.json(.ok, JSONText.write(["batches": records]) ?? "{}"))
+        }
+        return r
+    }
+
+    /// Answers one request on the admin listener (tests call it without a socket).
+    public func respondAdmin(to req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+        switch adminRouter.match(req.method, path: req.path) {
+        case .success(let (handler, params)): return handler(req, params)
+        case .failure(.methodNotAllowed(let allowed)):
+            let methods = allowed.map { "\($0)" }.joined(separator: " or ")
+            return req.eventLoop.makeSucceededFuture(
+                Self.failure(RequestError(.methodNotAllowed, "use \(methods) for \(req.path)"), batch: nil))
+        case .failure(.notFound):
+            return req.eventLoop.makeSucceededFuture(
+                Self.failure(
+                    RequestError(
+                        .notFound,
+                        "no route for \(req.method) \(req.path); the admin listener serves /metrics, /admin/config "
+                            + "and /admin/models/{m}/batches"), batch: nil))
+        }
     }
 
     /// Answers one request: what `HTTPServer` calls for every request it reads, and what tests call

@@ -13,11 +13,15 @@ public final class ProxyRuntime: @unchecked Sendable {
     public private(set) var simulated: [BuiltInModelServer] = []
     var serverChannel: Channel?
     var router = Router()
+    var adminRouter = Router()
+    var adminChannel: Channel?
     /// The inference listener's connection counters (/metrics).
     public let connections = ServerStats()
     let logger = Logger(label: "mlproxy")
 
     public var port: Int { serverChannel?.localAddress?.port ?? 0 }
+    /// The admin listener's port (0 when there is none).
+    public var adminPort: Int { adminChannel?.localAddress?.port ?? 0 }
 
     private init(config: ProxyConfig, group: EventLoopGroup) {
         self.config = config
@@ -34,6 +38,7 @@ public final class ProxyRuntime: @unchecked Sendable {
     ) throws -> ProxyRuntime {
         let rt = ProxyRuntime(config: config, group: group)
         rt.router = rt.makeRouter()
+        rt.adminRouter = rt.makeAdminRouter()
         try rt.loadPlugins()
         if !config.simulatedServers.isEmpty {
             let codec = try CodecInstance(try rt.registry.component(.codec, config.defaults.v2JSONCodec))
@@ -55,6 +60,12 @@ public final class ProxyRuntime: @unchecked Sendable {
             group: group, address: config.listen, limits: config.server, stats: rt.connections
         ) { [rt] in
             rt.respond(to: $0)
+        }
+        if let admin = config.adminListen {
+            rt.adminChannel = try HTTPServer.bind(group: group, address: admin, limits: ServerLimits()) { [rt] in
+                rt.respondAdmin(to: $0)
+            }
+            rt.logger.info("admin listener on \(admin.host):\(rt.adminPort)")
         }
         let names = config.models.map(\.name).joined(separator: ", ")
         rt.logger.info("mlproxy listening on \(config.listen.host):\(rt.port) with models \(names)")
@@ -164,6 +175,7 @@ public final class ProxyRuntime: @unchecked Sendable {
         usleep(50_000)
         for m in models.values { m.shutdown() }
         for s in simulated { s.stop() }
+        try? adminChannel?.close().wait()
     }
 }
 

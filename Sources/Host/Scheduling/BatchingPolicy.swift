@@ -44,7 +44,7 @@ public enum PolicyDecision: Equatable, Sendable {
 }
 
 /// A policy could not decide. The queue falls back to sending what is queued, so no request is
-/// stranded, and says so with a `.policyFailed` effect before that dispatch.
+/// stranded, and says so in that dispatch's reason (`DispatchReason.policyFailed`).
 public struct PolicyFailure: Error, Sendable, Equatable, CustomStringConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }

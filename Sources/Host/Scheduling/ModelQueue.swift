@@ -32,11 +32,28 @@ public struct QueueEntry<Payload> {
 /// What the scheduler wants done. The caller (`ModelService`, on whichever event loop made the queue
 /// move, or a test with a manual clock) carries these out.
 public enum QueueEffect<Payload> {
-    case dispatch([QueueEntry<Payload>])
+    case dispatch([QueueEntry<Payload>], DispatchReason)
     case reject([QueueEntry<Payload>], RequestError)
     case wake(at: Int64)
-    /// The policy failed to decide; the `.dispatch` that follows was sent without it.
+}
+
+/// Why a batch left the queue when it did.
+public enum DispatchReason: Sendable, Equatable {
+    /// The policy decided to send it.
+    case policy
+    /// A request's deadline had passed with nothing in flight: the host sent it, whatever the policy said.
+    case lateRequest
+    /// The policy failed to decide; the host sent what was queued without it.
     case policyFailed(PolicyFailure)
+
+    /// A short label for logs and the admin batch log.
+    public var label: String {
+        switch self {
+        case .policy: return "policy"
+        case .lateRequest: return "deadline passed (host)"
+        case .policyFailed(let f): return "policy failed (host): \(f.message)"
+        }
+    }
 }
 
 /// The per-model queue and dispatcher: admission, asking the policy on every arrival, timer and
@@ -127,7 +144,7 @@ public final class ModelQueue<Payload> {
             // every completion asks again, so it waits at most until the upstream is idle.
             let late = !limits.rejectLate && earliestDeadline() <= now
             if late && inflight == 0 {
-                effects.append(.dispatch(take(items: limits.maxBatchItems)))
+                effects.append(.dispatch(take(items: limits.maxBatchItems), .lateRequest))
                 continue
             }
             let decision = Result { () throws(PolicyFailure) -> PolicyDecision in
@@ -141,10 +158,9 @@ public final class ModelQueue<Payload> {
             switch decision {
             case .failure(let e):
                 // A failing policy must not strand requests: fall back to sending what is queued.
-                effects.append(.policyFailed(e))
-                effects.append(.dispatch(take(items: limits.maxBatchItems)))
+                effects.append(.dispatch(take(items: limits.maxBatchItems), .policyFailed(e)))
             case .success(.dispatch(let n)):
-                effects.append(.dispatch(take(items: min(max(n, 1), limits.maxBatchItems))))
+                effects.append(.dispatch(take(items: min(max(n, 1), limits.maxBatchItems)), .policy))
             case .success(.shed(let indices, let reason)):
                 let set = Set(indices)
                 var i = -1

@@ -141,7 +141,7 @@ public enum Simulator {
         func apply(_ effects: [QueueEffect<Int>], at t: Int64) {
             for effect in effects {
                 switch effect {
-                case .dispatch(let entries):
+                case .dispatch(let entries, _):
                     let items = entries.reduce(0) { $0 + $1.items }
                     let id = nextBatch
                     nextBatch += 1
@@ -156,7 +156,7 @@ public enum Simulator {
                 case .reject(let entries, _):
                     shed += entries.count
                     misses += entries.count
-                case .wake, .policyFailed: break
+                case .wake: break
                 }
             }
             // A cancelled timer stays in the heap; `fired` tells it is stale when it comes up.

@@ -117,7 +117,7 @@ extension ProxyConfig {
         }
         let top = try ConfigNode(file: file, path: "", value: root ?? [String: Any]()).mapping(known: [
             "listen", "max_body_bytes", "plugin_paths", "plugins", "drain_timeout_ms", "simulated_servers", "models",
-            "defaults", "server",
+            "defaults", "server", "admin_listen", "inference_metrics",
         ])
         var config = ProxyConfig(
             listen: try top["listen"]?.address() ?? ListenAddress(host: "127.0.0.1", port: 8080),
@@ -127,6 +127,9 @@ extension ProxyConfig {
             simulatedServers: [], models: [])
         if let d = top["defaults"] { config.defaults = try parseDefaults(d) }
         if let s = top["server"] { config.server = try parseServer(s) }
+        config.adminListen = try top["admin_listen"]?.address()
+        config.inferenceMetrics = try top["inference_metrics"]?.bool() ?? true
+        config.source = yaml
         if let b = top["max_body_bytes"] {
             if top["server"].flatMap({ $0.value as? [String: Any] })?["max_body_bytes"] != nil {
                 throw b.fail("set it in 'server:' or here, not both")

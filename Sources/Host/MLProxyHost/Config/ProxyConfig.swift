@@ -115,6 +115,13 @@ public struct ProxyConfig: Sendable {
     public var defaults = ModelDefaults()
     /// The listener's timeouts and limits (`server:`; `max_body_bytes` may also stand at the top).
     public var server = ServerLimits()
+    /// A second listener for operators (`admin_listen`; off unless set): /metrics, /admin/config and
+    /// /admin/models/{m}/batches. Bind it to loopback or a private network.
+    public var adminListen: ListenAddress?
+    /// Whether the inference listener serves /metrics too (`inference_metrics`, default true).
+    public var inferenceMetrics = true
+    /// The YAML the config was read from, for /admin/config.
+    public var source = ""
 
     public var maxBodyBytes: Int { server.maxBodyBytes }
 }

@@ -8,7 +8,8 @@ extension ModelService {
     /// batch the model server rejects for its content is handed to a `BatchIsolator`, which splits it
     /// until only the culprits fail; the slot is held until every member is answered. A batch that
     /// succeeds (the usual case) never builds one.
-    func dispatch(_ entries: [QueueEntry<PendingInfer>], on io: EventLoop, bypassed: String? = nil) {
+    func dispatch(_ entries: [QueueEntry<PendingInfer>], on io: EventLoop, reason: DispatchReason) {
+        let bypassed: String? = if case .policyFailed(let f) = reason { f.message } else { nil }
         let dispatched = monotonicNanos()
         let pool = self.pool(for: io)
         let items = entries.reduce(0) { $0 + $1.items }
@@ -20,13 +21,16 @@ extension ModelService {
                 for (entry, output) in zip(entries, outputs) {
                     answer(entry, .answered(output, shape), dispatched: dispatched, bypassed: bypassed)
                 }
+                batches.record(
+                    items: items, queueNanos: entries.map { dispatched - $0.arrival },
+                    upstreamNanos: finished - dispatched, reason: reason, outcome: "ok")
                 batchDone(
                     items: items, arrivals: entries.map(\.arrival), ok: true, dispatched: dispatched,
                     finished: finished, on: io)
             case .failure(let failure):
                 isolate(
                     entries, failure, items: items, pool: pool, dispatched: dispatched, finished: finished,
-                    bypassed: bypassed, on: io)
+                    reason: reason, on: io)
             }
         }
     }
@@ -35,8 +39,9 @@ extension ModelService {
     /// each member, one log line, and then the slot is freed.
     func isolate(
         _ entries: [QueueEntry<PendingInfer>], _ failure: BatchFailure, items: Int, pool: any UpstreamTransport,
-        dispatched: Int64, finished: Int64, bypassed: String?, on io: EventLoop
+        dispatched: Int64, finished: Int64, reason: DispatchReason, on io: EventLoop
     ) {
+        let bypassed: String? = if case .policyFailed(let f) = reason { f.message } else { nil }
         let isolator = BatchIsolator<QueueEntry<PendingInfer>, InferResult>(
             // With late_requests: dispatch the model answers late rather than fail, so isolation goes on
             // past the SLO (bounded by its ceil(log2 n) rounds); with reject, it stops at the deadline.
@@ -47,6 +52,11 @@ extension ModelService {
             finish: { [self] entry, outcome in answer(entry, outcome, dispatched: dispatched, bypassed: bypassed) })
         isolator.isolate(entries, after: failure, finished: finished, on: io).whenComplete { [self] _ in
             let c = isolator.counters
+            let splitNote = c.splits > 0 ? "; split \(c.splits) times, \(c.culprits) failed alone" : ""
+            batches.record(
+                items: items, queueNanos: entries.map { dispatched - $0.arrival },
+                upstreamNanos: monotonicNanos() - dispatched, reason: reason,
+                outcome: "failed: \(failure.summary)\(splitNote)")
             metrics.isolation(splits: c.splits)
             if entries.count > 1 && failure.kind == .content {
                 let what =

@@ -54,6 +54,8 @@ public final class ModelService: @unchecked Sendable {
     let queue: ModelQueue<PendingInfer>
     var wakeTask: Scheduled<Void>?
     var idleWaiters: [EventLoopPromise<Void>] = []
+    /// The last batches, for the admin listener's batch log.
+    public let batches = BatchLog()
     /// When the last policy-failure line was logged and how many failures came since.
     let policyLog = NIOLockedValueBox((lastLine: Int64(0), since: 0))
     var wake = WakeSchedule()
@@ -203,15 +205,11 @@ public final class ModelService: @unchecked Sendable {
 
     /// Carries out dispatches and rejections, outside the lock, on `io` (the caller's loop).
     func run(_ effects: [QueueEffect<PendingInfer>], on io: EventLoop) {
-        var bypassed: String?
         for effect in effects {
             switch effect {
-            case .policyFailed(let failure):
-                policyFailed(failure)
-                bypassed = failure.message
-            case .dispatch(let entries):
-                dispatch(entries, on: io, bypassed: bypassed)
-                bypassed = nil
+            case .dispatch(let entries, let reason):
+                if case .policyFailed(let failure) = reason { policyFailed(failure) }
+                dispatch(entries, on: io, reason: reason)
             case .reject(let entries, let error):
                 metrics.rejected(reason: error.kind.metricLabel, count: entries.count)
                 for e in entries { e.payload.promise.succeed(.refused(error)) }
