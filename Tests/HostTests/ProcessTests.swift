@@ -9,6 +9,20 @@ struct ProcessTests {
     let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
         .appendingPathComponent("mlproxy").path
 
+    /// Runs `mlproxy` with `args` to its end; its exit status and standard error.
+    func runFailing(_ args: [String]) throws -> (status: Int32, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p.terminationStatus, text)
+    }
+
     /// Starts `mlproxy serve` (listening on a port the kernel picks) and waits for its ready line;
     /// returns the process and the URL it serves.
     func serve(config: String) throws -> (Process, String) {
@@ -91,16 +105,8 @@ struct ProcessTests {
         let file = dir.appendingPathComponent("bad.yaml")
         try "models:\n  - {name: m, upstream: \"http://127.0.0.1:1\", max_batch_item: 4}\n".write(
             to: file, atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["serve", "--config", file.path]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 2)
+        let (status, text) = try runFailing(["serve", "--config", file.path])
+        #expect(status == 2)
         #expect(text.contains("bad.yaml"))
         #expect(text.contains("models[0].max_batch_item"))
         #expect(text.contains("unknown key"))
@@ -129,16 +135,8 @@ struct ProcessTests {
         plugins: [./plugins/libmissing.so]
         models: [{name: m, upstream: "http://127.0.0.1:1"}]
         """.write(to: bad, atomically: true, encoding: .utf8)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["check", "--config", bad.path]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 2)
+        let (status, text) = try runFailing(["check", "--config", bad.path])
+        #expect(status == 2)
         #expect(text.contains(bad.path), "names the config file: \(text)")
         #expect(text.contains(dir.path + "/./plugins/libmissing.so: not found: no such file"), "\(text)")
     }

@@ -63,40 +63,33 @@ extension ProxyRuntime {
 
     /// Answers one request on the admin listener (tests call it without a socket).
     public func respondAdmin(to req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
-        switch adminRouter.match(req.method, path: req.path) {
-        case .success(let (handler, params)): return handler(req, params)
-        case .failure(.methodNotAllowed(let allowed)):
-            let methods = allowed.map { "\($0)" }.joined(separator: " or ")
-            return req.eventLoop.makeSucceededFuture(
-                Self.failure(RequestError(.methodNotAllowed, "use \(methods) for \(req.path)"), batch: nil))
-        case .failure(.notFound):
-            return req.eventLoop.makeSucceededFuture(
-                Self.failure(
-                    RequestError(
-                        .notFound,
-                        "no route for \(req.method) \(req.path); the admin listener serves /metrics, /admin/config "
-                            + "and /admin/models/{m}/batches"), batch: nil))
-        }
+        Self.route(
+            req, on: adminRouter,
+            serving: "the admin listener serves /metrics, /admin/config and /admin/models/{m}/batches")
     }
 
     /// Answers one request: what `HTTPServer` calls for every request it reads, and what tests call
     /// directly, without a socket.
     public func respond(to req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
+        Self.route(
+            req, on: router,
+            serving: "the proxy serves the v2 (Open Inference Protocol) endpoints under /v2 and TF Serving's "
+                + "/v1/models/{m}:predict")
+    }
+
+    /// A router's handler for the request, or the error that says why there is none (405 with the
+    /// methods that would do, 404 with what `serving` says the listener offers).
+    static func route(_ req: IncomingRequest, on router: Router, serving: String) -> EventLoopFuture<OutgoingResponse> {
         switch router.match(req.method, path: req.path) {
         case .success(let (handler, params)):
             return handler(req, params)
         case .failure(.methodNotAllowed(let allowed)):
             let methods = allowed.map { "\($0)" }.joined(separator: " or ")
             return req.eventLoop.makeSucceededFuture(
-                Self.failure(RequestError(.methodNotAllowed, "use \(methods) for \(req.path)"), batch: nil))
+                failure(RequestError(.methodNotAllowed, "use \(methods) for \(req.path)"), batch: nil))
         case .failure(.notFound):
             return req.eventLoop.makeSucceededFuture(
-                Self.failure(
-                    RequestError(
-                        .notFound,
-                        "no route for \(req.method) \(req.path); the proxy serves the v2 (Open Inference "
-                            + "Protocol) endpoints under /v2 and TF Serving's /v1/models/{m}:predict"
-                    ), batch: nil))
+                failure(RequestError(.notFound, "no route for \(req.method) \(req.path); \(serving)"), batch: nil))
         }
     }
 
