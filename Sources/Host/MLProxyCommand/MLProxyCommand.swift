@@ -55,23 +55,12 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         bootstrapLogging(logLevel)
-        let cfg: ProxyConfig
-        do { cfg = try ProxyConfig.load(file: config) } catch let e as ConfigError {
-            FileHandle.standardError.write(Data("mlproxy: configuration error: \(e.message)\n".utf8))
-            throw ExitCode(2)
-        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
-        let runtime: ProxyRuntime
-        do { runtime = try ProxyRuntime.start(config: cfg, group: group) } catch let e as ConfigError {
-            FileHandle.standardError.write(Data("mlproxy: configuration error: \(config): \(e.message)\n".utf8))
-            throw ExitCode(2)
+        let (cfg, runtime) = try exitingOnConfigErrors(config) {
+            let cfg = try ProxyConfig.load(file: config)
+            return (cfg, try ProxyRuntime.start(config: cfg, group: group))
         }
-        printReady("mlproxy ready on http://\(cfg.listen.host):\(runtime.port)")
-        waitForTermination {
-            Logger(label: "mlproxy").info("signal received: draining queued and in-flight requests")
-            runtime.drainAndStop()
-            try? group.syncShutdownGracefully()
-        }
+        serveUntilSignal(runtime, group: group, ready: "mlproxy ready on http://\(cfg.listen.host):\(runtime.port)")
     }
 }
 
@@ -84,18 +73,14 @@ struct Check: ParsableCommand {
 
     func run() throws {
         bootstrapLogging("warning")
-        do {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let cfg = try exitingOnConfigErrors(config) {
             let cfg = try ProxyConfig.load(file: config)
-            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            defer { try? group.syncShutdownGracefully() }
-            do { try ProxyRuntime.check(config: cfg, group: group) } catch let e as ConfigError {
-                throw ConfigError(message: "\(config): \(e.message)")
-            }
-            print("\(config): ok, \(cfg.models.count) model(s): \(cfg.models.map(\.name).joined(separator: ", "))")
-        } catch let e as ConfigError {
-            FileHandle.standardError.write(Data("mlproxy: configuration error: \(e.message)\n".utf8))
-            throw ExitCode(2)
+            try ProxyRuntime.check(config: cfg, group: group)
+            return cfg
         }
+        print("\(config): ok, \(cfg.models.count) model(s): \(cfg.models.map(\.name).joined(separator: ", "))")
     }
 }
 
@@ -144,11 +129,7 @@ struct SimServer: ParsableCommand {
         let cfg = try ProxyConfig.parse(yaml: yaml, file: "--options")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let runtime = try ProxyRuntime.start(config: cfg, group: group)
-        printReady("simulated model server ready on http://\(listen)")
-        waitForTermination {
-            runtime.drainAndStop()
-            try? group.syncShutdownGracefully()
-        }
+        serveUntilSignal(runtime, group: group, ready: "simulated model server ready on http://\(listen)")
     }
 }
 
@@ -168,6 +149,26 @@ struct Plugins: ParsableCommand {
         }
         for e in errors { print("error\t\(e.description)") }
         if !errors.isEmpty { throw ExitCode(2) }
+    }
+}
+
+/// Runs `body`; a configuration error in it is printed, naming the config file once, and ends the
+/// command with exit status 2 (what serve and check share).
+private func exitingOnConfigErrors<T>(_ file: String, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as ConfigError {
+        let message = e.message.hasPrefix(file) ? e.message : "\(file): \(e.message)"
+        FileHandle.standardError.write(Data("mlproxy: configuration error: \(message)\n".utf8))
+        throw ExitCode(2)
+    }
+}
+
+/// Prints the ready line, then serves until SIGTERM or SIGINT, drains and exits.
+private func serveUntilSignal(_ runtime: ProxyRuntime, group: EventLoopGroup, ready: String) -> Never {
+    printReady(ready)
+    waitForTermination {
+        Logger(label: "mlproxy").info("signal received: draining queued and in-flight requests")
+        runtime.drainAndStop()
+        try? group.syncShutdownGracefully()
     }
 }
 

@@ -24,9 +24,7 @@ public final class BackendInstance: @unchecked Sendable {
         inputs: [Tensor], items: Int, model: String, version: String,
         requestedOutputs: [String], allocator: ByteBufferAllocator
     ) throws(RequestError) -> EncodedMessage {
-        let call = HostCall(
-            mode: .encodeUpstream, allocator: allocator,
-            bodyCapacity: 128 + inputs.reduce(0) { $0 + $1.byteCount * 3 })
+        let call = HostCall(encoding: .encodeUpstream, tensors: inputs, allocator: allocator)
         let arena = Arena()
         var view = mlp_batch_view()
         view.struct_size = UInt32(MemoryLayout<mlp_batch_view>.size)

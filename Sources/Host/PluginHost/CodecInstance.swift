@@ -84,9 +84,7 @@ public final class CodecInstance: @unchecked Sendable {
         parametersJSON: [UInt8]?, codecState: [UInt8]? = nil,
         allocator: ByteBufferAllocator
     ) throws(RequestError) -> EncodedMessage {
-        let call = HostCall(
-            mode: .encodeResponse, allocator: allocator,
-            bodyCapacity: 128 + outputs.reduce(0) { $0 + $1.byteCount * 3 })
+        let call = HostCall(encoding: .encodeResponse, tensors: outputs, allocator: allocator)
         let arena = Arena()
         var view = mlp_response_view()
         view.struct_size = UInt32(MemoryLayout<mlp_response_view>.size)

@@ -32,6 +32,13 @@ final class HostCall {
         self.body = allocator.buffer(capacity: bodyCapacity)
     }
 
+    /// A call that writes a message from `tensors` (encode_response, encode_request), its body buffer
+    /// sized for them up front: about three bytes of text per byte of tensor data covers JSON numbers,
+    /// and binary bodies fit well inside it, so the plugin rarely makes the buffer grow.
+    convenience init(encoding mode: Mode, tensors: [Tensor], allocator: ByteBufferAllocator) {
+        self.init(mode: mode, allocator: allocator, bodyCapacity: 128 + tensors.reduce(0) { $0 + $1.byteCount * 3 })
+    }
+
     var acceptsTensors: Bool { mode == .decodeRequest || mode == .decodeUpstream || mode == .stage }
     var producesMessage: Bool { mode == .encodeResponse || mode == .encodeUpstream }
 
