@@ -26,6 +26,12 @@ struct ProcessTests {
     /// Starts `mlproxy serve` (listening on a port the kernel picks) and waits for its ready line;
     /// returns the process and the URL it serves.
     func serve(config: String) throws -> (Process, String) {
+        let (p, url, _) = try serveFile(config: config)
+        return (p, url)
+    }
+
+    /// The same, and the config file it serves from (to rewrite before a SIGHUP).
+    func serveFile(config: String) throws -> (Process, String, URL) {
         let dir = try scratchDir("serve")
         let file = dir.appendingPathComponent("config.yaml")
         try config.write(to: file, atomically: true, encoding: .utf8)
@@ -47,7 +53,7 @@ struct ProcessTests {
         let text = String(decoding: seen, as: UTF8.self)
         let url = try #require(
             text.split(separator: "\n").first { $0.contains("ready on") }?.split(separator: " ").last)
-        return (p, String(url))
+        return (p, String(url), file)
     }
 
     @Test func sigtermDrainsQueuedAndInflightRequests() throws {
@@ -68,6 +74,7 @@ struct ProcessTests {
         let (proxy, url) = try serve(
             config: """
                 listen: "127.0.0.1:0"
+                shutdown_delay_ms: 300
                 models:
                   - {name: m, upstream: "http://127.0.0.1:\(simPort)", policy: static, policy_params: {max_delay_ms: 200}, max_batch_items: 8}
                 """)
@@ -89,6 +96,12 @@ struct ProcessTests {
                 && metrics.contains("mlproxy_inflight_batches{model=\"m\"} 1")
         }
         proxy.terminate()  // SIGTERM
+        // Readiness turns 503 at once, so that the platform stops routing here; the listener still
+        // accepts for shutdown_delay_ms.
+        try waitUntil("readiness 503 after SIGTERM", seconds: 0.3) {
+            (try? run("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "\(url)/v2/health/ready"]))
+                == "503"
+        }
         done.wait()
         proxy.waitUntilExit()
         #expect(clientError == nil, "\(String(describing: clientError))")
@@ -98,6 +111,73 @@ struct ProcessTests {
             #expect(r.output("sum") == [Double(i)])
         }
         #expect(proxy.terminationStatus == 0)
+    }
+
+    /// SIGHUP while 8 clients keep sending: the model they use changes, a new model appears, and
+    /// every request is answered.
+    @Test func sighupAddsAModelWhileClientsSendAndLosesNone() throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let sim = try ProxyRuntime.start(
+            config: try ProxyConfig.parse(
+                yaml: """
+                    listen: "127.0.0.1:0"
+                    simulated_servers: [{listen: "127.0.0.1:0", replicas: 2, latency_ms: {1: 15, 100: 20}}]
+                    models: [{name: unused, upstream: "http://127.0.0.1:1", check_signature: false}]
+                    """), group: group)
+        defer {
+            sim.drainAndStop()
+            try? group.syncShutdownGracefully()
+        }
+        let upstream = "http://127.0.0.1:\(sim.simulated[0].port)"
+        let model = "{name: a, upstream: \"\(upstream)\", policy: static, policy_params: {max_delay_ms: 5}"
+        let (proxy, url, file) = try serveFile(config: "listen: \"127.0.0.1:0\"\nmodels:\n  - \(model)}\n")
+        defer { terminate(proxy) }
+        let total = 1200
+        let bodies = (0..<total).map { v2Request(id: "\($0)", rows: [[Double($0)]]) }
+        nonisolated(unsafe) var results: [CurlResult] = []
+        nonisolated(unsafe) var clientError: Error?
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            do {
+                results = try curlParallel(url: "\(url)/v2/models/a/infer", bodies: bodies, concurrency: 8)
+            } catch { clientError = error }
+            done.signal()
+        }
+        func answered() throws -> Int {
+            let metrics = try run("/usr/bin/curl", ["-s", "\(url)/metrics"])
+            let line = metrics.split(separator: "\n").first {
+                $0.hasPrefix("mlproxy_responses_total{model=\"a\",code=\"200\"}")
+            }
+            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        }
+        try waitUntil("100 requests answered") { try answered() >= 100 }
+        try """
+        listen: "127.0.0.1:0"
+        models:
+          - \(model), slo_ms: 800}
+          - {name: b, upstream: "\(upstream)", policy: none}
+        """.write(to: file, atomically: true, encoding: .utf8)
+        kill(proxy.processIdentifier, SIGHUP)
+        try waitUntil("model b answers") {
+            let r = try? run(
+                "/usr/bin/curl",
+                ["-s", "-w", " %{http_code}", "-d", v2Request(id: "b", rows: [[2]]), "\(url)/v2/models/b/infer"])
+            return r?.hasSuffix(" 200") == true
+        }
+        let atReload = try answered()
+        #expect(atReload < total, "the reload happened while the clients were sending")
+        #expect(try run("/usr/bin/curl", ["-s", "\(url)/v2/models/a"]).contains("\"slo_ms\":800"))
+        done.wait()
+        #expect(clientError == nil, "\(String(describing: clientError))")
+        #expect(results.count == total)
+        let failed = results.enumerated().filter {
+            $0.element.status != 200 || $0.element.output("sum") != [Double($0.offset)]
+        }
+        #expect(
+            failed.isEmpty,
+            "\(failed.count) lost or wrong, first: \(failed.first.map { "\($0.offset): \($0.element.status) \($0.element.body)" } ?? "")"
+        )
+        #expect(try answered() == total + 0, "every request counted once under model a")
     }
 
     @Test func aConfigErrorStopsStartupWithFileKeyAndReason() throws {

@@ -5,31 +5,16 @@ import Logging
 import MLProxyHost
 import NIOCore
 import NIOPosix
+import ServiceLifecycle
+import UnixSignals
 
 @main
-struct MLProxyCommand: ParsableCommand {
+struct MLProxyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mlproxy",
         abstract: "An SLA-aware batching reverse proxy for ML inference servers.",
         subcommands: [Serve.self, Check.self, SimServer.self, Simulate.self, Plugins.self],
         defaultSubcommand: Serve.self)
-}
-
-/// Blocks until SIGTERM or SIGINT, then runs `onSignal` once.
-private func waitForTermination(_ onSignal: @escaping @Sendable () -> Void) -> Never {
-    let done = DispatchSemaphore(value: 0)
-    var sources: [DispatchSourceSignal] = []
-    for sig in [SIGTERM, SIGINT] {
-        signal(sig, SIG_IGN)
-        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-        source.setEventHandler { done.signal() }
-        source.resume()
-        sources.append(source)
-    }
-    done.wait()
-    onSignal()
-    withExtendedLifetime(sources) {}
-    exit(0)
 }
 
 private func bootstrapLogging(_ level: String) {
@@ -41,7 +26,7 @@ private func bootstrapLogging(_ level: String) {
     }
 }
 
-struct Serve: ParsableCommand {
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the proxy from a YAML config (the default command).")
 
     @Option(name: .shortAndLong, help: "The YAML configuration file.")
@@ -53,14 +38,14 @@ struct Serve: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    func run() throws {
+    func run() async throws {
         bootstrapLogging(logLevel)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let (cfg, runtime) = try exitingOnConfigErrors(config) {
             let cfg = try ProxyConfig.load(file: config)
             return (cfg, try ProxyRuntime.start(config: cfg, group: group))
         }
-        serveUntilSignal(runtime, group: group, ready: "mlproxy ready on http://\(cfg.listen.host):\(runtime.port)")
+        try await serve(runtime, group: group, ready: "mlproxy ready on http://\(cfg.listen.host):\(runtime.port)")
     }
 }
 
@@ -84,7 +69,7 @@ struct Check: ParsableCommand {
     }
 }
 
-struct SimServer: ParsableCommand {
+struct SimServer: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simserver",
         abstract: "Run only a simulated v2 model server (latency by batch size, one request at a time per replica).")
@@ -107,7 +92,7 @@ struct SimServer: ParsableCommand {
     @Option(help: "Event loop threads.")
     var threads: Int = 1
 
-    func run() throws {
+    func run() async throws {
         bootstrapLogging("info")
         var points = "{"
         for pair in latency.split(separator: ",") {
@@ -129,7 +114,7 @@ struct SimServer: ParsableCommand {
         let cfg = try ProxyConfig.parse(yaml: yaml, file: "--options")
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let runtime = try ProxyRuntime.start(config: cfg, group: group)
-        serveUntilSignal(runtime, group: group, ready: "simulated model server ready on http://\(listen)")
+        try await serve(runtime, group: group, ready: "simulated model server ready on http://\(listen)")
     }
 }
 
@@ -162,13 +147,34 @@ private func exitingOnConfigErrors<T>(_ file: String, _ body: () throws -> T) th
     }
 }
 
-/// Prints the ready line, then serves until SIGTERM or SIGINT, drains and exits.
-private func serveUntilSignal(_ runtime: ProxyRuntime, group: EventLoopGroup, ready: String) -> Never {
+/// Prints the ready line, then serves until SIGTERM or SIGINT (swift-service-lifecycle's graceful
+/// shutdown): readiness turns 503, queued and in-flight requests are answered, then the command ends.
+/// SIGHUP re-reads the config file meanwhile.
+private func serve(_ runtime: ProxyRuntime, group: EventLoopGroup, ready: String) async throws {
+    let logger = Logger(label: "mlproxy")
+    let services = ServiceGroup(
+        services: [ProxyService(runtime: runtime)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
     printReady(ready)
-    waitForTermination {
-        Logger(label: "mlproxy").info("signal received: draining queued and in-flight requests")
-        runtime.drainAndStop()
-        try? group.syncShutdownGracefully()
+    try await services.run()
+    try await group.shutdownGracefully()
+}
+
+/// The running proxy as a service: reloads on SIGHUP until a graceful shutdown, then drains.
+struct ProxyService: Service {
+    let runtime: ProxyRuntime
+
+    func run() async throws {
+        let logger = Logger(label: "mlproxy")
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            logger.info("SIGHUP: reloading \(runtime.config.file ?? "the config")")
+            do {
+                _ = try runtime.reload()
+            } catch let e as ConfigError {
+                logger.error("reload refused, the running config stays: \(e.message)")
+            }
+        }
+        logger.info("shutting down: readiness is 503; answering queued and in-flight requests")
+        try await runtime.shutdownGracefully().get()
     }
 }
 

@@ -10,7 +10,7 @@ extension ProxyRuntime {
     /// the proxy has one version of each model.
     func makeRouter() -> Router {
         var r = Router()
-        if config.inferenceMetrics {
+        if startConfig.inferenceMetrics {
             r.add(.GET, "/metrics") { [self] req, _ in req.eventLoop.makeSucceededFuture(metricsResponse()) }
         }
         r.add(.GET, "/v2") { req, _ in
@@ -19,8 +19,9 @@ extension ProxyRuntime {
         }
         r.add(.GET, "/v2/health/live") { req, _ in req.eventLoop.makeSucceededFuture(.json(.ok, "{\"live\":true}")) }
         r.add(.GET, "/v2/health/ready") { [self] req, _ in
-            // The v2 protocol's server readiness: every model ready (its model server reachable).
-            let ready = models.values.allSatisfy(\.upstreamReady)
+            // The v2 protocol's server readiness: every model ready (its model server reachable), and
+            // not shutting down (so that the platform stops routing here at once on SIGTERM).
+            let ready = !isShuttingDown && models.values.allSatisfy(\.upstreamReady)
             return req.eventLoop.makeSucceededFuture(.json(ready ? .ok : .serviceUnavailable, "{\"ready\":\(ready)}"))
         }
         for prefix in ["/v2/models/{model}", "/v2/models/{model}/versions/{version}"] {
@@ -44,6 +45,21 @@ extension ProxyRuntime {
                 OutgoingResponse(
                     .ok, headers: [("content-type", "application/yaml")], body: ByteBuffer(string: config.source)))
         }
+        r.add(.POST, "/admin/reload") { [self] req, _ in
+            // Reading files and loading plugins blocks: off the event loop.
+            let promise = req.eventLoop.makePromise(of: OutgoingResponse.self)
+            DispatchQueue.global().async { [self] in
+                do {
+                    promise.succeed(.json(.ok, try reload().json))
+                } catch let e as ConfigError {
+                    logger.error("reload refused, the running config stays: \(e.message)")
+                    promise.succeed(Self.failure(RequestError(.invalid, "reload refused: \(e.message)"), batch: nil))
+                } catch {
+                    promise.succeed(Self.failure(RequestError(.internal, "reload failed: \(error)"), batch: nil))
+                }
+            }
+            return promise.futureResult
+        }
         r.add(.GET, "/admin/models/{model}/batches") { [self] req, p in
             guard let model = models[p["model"]!] else {
                 return req.eventLoop.makeSucceededFuture(Self.failure(modelMissing(p["model"]!), batch: nil))
@@ -65,7 +81,8 @@ extension ProxyRuntime {
     public func respondAdmin(to req: IncomingRequest) -> EventLoopFuture<OutgoingResponse> {
         Self.route(
             req, on: adminRouter,
-            serving: "the admin listener serves /metrics, /admin/config and /admin/models/{m}/batches")
+            serving:
+                "the admin listener serves /metrics, /admin/config, POST /admin/reload and /admin/models/{m}/batches")
     }
 
     /// Answers one request: what `HTTPServer` calls for every request it reads, and what tests call
@@ -93,12 +110,14 @@ extension ProxyRuntime {
         }
     }
 
+    var isShuttingDown: Bool { shuttingDown.withLockedValue { $0 } }
+
     func ready(_ name: String, loop: EventLoop) -> EventLoopFuture<OutgoingResponse> {
         // Not ready while its model server cannot be reached.
         guard let m = models[name] else {
             return loop.makeSucceededFuture(Self.failure(modelMissing(name), batch: nil))
         }
-        let ready = m.upstreamReady
+        let ready = !isShuttingDown && m.upstreamReady
         return loop.makeSucceededFuture(
             .json(ready ? .ok : .serviceUnavailable, "{\"name\":\(JSONText.string(name)),\"ready\":\(ready)}"))
     }
@@ -210,7 +229,17 @@ extension ProxyRuntime {
             }
         }
         let promise = loop.makePromise(of: InferReply.self)
-        model.submit(decoded, items: items, arrival: arrival, promise: promise)
+        if !model.submit(decoded, items: items, arrival: arrival, promise: promise) {
+            // A reload retired the model between the lookup and now: its successor takes the request
+            // (or none does, when the model was removed or the proxy is stopping).
+            if let successor = models[name], successor !== model,
+                successor.submit(decoded, items: items, arrival: arrival, promise: promise)
+            {
+            } else {
+                promise.succeed(
+                    .refused(RequestError(.unavailable, "model '\(name)' was removed or the proxy is stopping")))
+            }
+        }
         let version = model.config.upstreamVersion
         let metrics = model.metrics
         let policy = model.config.policy

@@ -3,30 +3,53 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// The running proxy: plugins, models, embedded simulated servers and the HTTP listener.
-/// Built once at start-up; its tables are read-only afterwards.
+/// The running proxy: plugins, models, embedded simulated servers and the HTTP listeners.
+///
+/// What a reload may change (models, plugins, defaults) lives in one immutable `ServingState`, swapped
+/// whole: a request reads it once, so it sees the old config or the new one, never a mix. What a reload
+/// cannot change (the listeners, the built-in model servers) is fixed at start-up.
 public final class ProxyRuntime: @unchecked Sendable {
-    public let config: ProxyConfig
-    public let registry: PluginRegistry
+    /// The models and the plugins and config they were built from.
+    struct ServingState {
+        var config: ProxyConfig
+        var registry: PluginRegistry
+        var models: [String: ModelService]
+        /// Models a reload replaced or removed that still have requests to answer.
+        var retiring: [ObjectIdentifier: ModelService] = [:]
+    }
+
+    let state: NIOLockedValueBox<ServingState>
+    /// The config the listeners were bound with.
+    let startConfig: ProxyConfig
     public let group: EventLoopGroup
-    public private(set) var models: [String: ModelService] = [:]
     public private(set) var simulated: [BuiltInModelServer] = []
+    let upstreamFactory: UpstreamFactory?
     var serverChannel: Channel?
     var router = Router()
     var adminRouter = Router()
     var adminChannel: Channel?
     /// The inference listener's connection counters (/metrics).
     public let connections = ServerStats()
+    /// Set on SIGTERM: readiness answers 503 from then on, so the platform stops routing here.
+    let shuttingDown = NIOLockedValueBox(false)
+    /// One reload at a time.
+    let reloadLock = NIOLock()
     let logger = Logger(label: "mlproxy")
 
+    /// The config in force (the last one a reload accepted).
+    public var config: ProxyConfig { state.withLockedValue { $0.config } }
+    public var models: [String: ModelService] { state.withLockedValue { $0.models } }
+    public var registry: PluginRegistry { state.withLockedValue { $0.registry } }
     public var port: Int { serverChannel?.localAddress?.port ?? 0 }
     /// The admin listener's port (0 when there is none).
     public var adminPort: Int { adminChannel?.localAddress?.port ?? 0 }
 
-    private init(config: ProxyConfig, group: EventLoopGroup) {
-        self.config = config
+    private init(config: ProxyConfig, group: EventLoopGroup, upstream: UpstreamFactory?) {
+        self.startConfig = config
         self.group = group
-        self.registry = PluginRegistry(configPaths: config.pluginPaths)
+        self.upstreamFactory = upstream
+        self.state = NIOLockedValueBox(
+            ServingState(config: config, registry: PluginRegistry(configPaths: config.pluginPaths), models: [:]))
     }
 
     /// Loads plugins, starts the simulated servers and models, and binds the listener.
@@ -36,12 +59,13 @@ public final class ProxyRuntime: @unchecked Sendable {
     public static func start(
         config: ProxyConfig, group: EventLoopGroup, listen: Bool = true, upstream: UpstreamFactory? = nil
     ) throws -> ProxyRuntime {
-        let rt = ProxyRuntime(config: config, group: group)
+        let rt = ProxyRuntime(config: config, group: group, upstream: upstream)
         rt.router = rt.makeRouter()
         rt.adminRouter = rt.makeAdminRouter()
-        try rt.loadPlugins()
+        let registry = rt.registry
+        try loadPlugins(config, into: registry)
         if !config.simulatedServers.isEmpty {
-            let codec = try CodecInstance(try rt.registry.component(.codec, config.defaults.v2JSONCodec))
+            let codec = try CodecInstance(try registry.component(.codec, config.defaults.v2JSONCodec))
             for sim in config.simulatedServers {
                 let server = BuiltInModelServer(config: sim, codec: codec, loop: group.next())
                 try server.start(group: group)
@@ -50,11 +74,12 @@ public final class ProxyRuntime: @unchecked Sendable {
                     "simulated model server on \(sim.listen.host):\(server.port), \(sim.replicas) replica(s)")
             }
         }
+        var models: [String: ModelService] = [:]
         for m in config.models {
-            let model = try rt.makeModel(m, upstream: upstream)
-            rt.models[m.name] = model
-            model.start()
+            models[m.name] = try rt.makeModel(m, config: config, registry: registry)
         }
+        rt.state.withLockedValue { $0.models = models }
+        for model in models.values { model.start() }
         guard listen else { return rt }
         rt.serverChannel = try HTTPServer.bind(
             group: group, address: config.listen, limits: config.server, stats: rt.connections
@@ -76,26 +101,30 @@ public final class ProxyRuntime: @unchecked Sendable {
     /// codecs, stages, backend and policy accept their parameters (`mlproxy check`). Nothing is
     /// bound, started or connected.
     public static func check(config: ProxyConfig, group: EventLoopGroup) throws {
-        let rt = ProxyRuntime(config: config, group: group)
-        try rt.loadPlugins()
+        let rt = ProxyRuntime(config: config, group: group, upstream: nil)
+        let registry = rt.registry
+        try loadPlugins(config, into: registry)
         if !config.simulatedServers.isEmpty {
-            _ = try CodecInstance(try rt.registry.component(.codec, config.defaults.v2JSONCodec))
+            _ = try CodecInstance(try registry.component(.codec, config.defaults.v2JSONCodec))
         }
-        for m in config.models { _ = try rt.makeModel(m, upstream: nil) }
+        for m in config.models { _ = try rt.makeModel(m, config: config, registry: registry) }
     }
 
     /// The bundled plugins and the config's; any file that cannot be loaded is a configuration error.
-    func loadPlugins() throws {
+    static func loadPlugins(_ config: ProxyConfig, into registry: PluginRegistry) throws {
         let errors = registry.loadAll(extra: config.plugins)
         guard errors.isEmpty else {
             throw ConfigError(message: errors.map(\.description).joined(separator: "; "))
         }
     }
 
-    /// A model's components; a refusal names the model.
-    func makeModel(_ m: ModelConfig, upstream: UpstreamFactory?) throws -> ModelService {
+    /// A model's components from `registry`; a refusal names the model. `previous`: the model it
+    /// replaces on a reload, whose counters it keeps.
+    func makeModel(
+        _ m: ModelConfig, config: ProxyConfig, registry: PluginRegistry, succeeding previous: ModelService? = nil
+    ) throws -> ModelService {
         do {
-            let codecs = try m.codecs.map { try makeChain($0) }
+            let codecs = try m.codecs.map { try Self.makeChain($0, registry: registry, defaults: config.defaults) }
             let backend = try BackendInstance(
                 try registry.component(.backend, m.backend), configJSON: m.backendParamsJSON)
             let policy: BatchingPolicy
@@ -105,7 +134,8 @@ public final class ProxyRuntime: @unchecked Sendable {
                 policy = try PluginPolicy(try registry.component(.policy, m.policy), configJSON: m.policyParamsJSON)
             }
             return ModelService(
-                config: m, group: group, codecs: codecs, backend: backend, policy: policy, upstream: upstream)
+                config: m, group: group, codecs: codecs, backend: backend, policy: policy, upstream: upstreamFactory,
+                succeeding: previous)
         } catch let e as ConfigError {
             throw ConfigError(message: "model '\(m.name)': \(e.message)")
         }
@@ -113,7 +143,9 @@ public final class ProxyRuntime: @unchecked Sendable {
 
     /// Builds a codec chain. One that starts with a stage has no codec to read the body: the host
     /// hands the stages the whole body, and the defaults' v2 JSON codec writes the reply.
-    func makeChain(_ spec: CodecChainSpec) throws -> CodecChain {
+    static func makeChain(
+        _ spec: CodecChainSpec, registry: PluginRegistry, defaults: ModelDefaults
+    ) throws -> CodecChain {
         let first = spec.elements[0]
         let startsWithStage =
             (try? registry.component(.codec, first.name)) == nil && (try? registry.component(.stage, first.name)) != nil
@@ -122,7 +154,7 @@ public final class ProxyRuntime: @unchecked Sendable {
                 try StageInstance(try registry.component(.stage, $0.name), configJSON: $0.paramsJSON)
             }
             guard !startsWithStage else {
-                let reply = try CodecInstance(try registry.component(.codec, config.defaults.v2JSONCodec))
+                let reply = try CodecInstance(try registry.component(.codec, defaults.v2JSONCodec))
                 return CodecChain(
                     bodyStages: stages, replyCodec: reply, contentTypes: spec.contentTypes, rank: spec.rank)
             }
@@ -138,9 +170,16 @@ public final class ProxyRuntime: @unchecked Sendable {
     /// Every model's counters in the Prometheus text format (GET /metrics).
     func metricsResponse() -> OutgoingResponse {
         var out = ModelMetrics.help
+        let (models, retiring) = state.withLockedValue { ($0.models, Array($0.retiring.values)) }
         for name in models.keys.sorted() {
             let model = models[name]!
-            let load = model.load()
+            // A model a reload replaced still answers its own requests: count them under its name.
+            var load = model.load()
+            for old in retiring where old.config.name == name {
+                let l = old.load()
+                load.queued += l.queued
+                load.inflight += l.inflight
+            }
             model.metrics.render(model: name, queued: load.queued, inflight: load.inflight, into: &out)
         }
         ConnectionMetrics.render(connections.snapshot, into: &out)
@@ -150,32 +189,54 @@ public final class ProxyRuntime: @unchecked Sendable {
 
     // MARK: Shutdown
 
-    /// Stops accepting connections, waits until every queued and in-flight request is answered
-    /// (or `drain_timeout_ms` passes), then closes upstream connections and simulated servers.
-    public func drainAndStop() {
-        try? serverChannel?.close().wait()
-        // Every model idle, or the drain timeout: whichever comes first.
+    /// The graceful shutdown a platform expects on SIGTERM: readiness answers 503 at once, the listener
+    /// keeps accepting for `shutdown_delay_ms` (while the platform stops routing here), then closes;
+    /// every queued and in-flight request is answered (or `drain_timeout_ms` passes); then the
+    /// upstream connections, the built-in model servers and the admin listener close.
+    public func shutdownGracefully() -> EventLoopFuture<Void> {
+        shuttingDown.withLockedValue { $0 = true }
         let loop = group.next()
-        let drained = loop.makePromise(of: Void.self)
-        let settled = NIOLockedValueBox(false)
-        let finish: @Sendable () -> Void = {
-            let first = settled.withLockedValue { done -> Bool in
-                defer { done = true }
-                return !done
+        let delay = config.shutdownDelayMillis
+        if delay > 0 { logger.info("readiness is 503; accepting for \(delay) ms more before closing the listener") }
+        return loop.scheduleTask(in: .milliseconds(delay)) {}.futureResult.flatMap { [self] in
+            drain(on: loop)
+        }
+    }
+
+    /// `shutdownGracefully`, waiting for it (tests, and callers off the event loops).
+    public func drainAndStop() {
+        try? shutdownGracefully().wait()
+    }
+
+    private func drain(on loop: EventLoop) -> EventLoopFuture<Void> {
+        let closed = serverChannel?.close() ?? loop.makeSucceededVoidFuture()
+        return closed.recover { _ in }.flatMap { [self] () -> EventLoopFuture<Void> in
+            // Every model idle (those a reload retired too), or the drain timeout: whichever comes first.
+            let drained = loop.makePromise(of: Void.self)
+            let settled = NIOLockedValueBox(false)
+            let finish: @Sendable () -> Void = {
+                if settled.withLockedValue({ done in
+                    defer { done = true }
+                    return !done
+                }) {
+                    drained.succeed()
+                }
             }
-            if first { drained.succeed() }
+            let (models, retiring) = state.withLockedValue { ($0.models, Array($0.retiring.values)) }
+            EventLoopFuture.andAllComplete((Array(models.values) + retiring).map { $0.whenIdle(on: loop) }, on: loop)
+                .whenComplete { _ in finish() }
+            let timeout = loop.scheduleTask(in: .milliseconds(config.drainTimeoutMillis)) { finish() }
+            return drained.futureResult.flatMap {
+                timeout.cancel()
+                // Give the last responses time to be written.
+                return loop.scheduleTask(in: .milliseconds(50)) {}.futureResult
+            }.flatMap { [self] in
+                for m in models.values { m.shutdown() }
+                for m in retiring { m.shutdown() }
+                for s in simulated { s.stop() }
+                return adminChannel?.close().recover { _ in } ?? loop.makeSucceededVoidFuture()
+            }
         }
-        EventLoopFuture.andAllComplete(models.values.map { $0.whenIdle(on: loop) }, on: loop).whenComplete { _ in
-            finish()
-        }
-        let timeout = loop.scheduleTask(in: .milliseconds(config.drainTimeoutMillis)) { finish() }
-        try? drained.futureResult.wait()
-        timeout.cancel()
-        // Give the last responses time to be written.
-        usleep(50_000)
-        for m in models.values { m.shutdown() }
-        for s in simulated { s.stop() }
-        try? adminChannel?.close().wait()
     }
 }
 

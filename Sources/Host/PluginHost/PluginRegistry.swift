@@ -31,6 +31,9 @@ public struct LoadedComponent: @unchecked Sendable {
     public let summary: String
     public let file: String
     let vtable: UnsafeRawPointer
+
+    /// Whether both come from the same load of the same plugin (a changed file loads anew).
+    public func isSameLoad(as other: LoadedComponent?) -> Bool { vtable == other?.vtable }
 }
 
 /// Why a plugin file was refused. The message names the file and, for versions, both versions.
@@ -96,8 +99,33 @@ public final class PluginRegistry: @unchecked Sendable {
         return errors
     }
 
+    /// Loads one plugin file and registers its components. A file this process has loaded before and
+    /// that has not changed on disk gives the components it gave then (its init is not run again); a
+    /// file that changed since (a new build at the same path) is loaded as a new instance, from a
+    /// private copy, because dlopen would hand back the old image for the same path. The old image
+    /// stays loaded: plugins are never unloaded, since models still draining may call into it.
     public func load(path: String) throws {
-        guard let handle = dlopen(path, RTLD_NOW | RTLD_LOCAL) else {
+        let identity = LoadedLibraries.identity(of: path)
+        let found: [LoadedComponent]
+        if let identity, let known = LoadedLibraries.shared.components(path: path, identity: identity) {
+            found = known
+        } else {
+            var openPath = path
+            if LoadedLibraries.shared.hasLoaded(path: path) {
+                openPath = try LoadedLibraries.privateCopy(of: path)
+                let note = "the old one stays loaded: plugins are never unloaded"
+                logger.notice("plugin \(path) changed on disk: loading it as a new instance (\(note))")
+            }
+            found = try Self.open(path: path, openPath: openPath)
+            if let identity { LoadedLibraries.shared.record(path: path, identity: identity, components: found) }
+        }
+        register(found, from: path)
+    }
+
+    /// dlopens `openPath` (the file itself, or a private copy of `path`), runs its init and checks
+    /// what it reports; errors name `path`, the file the user gave.
+    private static func open(path: String, openPath: String) throws -> [LoadedComponent] {
+        guard let handle = dlopen(openPath, RTLD_NOW | RTLD_LOCAL) else {
             throw PluginLoadError(file: path, reason: "cannot be loaded: \(String(cString: dlerror()))")
         }
         // Never dlclose: components may be referenced until the process exits.
@@ -176,6 +204,10 @@ public final class PluginRegistry: @unchecked Sendable {
                     summary: c.description.map { String(cString: $0) } ?? "",
                     file: path, vtable: vtable))
         }
+        return found
+    }
+
+    private func register(_ found: [LoadedComponent], from path: String) {
         for c in found {
             let key = "\(c.kind)/\(c.name)"
             if let existing = components[key] {
@@ -196,5 +228,58 @@ public final class PluginRegistry: @unchecked Sendable {
                 "no \(kind) named '\(name)' is loaded (loaded: "
                 + "\(known.isEmpty ? "none" : known.joined(separator: ", ")))"
         )
+    }
+}
+
+/// The plugin files this process has loaded, by path and by what the file was when it was loaded
+/// (device, inode, size, modification time). dlopen is process-wide, so this is too: every registry
+/// (the one at start-up and each reload's) shares it.
+final class LoadedLibraries: @unchecked Sendable {
+    struct Identity: Equatable {
+        let device: UInt64
+        let inode: UInt64
+        let size: Int64
+        let modifiedNanos: Int64
+    }
+
+    static let shared = LoadedLibraries()
+    private let lock = NSLock()
+    private var byPath: [String: (identity: Identity, components: [LoadedComponent])] = [:]
+    private var copies = 0
+
+    static func identity(of path: String) -> Identity? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Identity(
+            device: UInt64(st.st_dev), inode: UInt64(st.st_ino), size: Int64(st.st_size),
+            modifiedNanos: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec))
+    }
+
+    func components(path: String, identity: Identity) -> [LoadedComponent]? {
+        lock.withLock { byPath[path].flatMap { $0.identity == identity ? $0.components : nil } }
+    }
+
+    func hasLoaded(path: String) -> Bool { lock.withLock { byPath[path] != nil } }
+
+    func record(path: String, identity: Identity, components: [LoadedComponent]) {
+        lock.withLock { byPath[path] = (identity, components) }
+    }
+
+    /// Copies a changed plugin file to this process's private folder under a name never used before.
+    static func privateCopy(of path: String) throws -> String {
+        let n = shared.lock.withLock { () -> Int in
+            shared.copies += 1
+            return shared.copies
+        }
+        let dir = (NSTemporaryDirectory() as NSString).appendingPathComponent("mlproxy-plugins-\(getpid())")
+        let copy = (dir as NSString).appendingPathComponent("\(n)-\((path as NSString).lastPathComponent)")
+        do {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: path, toPath: copy)
+        } catch {
+            throw PluginLoadError(
+                file: path, reason: "changed on disk, but copying it to load it anew failed: \(error)")
+        }
+        return copy
     }
 }

@@ -91,6 +91,7 @@ extension ProxyConfig {
             throw ConfigError(message: "\(file): cannot read the file")
         }
         var config = try parse(yaml: text, file: file)
+        config.file = file
         config.resolvePaths(relativeTo: (file as NSString).deletingLastPathComponent)
         return config
     }
@@ -117,7 +118,7 @@ extension ProxyConfig {
         }
         let top = try ConfigNode(file: file, path: "", value: root ?? [String: Any]()).mapping(known: [
             "listen", "max_body_bytes", "plugin_paths", "plugins", "drain_timeout_ms", "simulated_servers", "models",
-            "defaults", "server", "admin_listen", "inference_metrics",
+            "defaults", "server", "admin_listen", "inference_metrics", "shutdown_delay_ms",
         ])
         var config = ProxyConfig(
             listen: try top["listen"]?.address() ?? ListenAddress(host: "127.0.0.1", port: 8080),
@@ -129,6 +130,7 @@ extension ProxyConfig {
         if let s = top["server"] { config.server = try parseServer(s) }
         config.adminListen = try top["admin_listen"]?.address()
         config.inferenceMetrics = try top["inference_metrics"]?.bool() ?? true
+        config.shutdownDelayMillis = Int64(try top["shutdown_delay_ms"]?.int(min: 0) ?? 0)
         config.source = yaml
         if let b = top["max_body_bytes"] {
             if top["server"].flatMap({ $0.value as? [String: Any] })?["max_body_bytes"] != nil {

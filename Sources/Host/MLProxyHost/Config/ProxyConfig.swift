@@ -10,7 +10,7 @@ public enum MetadataProtocol: String, Sendable, Equatable {
 
 /// What a model gets for the keys it leaves out, and the plugins the host itself needs. The one place
 /// plugin names are written: the config's `defaults:` section, whose own defaults are these.
-public struct ModelDefaults: Sendable {
+public struct ModelDefaults: Sendable, Equatable {
     public var backend = "kserve-v2"
     public var codecs = [CodecChainSpec([ChainElement(name: "json")])]
     public var policy = "adaptive-sla"
@@ -24,7 +24,9 @@ public struct ModelDefaults: Sendable {
     public init() {}
 }
 
-public struct ModelConfig: Sendable {
+/// Equatable so that a reload can tell which models changed: a model whose config is equal (and whose
+/// plugins did not change) keeps running as it is, with its queue and its policy's state.
+public struct ModelConfig: Sendable, Equatable {
     public var name: String
     public var backend: String
     /// Where the model server publishes the model's signature; nil when it does not.
@@ -93,7 +95,7 @@ public struct CodecChainSpec: Sendable, Equatable, CustomStringConvertible {
     public var description: String { elements.map(\.description).joined(separator: " -> ") }
 }
 
-public struct ForeignPolicySpec: Sendable {
+public struct ForeignPolicySpec: Sendable, Equatable {
     public var library: String
     public var signature: String
     public var pollMillis: Double
@@ -110,6 +112,9 @@ public struct ProxyConfig: Sendable {
     public var pluginPaths: [String]
     public var plugins: [String]
     public var drainTimeoutMillis: Int64
+    /// How long the listener keeps accepting after SIGTERM while readiness already answers 503
+    /// (`shutdown_delay_ms`, default 0): the time a platform needs to stop routing to this replica.
+    public var shutdownDelayMillis: Int64 = 0
     public var simulatedServers: [BuiltInModelServerConfig]
     public var models: [ModelConfig]
     public var defaults = ModelDefaults()
@@ -122,6 +127,20 @@ public struct ProxyConfig: Sendable {
     public var inferenceMetrics = true
     /// The YAML the config was read from, for /admin/config.
     public var source = ""
+    /// The file the config was read from (nil when it was parsed from text): what a reload re-reads.
+    public var file: String?
 
     public var maxBodyBytes: Int { server.maxBodyBytes }
+}
+
+extension ProxyConfig {
+    /// The settings a reload cannot change, by their config key: the listeners are bound and the
+    /// built-in model servers started once. A reload that changes any of them is refused whole.
+    var restartOnlySettings: [(key: String, value: String)] {
+        [
+            ("listen", "\(listen)"), ("admin_listen", adminListen.map { "\($0)" } ?? "off"),
+            ("server", "\(server)"), ("inference_metrics", "\(inferenceMetrics)"),
+            ("simulated_servers", "\(simulatedServers)"),
+        ]
+    }
 }

@@ -44,7 +44,8 @@ public final class ModelService: @unchecked Sendable {
     /// The loop that runs the model's timer.
     public let loop: EventLoop
     public let codecs: [CodecChain]
-    public let metrics = ModelMetrics()
+    /// Counters by model name; a model rebuilt by a reload keeps its predecessor's.
+    public let metrics: ModelMetrics
     let backend: BackendInstance
     /// One upstream pool per event loop of the group, each used only on its own loop.
     let pools: [ObjectIdentifier: any UpstreamTransport]
@@ -54,8 +55,8 @@ public final class ModelService: @unchecked Sendable {
     let queue: ModelQueue<PendingInfer>
     var wakeTask: Scheduled<Void>?
     var idleWaiters: [EventLoopPromise<Void>] = []
-    /// The last batches, for the admin listener's batch log.
-    public let batches = BatchLog()
+    /// The last batches, for the admin listener's batch log (carried over by a reload too).
+    public let batches: BatchLog
     /// When the last policy-failure line was logged and how many failures came since.
     let policyLog = NIOLockedValueBox((lastLine: Int64(0), since: 0))
     var wake = WakeSchedule()
@@ -74,10 +75,12 @@ public final class ModelService: @unchecked Sendable {
 
     init(
         config: ModelConfig, group: EventLoopGroup, codecs: [CodecChain], backend: BackendInstance,
-        policy: BatchingPolicy, upstream: UpstreamFactory? = nil
+        policy: BatchingPolicy, upstream: UpstreamFactory? = nil, succeeding previous: ModelService? = nil
     ) {
         let loop = group.next()
         self.config = config
+        self.metrics = previous?.metrics ?? ModelMetrics()
+        self.batches = previous?.batches ?? BatchLog()
         self.loop = loop
         self.codecs = codecs
         self.backend = backend
@@ -107,11 +110,17 @@ public final class ModelService: @unchecked Sendable {
     }
 
     /// Queues a decoded, validated request; the promise is completed exactly once. Call it on the
-    /// promise's event loop.
-    func submit(_ request: DecodedRequest, items: Int, arrival: Int64, promise: EventLoopPromise<InferReply>) {
+    /// promise's event loop. False when the model has stopped (a reload retired it, or the proxy shut
+    /// down) and the promise is left alone: the caller asks the running config for the model again.
+    func submit(_ request: DecodedRequest, items: Int, arrival: Int64, promise: EventLoopPromise<InferReply>) -> Bool {
         let key = BatchAssembler.batchKey(of: request.inputs, padded: config.padValue != nil)
         var refused: RequestError?
+        var accepted = true
         let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
+            if stopped {
+                accepted = false
+                return []
+            }
             if upstreamDown {
                 refused = unavailableError
                 return []
@@ -122,11 +131,14 @@ public final class ModelService: @unchecked Sendable {
                 payload: PendingInfer(request: request, promise: promise))
             return refused == nil ? pumpLocked() : []
         }
+        guard accepted else { return false }
         if let refused {
             metrics.rejected(reason: refused.kind.metricLabel, count: 1)
-            return promise.succeed(.refused(refused))
+            promise.succeed(.refused(refused))
+            return true
         }
         run(effects, on: promise.futureResult.eventLoop)
+        return true
     }
 
     /// The inputs and outputs requests are checked against: the config's, else the model server's
@@ -234,6 +246,22 @@ public final class ModelService: @unchecked Sendable {
                 : "policy '\(config.policy)' failed \(count) times since the last line; latest: \(failure.message)"
         }
         if let line { logger.error("\(line)") }
+    }
+
+    /// Takes a model out of service after a reload replaced or removed it: its queued and in-flight
+    /// requests finish under its own settings, then it stops. Idleness is checked again under the lock
+    /// as it stops, so a request that was routed to it just before the swap is still served.
+    func retire(on loop: EventLoop) -> EventLoopFuture<Void> {
+        whenIdle(on: loop).flatMap { [self] in
+            let stop = lock.withLock { () -> Bool in
+                guard queue.count == 0, queue.inflight == 0 else { return false }
+                stopped = true
+                return true
+            }
+            guard stop else { return retire(on: loop) }
+            shutdown()
+            return loop.makeSucceededVoidFuture()
+        }
     }
 
     func shutdown() {
