@@ -9,7 +9,7 @@ CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
 SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
 SAMPLE_FFI_POLICY := samples/ffi-policy/libpick.so
 
-.PHONY: all deps lint format bench-deps interop-deps build release run test sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-shared-fate bench-codecs live-vs-sim clean
+.PHONY: all deps lint format bench-deps interop-deps build release run test fuzz sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-shared-fate bench-codecs live-vs-sim clean
 
 all: build
 
@@ -75,6 +75,14 @@ sample-ffi-policy: deps
 test: deps interop-deps sample-policy sample-ffi-policy
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
+	Tests/Fuzz/run.sh $(FUZZ_TEST_SECONDS)
+
+# Coverage-guided fuzzing (libFuzzer with ASan and UBSan) of every codec, backend reply decoder and
+# image stage, through the C ABI: FUZZ_SECONDS per target (make test runs each for FUZZ_TEST_SECONDS).
+FUZZ_SECONDS ?= 60
+FUZZ_TEST_SECONDS ?= 5
+fuzz: deps
+	Tests/Fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: bench-deps release
 	benchmarks/run.py

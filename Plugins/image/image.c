@@ -725,15 +725,3 @@ MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info 
     out->component_count = sizeof k_components / sizeof k_components[0];
     return MLP_OK;
 }
-
-int mlp_image_fuzz_decode(const uint8_t *data, size_t size) {
-    picture pic = {0};
-    if (!decode_picture(data, size, 3, false, 0, 0, NULL, &pic)) return MLP_ERR_INVALID_INPUT;
-    if ((uint64_t)pic.width * pic.height > 4096u * 4096u || pic.width == 0 || pic.height == 0)
-        return MLP_ERR_INVALID_INPUT;
-    uint8_t *out = malloc((size_t)pic.width * pic.height * 3);
-    if (!out) return MLP_ERR_NOMEM;
-    bool ok = decode_picture(data, size, 3, false, 0, 0, out, &pic);
-    free(out);
-    return ok ? MLP_OK : MLP_ERR_INVALID_INPUT;
-}

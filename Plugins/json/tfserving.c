@@ -513,10 +513,3 @@ const mlp_backend_vtable mlp_tfserving_backend = {
     .encode_request = tf_backend_encode,
     .decode_response = tf_backend_decode,
 };
-
-int mlp_tfserving_fuzz_decode_request(const uint8_t *data, size_t size) {
-    if (!g_host) g_host = mlp_fuzz_host();
-    tf_codec c = {.number_type = MLP_DT_FP32};
-    mlp_request_message msg = {.struct_size = sizeof msg, .body = {data, size}};
-    return (int)tf_codec_decode(&c, NULL, &msg);
-}

@@ -104,11 +104,14 @@ static mlp_status npy_decode(void *instance, mlp_call *call, const mlp_request_m
     const char *shape_text = dict_value(h, hlen, "shape");
     if (!descr || !order || !shape_text)
         return fail(call, MLP_ERR_INVALID_INPUT, ".npy header lacks descr, fortran_order or shape");
-    if (strncmp(order, "False", 5) != 0)
+    /* Every read below stays inside the header: a value may end right at its last byte. */
+    const char *end = h + hlen;
+    if (end - order < 5 || memcmp(order, "False", 5) != 0)
         return fail(call, MLP_ERR_INVALID_INPUT, ".npy array is in Fortran order; send a C-ordered array");
     uint32_t dt = MLP_DT_INVALID;
     size_t es = 0;
-    if (*descr == '\'' || *descr == '"') {
+    int descr_len = (int)(end - descr < 8 ? end - descr : 8);
+    if (end - descr >= 5 && (*descr == '\'' || *descr == '"')) {
         for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++) {
             const char *d = k_types[i].descr;
             bool match = memcmp(descr + 1, d, 3) == 0 ||
@@ -123,10 +126,10 @@ static mlp_status npy_decode(void *instance, mlp_call *call, const mlp_request_m
     }
     if (dt == MLP_DT_INVALID)
         return fail(call, MLP_ERR_UNSUPPORTED,
-                    ".npy dtype %.8s is not supported (little-endian bool, int, uint or float only)", descr);
+                    ".npy dtype %.*s is not supported (little-endian bool, int, uint or float only)", descr_len, descr);
     int64_t shape[16];
     uint32_t rank = 0;
-    const char *p = shape_text, *end = h + hlen;
+    const char *p = shape_text;
     if (p >= end || *p != '(') return fail(call, MLP_ERR_INVALID_INPUT, ".npy shape is not a tuple");
     p++;
     size_t count = 1;
@@ -231,30 +234,4 @@ MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info 
     out->components = k_components;
     out->component_count = 1;
     return MLP_OK;
-}
-
-/* Fuzz entry: a host that hands out scratch memory and discards everything. */
-static uint8_t fuzz_scratch[1 << 20];
-static void fuzz_error(mlp_call *c, const char *m, size_t n) {
-    (void)c;
-    (void)m;
-    (void)n;
-}
-static uint8_t *fuzz_add_tensor(mlp_call *c, const mlp_tensor_desc *d) {
-    (void)c;
-    return d->byte_size <= sizeof fuzz_scratch ? fuzz_scratch : NULL;
-}
-
-int mlp_npy_fuzz_decode_request(const uint8_t *data, size_t size) {
-    static const mlp_host_api host = {
-        .struct_size = sizeof host,
-        .abi_major = MLP_ABI_MAJOR,
-        .abi_minor = MLP_ABI_MINOR,
-        .set_error = fuzz_error,
-        .add_tensor = fuzz_add_tensor,
-    };
-    if (!g_host) g_host = &host;
-    npy_codec c = {.input_name = "input"};
-    mlp_request_message msg = {.struct_size = sizeof msg, .body = {data, size}};
-    return (int)npy_decode(&c, NULL, &msg);
 }

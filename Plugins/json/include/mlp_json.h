@@ -1,7 +1,7 @@
 /* The JSON protocols plugin: the `json` codec and `kserve-v2` backend (Open Inference Protocol v2,
  * v2.c), the `tfserving` codec and backend (TF Serving REST, tfserving.c), the `raw` codec (raw.c),
- * the `torchserve` backend (torchserve.c), with the helpers they share (json_text.c). Everything here is internal; the library exports mlp_plugin_init and the
- * fuzz entry points. */
+ * the `torchserve` backend (torchserve.c), with the helpers they share (json_text.c). Everything here is internal; the library exports mlp_plugin_init (Tests/Fuzz
+ * drives the codecs through it). */
 #ifndef MLP_JSON_H
 #define MLP_JSON_H
 
@@ -14,12 +14,7 @@
 
 #define MLP_INTERNAL __attribute__((visibility("hidden")))
 
-/* libFuzzer-ready entry points: decode `data` as a request with a host that discards tensors. Never
- * crash on any input; return the status the codec would. */
-MLP_EXPORT int mlp_v2_fuzz_decode_request(const uint8_t *data, size_t size);
-MLP_EXPORT int mlp_tfserving_fuzz_decode_request(const uint8_t *data, size_t size);
-
-/* Set once by mlp_plugin_init (or a fuzz entry); the same table for every instance. */
+/* Set once by mlp_plugin_init; the same table for every instance. */
 MLP_INTERNAL extern const mlp_host_api *g_host;
 
 /* Formats a message for host->set_error and returns `status`. */
@@ -82,9 +77,6 @@ MLP_INTERNAL mlp_status flush(mlp_call *call, text_buf *b, const char *content_t
 
 MLP_INTERNAL mlp_status stateless_create(mlp_call *call, mlp_bytes config, void **out);
 MLP_INTERNAL void stateless_destroy(void *instance);
-
-/* A host table for the fuzz entry points: hands out scratch memory, discards everything. */
-MLP_INTERNAL const mlp_host_api *mlp_fuzz_host(void);
 
 /* The v2 JSON response (binary outputs where the codec state asks for them); the `json` and `raw`
  * codecs answer with it. */
