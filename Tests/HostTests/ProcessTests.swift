@@ -247,7 +247,7 @@ struct ProcessTests {
         for option in [
             "--policy", "--foreign-policy", "--trace", "--profile", "--slo-ms", "--rate", "--minutes", "--platform",
             "--replicas", "--cold-start-ms", "--max-batch-items", "--max-inflight-batches", "--seed", "--csv",
-            "--timeline-dir",
+            "--timeline-dir", "--proxies",
         ] {
             #expect(help.contains(option), "simulate --help does not mention \(option)")
         }

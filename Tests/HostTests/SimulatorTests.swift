@@ -43,6 +43,21 @@ struct SimulatorTests {
         #expect(ArrivalTrace.make(.largeVariations, baseRate: 200, minutes: 3, seed: 4).rates != trace.rates)
     }
 
+    /// Proxy replicas that split one model's traffic round-robin each batch only their share: every
+    /// request is still answered, in smaller batches, at a higher cost than one proxy.
+    @Test func proxiesSplittingAModelsTrafficFormSmallerBatches() throws {
+        let trace = ArrivalTrace.make(.constant, baseRate: 300, minutes: 1, seed: 3)
+        let one = Simulator.run(policyName: "a", policy: try policy("adaptive-sla"), setup: setup(trace))
+        let viaList = Simulator.run(policyName: "a", proxies: [try policy("adaptive-sla")], setup: setup(trace))
+        #expect(one.batches == viaList.batches && one.p99Millis == viaList.p99Millis, "one proxy is the plain run")
+        let four = Simulator.run(
+            policyName: "a", proxies: try (0..<4).map { _ in try policy("adaptive-sla") }, setup: setup(trace))
+        #expect(four.requests == one.requests && four.served == one.served, "every request answered")
+        #expect(four.meanBatch < one.meanBatch * 0.75, "\(four.meanBatch) vs \(one.meanBatch)")
+        #expect(four.batches > one.batches)
+        #expect(four.replicaSeconds > one.replicaSeconds)
+    }
+
     @Test func poissonArrivalsFollowTheRates() {
         let trace = ArrivalTrace(name: "two", rates: [100, 400], segmentSeconds: 60)
         let arrivals = trace.arrivals(seed: 1)

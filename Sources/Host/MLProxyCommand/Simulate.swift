@@ -80,6 +80,14 @@ struct Simulate: ParsableCommand {
     @Flag(help: "Answer a request whose deadline passes in the queue at once with a timeout (late_requests: reject).")
     var rejectLate = false
 
+    @Option(
+        help: ArgumentHelp(
+            "Proxy replicas in front of the model, each with its own queue and policy, the trace's requests "
+                + "split among them round-robin (repeatable: one run per value). 1 is one proxy, or any number "
+                + "with model-affine routing.",
+            valueName: "n"))
+    var proxies: [Int] = [1]
+
     @Option(help: "Seed for arrivals and latency noise.")
     var seed: UInt64 = 1
 
@@ -134,44 +142,57 @@ struct Simulate: ParsableCommand {
             let sig = try ForeignPolicy.Signature.parse(parts[1])
             return ("foreign:\(sig.symbol)", ForeignPolicySpec(library: parts[0], signature: parts[1]))
         }
+        guard proxies.allSatisfy({ $0 >= 1 && $0 <= 1024 }) else {
+            throw ValidationError("--proxies must be between 1 and 1024")
+        }
         var results: [SimulationResult] = []
-        let total = (parsedPolicies.count + foreign.count) * traceList.count
+        let total = (parsedPolicies.count + foreign.count) * traceList.count * proxies.count
         var n = 0
+        // A label names the proxy count when there is more than one proxy.
+        func named(_ label: String, _ count: Int) -> String { count == 1 ? label : "\(label) x\(count) proxies" }
         for trace in traceList {
-            for (label, name, params) in parsedPolicies {
-                n += 1
-                let started = Date()
-                FileHandle.standardError.write(Data("[\(n)/\(total)] \(label) on \(trace.name) ...".utf8))
-                // A policy may override the queue limits for its own runs (e.g. cork's one batch at a time).
-                var runLimits = limits
-                if let v = params["max_inflight_batches"] as? Double { runLimits.maxInflightBatches = max(1, Int(v)) }
-                if let v = params["max_batch_items"] as? Double { runLimits.maxBatchItems = max(1, Int(v)) }
-                var json = params
-                json["slo_ms"] = slo
-                json["max_batch_items"] = runLimits.maxBatchItems
-                json["max_inflight_batches"] = runLimits.maxInflightBatches
-                guard let text = JSONText.write(json) else {
-                    throw ValidationError("policy '\(label)': bad parameters")
+            for count in proxies {
+                for (label, name, params) in parsedPolicies {
+                    n += 1
+                    let started = Date()
+                    FileHandle.standardError.write(
+                        Data("[\(n)/\(total)] \(named(label, count)) on \(trace.name) ...".utf8))
+                    // A policy may override the queue limits for its own runs (e.g. cork's one batch at a time).
+                    var runLimits = limits
+                    if let v = params["max_inflight_batches"] as? Double {
+                        runLimits.maxInflightBatches = max(1, Int(v))
+                    }
+                    if let v = params["max_batch_items"] as? Double { runLimits.maxBatchItems = max(1, Int(v)) }
+                    var json = params
+                    json["slo_ms"] = slo
+                    json["max_batch_items"] = runLimits.maxBatchItems
+                    json["max_inflight_batches"] = runLimits.maxInflightBatches
+                    guard let text = JSONText.write(json) else {
+                        throw ValidationError("policy '\(label)': bad parameters")
+                    }
+                    let component = try registry.component(.policy, name)
+                    let instances = try (0..<count).map { _ in try PluginPolicy(component, configJSON: text) }
+                    let setup = SimulationSetup(
+                        trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed)
+                    let r = Simulator.run(policyName: named(label, count), proxies: instances, setup: setup)
+                    FileHandle.standardError.write(
+                        Data(String(format: " %.1f s\n", Date().timeIntervalSince(started)).utf8))
+                    results.append(r)
+                    if let dir = timelineDir { try writeTimeline(r, dir: dir) }
                 }
-                let policy = try PluginPolicy(try registry.component(.policy, name), configJSON: text)
-                let setup = SimulationSetup(
-                    trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed)
-                let r = Simulator.run(policyName: label, policy: policy, setup: setup)
-                FileHandle.standardError.write(
-                    Data(String(format: " %.1f s\n", Date().timeIntervalSince(started)).utf8))
-                results.append(r)
-                if let dir = timelineDir { try writeTimeline(r, dir: dir) }
-            }
-            for (label, spec) in foreign {
-                n += 1
-                FileHandle.standardError.write(Data("[\(n)/\(total)] \(label) on \(trace.name)\n".utf8))
-                let policy = try ForeignPolicy(
-                    library: spec.library, signature: spec.signature, pollMillis: spec.pollMillis)
-                let setup = SimulationSetup(
-                    trace: trace, profile: prof, platform: platformConfig, limits: limits, seed: seed)
-                let r = Simulator.run(policyName: label, policy: policy, setup: setup)
-                results.append(r)
-                if let dir = timelineDir { try writeTimeline(r, dir: dir) }
+                for (label, spec) in foreign {
+                    n += 1
+                    FileHandle.standardError.write(
+                        Data("[\(n)/\(total)] \(named(label, count)) on \(trace.name)\n".utf8))
+                    let instances = try (0..<count).map { _ in
+                        try ForeignPolicy(library: spec.library, signature: spec.signature, pollMillis: spec.pollMillis)
+                    }
+                    let setup = SimulationSetup(
+                        trace: trace, profile: prof, platform: platformConfig, limits: limits, seed: seed)
+                    let r = Simulator.run(policyName: named(label, count), proxies: instances, setup: setup)
+                    results.append(r)
+                    if let dir = timelineDir { try writeTimeline(r, dir: dir) }
+                }
             }
         }
         print(SimulationReport.table(results))

@@ -95,13 +95,14 @@ struct EventHeap<E> {
 public enum Simulator {
     private enum Event {
         case arrival(Int)
-        case wake(generation: Int)
+        case wake(proxy: Int, generation: Int)
         case done(batch: Int, replica: Int)
         case tick
         case ready
     }
 
     private struct Batch {
+        let proxy: Int
         let entries: [QueueEntry<Int>]
         let items: Int
         let dispatched: Int64
@@ -109,14 +110,22 @@ public enum Simulator {
 
     /// Runs one policy through one setup. Deterministic for the setup's seed.
     public static func run(policyName: String, policy: BatchingPolicy, setup: SimulationSetup) -> SimulationResult {
+        run(policyName: policyName, proxies: [policy], setup: setup)
+    }
+
+    /// Runs several proxies in front of one platform, each with its own queue and its own instance
+    /// of the policy (one per entry of `proxies`): the trace's requests go to them round-robin, as a
+    /// load balancer without model affinity spreads one model's traffic over proxy replicas. Each
+    /// proxy batches only what it receives. With one proxy this is `run(policyName:policy:setup:)`.
+    public static func run(policyName: String, proxies: [BatchingPolicy], setup: SimulationSetup) -> SimulationResult {
         let arrivals = setup.trace.arrivals(seed: setup.seed)
         var rng = SplitMix64(seed: setup.seed &+ 0x5EED)
-        let queue = ModelQueue<Int>(limits: setup.limits, policy: policy)
+        let queues = proxies.map { ModelQueue<Int>(limits: setup.limits, policy: $0) }
         let platform = KnativePlatform(config: setup.platform)
         var events = EventHeap<Event>()
         var batches: [Int: Batch] = [:]
         var nextBatch = 0
-        var wake = WakeSchedule()
+        var wakes = Array(repeating: WakeSchedule(), count: queues.count)
         var latencies: [Int64] = []
         latencies.reserveCapacity(arrivals.count)
         var shed = 0
@@ -138,14 +147,14 @@ public enum Simulator {
             events.push(t + setup.profile.sampleNanos(items: b.items, rng: &rng), .done(batch: id, replica: replica))
         }
 
-        func apply(_ effects: [QueueEffect<Int>], at t: Int64) {
+        func apply(_ effects: [QueueEffect<Int>], proxy: Int, at t: Int64) {
             for effect in effects {
                 switch effect {
                 case .dispatch(let entries, _):
                     let items = entries.reduce(0) { $0 + $1.items }
                     let id = nextBatch
                     nextBatch += 1
-                    batches[id] = Batch(entries: entries, items: items, dispatched: t)
+                    batches[id] = Batch(proxy: proxy, entries: entries, items: items, dispatched: t)
                     batchCount += 1
                     batchItems += items
                     histogram.add(items: items)
@@ -160,18 +169,21 @@ public enum Simulator {
                 }
             }
             // A cancelled timer stays in the heap; `fired` tells it is stale when it comes up.
-            if case .arm(let at, let generation) = wake.update(after: effects) {
-                events.push(at, .wake(generation: generation))
+            if case .arm(let at, let generation) = wakes[proxy].update(after: effects) {
+                events.push(at, .wake(proxy: proxy, generation: generation))
             }
         }
+        var queued: Int { queues.reduce(0) { $0 + $1.count } }
 
         while let (t, event) = events.pop() {
             // A timer left over once everything is answered ends nothing: it must not stretch the run.
-            if case .wake = event, queue.count == 0, batches.isEmpty { continue }
+            if case .wake = event, queued == 0, batches.isEmpty { continue }
             lastTime = t
             switch event {
             case .arrival(let i):
                 if i + 1 < arrivals.count { events.push(arrivals[i + 1], .arrival(i + 1)) }
+                let proxy = i % queues.count
+                let queue = queues[proxy]
                 if let refused = queue.admit(
                     items: 1, arrival: t, timeoutMicros: nil, priority: 0, batchKey: "", payload: i)
                 {
@@ -179,11 +191,11 @@ public enum Simulator {
                     shed += 1
                     misses += 1
                 } else {
-                    apply(queue.pump(now: t), at: t)
+                    apply(queue.pump(now: t), proxy: proxy, at: t)
                 }
-            case .wake(let generation):
-                guard wake.fired(generation: generation) else { continue }
-                apply(queue.pump(now: t), at: t)
+            case .wake(let proxy, let generation):
+                guard wakes[proxy].fired(generation: generation) else { continue }
+                apply(queues[proxy].pump(now: t), proxy: proxy, at: t)
             case .done(let id, let replica):
                 let b = batches.removeValue(forKey: id)!
                 for e in b.entries {
@@ -194,14 +206,14 @@ public enum Simulator {
                     let cur = perSecond[sec] ?? (0, 0)
                     perSecond[sec] = (cur.n + 1, cur.latency + Double(latency) / 1e6)
                 }
-                queue.batchFinished(
+                queues[b.proxy].batchFinished(
                     items: b.items, arrivals: b.entries.map(\.arrival), ok: true, dispatched: b.dispatched, finished: t)
                 if let next = platform.finish(replica: replica, at: t) { start(next, on: replica, at: t) }
-                apply(queue.pump(now: t), at: t)
+                apply(queues[b.proxy].pump(now: t), proxy: b.proxy, at: t)
             case .tick:
                 for readyAt in platform.tick(at: t) { events.push(readyAt, .ready) }
                 replicasBySecond[Int(t / 1_000_000_000)] = Double(platform.replicaCount)
-                let busy = queue.count > 0 || !batches.isEmpty
+                let busy = queued > 0 || !batches.isEmpty
                 if t < end || busy { events.push(t + setup.platform.tickNanos, .tick) }
             case .ready:
                 for (id, replica) in platform.readyReplicas(at: t) { start(id, on: replica, at: t) }
