@@ -22,6 +22,16 @@ struct ConfigTests {
         #expect(m.contains("unknown key"))
     }
 
+    /// A Knative Service's cluster-local address has no port: HTTP's 80.
+    @Test func anUpstreamWithoutAPortIsPort80() throws {
+        let c = try ProxyConfig.parse(
+            yaml: "models:\n  - {name: a, upstream: \"http://iris.default.svc.cluster.local\"}\n"
+                + "shutdown_delay_ms: 2500\n")
+        #expect(c.models[0].upstream == ListenAddress(host: "iris.default.svc.cluster.local", port: 80))
+        #expect(c.shutdownDelayMillis == 2500)
+        #expect(error("models:\n  - {name: a, upstream: \"http://x/v2\"}\n").contains("without a path"))
+    }
+
     @Test func badValuesSayWhy() {
         #expect(
             error("models:\n  - {name: a, upstream: \"http://127.0.0.1:1\", max_batch_items: 0}\n").contains(

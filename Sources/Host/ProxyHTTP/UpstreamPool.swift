@@ -43,6 +43,8 @@ public protocol UpstreamTransport: AnyObject, Sendable {
 public final class UpstreamPool: UpstreamTransport, @unchecked Sendable {
     public let loop: EventLoop
     public let address: ListenAddress
+    /// HTTP leaves the default port out of Host; ingresses that route by Host (Knative's) expect that.
+    private let hostHeader: String
     private let timeout: TimeAmount
     private let connectTimeout: TimeAmount
     private var idle: [UpstreamConnection] = []
@@ -54,6 +56,7 @@ public final class UpstreamPool: UpstreamTransport, @unchecked Sendable {
     public init(loop: EventLoop, address: ListenAddress, timeoutMillis: Int64, connectTimeoutMillis: Int64 = 5_000) {
         self.loop = loop
         self.address = address
+        self.hostHeader = address.port == 80 ? address.host : address.description
         self.timeout = .milliseconds(timeoutMillis)
         self.connectTimeout = .milliseconds(connectTimeoutMillis)
     }
@@ -69,7 +72,7 @@ public final class UpstreamPool: UpstreamTransport, @unchecked Sendable {
     ) -> EventLoopFuture<UpstreamResponse> {
         loop.preconditionInEventLoop()
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
-        head.headers.add(name: "host", value: address.description)
+        head.headers.add(name: "host", value: hostHeader)
         for (k, v) in headers { head.headers.add(name: k, value: v) }
         head.headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
         let requestHead = head

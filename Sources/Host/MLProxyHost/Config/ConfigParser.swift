@@ -80,7 +80,9 @@ struct ConfigNode {
         }
         s.removeFirst("http://".count)
         if s.hasSuffix("/") { s.removeLast() }
-        guard !s.contains("/") else { throw fail("'\(s)' must be http://host:port without a path") }
+        guard !s.contains("/") else { throw fail("'\(s)' must be http://host[:port] without a path") }
+        // No port: HTTP's own, 80 (e.g. a Knative Service's cluster-local address).
+        if !s.contains(":") { s += ":80" }
         return try ConfigNode(file: file, path: path, value: s).address()
     }
 }
