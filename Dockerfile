@@ -11,17 +11,20 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-       libjansson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config \
+       libjansson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 # The build folder is a cache mount (BuildKit): rebuilds reuse the fetched packages and objects.
+# The plugins are built with plain cc (`make plugins`), as users build theirs: SwiftPM would link
+# them against the Swift runtime, which the runtime image does not have.
 RUN --mount=type=cache,target=/src/.build \
     swift build -c release --static-swift-stdlib --product mlproxy \
-    && for p in mlp_json mlp_tensor mlp_image mlp_policies; do swift build -c release --product "$p"; done \
+    && make DEB_PACKAGES= plugins \
     && mkdir -p /staging/plugins \
     && cp "$(swift build -c release --show-bin-path)/mlproxy" /staging/ \
-    && cp "$(swift build -c release --show-bin-path)"/libmlp_*.so /staging/plugins/
+    && strip /staging/mlproxy \
+    && cp .build/c-plugins/libmlp_*.so /staging/plugins/
 
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \

@@ -9,7 +9,7 @@ CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
 SAMPLE_POLICY := samples/c-policy/libpairs_policy.so
 SAMPLE_FFI_POLICY := samples/ffi-policy/libpick.so
 
-.PHONY: all deps lint format bench-deps interop-deps build release run test fuzz sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-shared-fate bench-codecs live-vs-sim clean
+.PHONY: all deps lint format bench-deps interop-deps build release run test fuzz plugins sample-policy sample-ffi-policy simulate results bench bench-mlserver bench-shared-fate bench-codecs live-vs-sim clean
 
 all: build
 
@@ -64,6 +64,19 @@ release: deps
 run: build
 	.build/debug/mlproxy serve --config samples/quickstart.yaml
 
+# The bundled plugins built with plain cc, as the container image ships them: SwiftPM links every
+# dynamic library it builds against the Swift runtime, which a plugin does not need.
+PLUGIN_OUT := .build/c-plugins
+PLUGIN_CFLAGS := $(CFLAGS_PLUGIN) -std=c11 -I Plugins/shared -Wl,--no-undefined
+plugins: deps
+	@mkdir -p $(PLUGIN_OUT)
+	cc $(PLUGIN_CFLAGS) -I Plugins/json/include -o $(PLUGIN_OUT)/libmlp_json.so Plugins/json/*.c -ljansson -lm
+	cc $(PLUGIN_CFLAGS) -I Plugins/tensor/include -o $(PLUGIN_OUT)/libmlp_tensor.so Plugins/tensor/*.c
+	cc $(PLUGIN_CFLAGS) -I Plugins/image/include -o $(PLUGIN_OUT)/libmlp_image.so Plugins/image/*.c \
+	  -ljansson -ljpeg -lpng16 -lm
+	cc $(PLUGIN_CFLAGS) -I Plugins/policies/include -o $(PLUGIN_OUT)/libmlp_policies.so Plugins/policies/*.c \
+	  -ljansson -lm
+
 # The C sample policy, built the way a user builds one: plain cc, our header, jansson.
 sample-policy: deps
 	cc $(CFLAGS_PLUGIN) -o $(SAMPLE_POLICY) samples/c-policy/pairs_policy.c -ljansson
@@ -72,7 +85,7 @@ sample-policy: deps
 sample-ffi-policy: deps
 	cc -shared -fPIC -O2 -Wall -Wextra -Werror -o $(SAMPLE_FFI_POLICY) samples/ffi-policy/pick.c
 
-test: deps interop-deps sample-policy sample-ffi-policy
+test: deps interop-deps sample-policy sample-ffi-policy plugins
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
 	Tests/Fuzz/run.sh $(FUZZ_TEST_SECONDS)

@@ -77,7 +77,8 @@ struct DeployTests {
         #expect(dockerfile.contains("COPY deploy/container.yaml /etc/mlproxy/config.yaml"))
         #expect(dockerfile.contains("USER 10001"))
 
-        // The same layout in a scratch folder: the binary with no plugin beside it.
+        // The same layout in a scratch folder: the binary with no plugin beside it, and the plugins
+        // `make plugins` builds with plain cc, as the image's build stage does.
         let root = try scratchDir("image")
         defer { try? FileManager.default.removeItem(at: root) }
         let bin = root.appendingPathComponent("usr/bin")
