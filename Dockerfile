@@ -11,7 +11,7 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${SWIFT_IMAGE} AS build
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-       libjansson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config make \
+       libjansson-dev libsimdjson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config make \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -29,7 +29,7 @@ RUN --mount=type=cache,target=/src/.build \
 FROM ${RUNTIME_IMAGE}
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-       libjansson4 libffi8 libjpeg62-turbo libpng16-16 \
+       libjansson4 libsimdjson14 libffi8 libjpeg62-turbo libpng16-16 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin mlproxy
 COPY --from=build /staging/mlproxy /usr/bin/mlproxy

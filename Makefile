@@ -2,7 +2,7 @@
 # everything CI runs. Both install the Debian packages they need when missing.
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEB_PACKAGES := libjansson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config curl clang-format
+DEB_PACKAGES := libjansson-dev libsimdjson-dev libffi-dev libjpeg62-turbo-dev libpng-dev pkg-config curl clang-format
 BENCH_PACKAGES := nginx-light wrk
 
 CFLAGS_PLUGIN := -shared -fPIC -O2 -Wall -Wextra -Werror -I include
@@ -45,7 +45,7 @@ interop-deps: .venv-interop/.installed .venv-kserve/.installed
 # One formatter per language, line length 120: swift-format (.swift-format, from the toolchain) and
 # clang-format (.clang-format). The frozen ABI 1.0 header is left as it was frozen.
 SWIFT_SOURCES := Sources Tests benchmarks Package.swift
-C_SOURCES = $(shell git ls-files '*.c' '*.h' | grep -v '^Tests/Fixtures/abi-1.0/')
+C_SOURCES = $(shell git ls-files '*.c' '*.cpp' '*.h' | grep -v '^Tests/Fixtures/abi-1.0/')
 
 lint: deps
 	$(SWIFT) format lint --strict -r --configuration .swift-format $(SWIFT_SOURCES)
@@ -70,7 +70,10 @@ PLUGIN_OUT := .build/c-plugins
 PLUGIN_CFLAGS := $(CFLAGS_PLUGIN) -std=c11 -I Plugins/shared -Wl,--no-undefined
 plugins: deps
 	@mkdir -p $(PLUGIN_OUT)
-	cc $(PLUGIN_CFLAGS) -I Plugins/json/include -o $(PLUGIN_OUT)/libmlp_json.so Plugins/json/*.c -ljansson -lm
+	c++ -c -fPIC -O2 -std=c++17 -Wall -Wextra -Werror -I include -I Plugins/shared -I Plugins/json/include \
+	  -o $(PLUGIN_OUT)/v2_fast.o Plugins/json/v2_fast.cpp
+	cc $(PLUGIN_CFLAGS) -I Plugins/json/include -o $(PLUGIN_OUT)/libmlp_json.so Plugins/json/*.c \
+	  $(PLUGIN_OUT)/v2_fast.o -ljansson -lsimdjson -lstdc++ -lm
 	cc $(PLUGIN_CFLAGS) -I Plugins/tensor/include -o $(PLUGIN_OUT)/libmlp_tensor.so Plugins/tensor/*.c
 	cc $(PLUGIN_CFLAGS) -I Plugins/image/include -o $(PLUGIN_OUT)/libmlp_image.so Plugins/image/*.c \
 	  -ljansson -ljpeg -lpng16 -lm

@@ -8,6 +8,13 @@ let strictC: [CSetting] = [
     .unsafeFlags(["-Wall", "-Wextra", "-Werror", "-std=c11"]),
 ]
 
+let strictCXX: [CXXSetting] = [
+    .headerSearchPath("../../include"),
+    .headerSearchPath("../shared"),
+    .headerSearchPath("include"),
+    .unsafeFlags(["-Wall", "-Wextra", "-Werror"]),
+]
+
 let package = Package(
     name: "MLProxy",
     products: [
@@ -112,7 +119,9 @@ let package = Package(
             name: "MLPJSONPlugin",
             path: "Plugins/json",
             cSettings: strictC,
-            linkerSettings: [.linkedLibrary("jansson")]
+            // v2_fast.cpp: the v2 decoder on simdjson, and std::to_chars for numbers.
+            cxxSettings: strictCXX,
+            linkerSettings: [.linkedLibrary("jansson"), .linkedLibrary("simdjson"), .linkedLibrary("m")]
         ),
         .target(
             name: "MLPTensorCodecs",
@@ -158,5 +167,6 @@ let package = Package(
             ],
             path: "Tests/HostTests"
         ),
-    ]
+    ],
+    cxxLanguageStandard: .cxx17
 )

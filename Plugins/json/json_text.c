@@ -343,18 +343,6 @@ bool utf8_valid(const uint8_t *s, size_t n) {
     return true;
 }
 
-void tb_double(text_buf *b, double d, bool single) {
-    if (!isfinite(d)) {
-        tb_str(b, "null");
-        return;
-    }
-    if (d == floor(d) && fabs(d) < 1e15) {
-        tb_fmt(b, "%.1f", d);
-        return;
-    }
-    tb_fmt(b, single ? "%.9g" : "%.17g", d);
-}
-
 mlp_status flush(mlp_call *call, text_buf *b, const char *content_type) {
     mlp_status s = MLP_OK;
     if (b->oom) s = fail(call, MLP_ERR_NOMEM, "out of memory while encoding JSON");

@@ -2,8 +2,10 @@
  *
  * Both components map between the v2 JSON tensor form
  *     {"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [...flat or nested...]}
- * and the canonical tensors of the ABI. Parsing uses jansson; encoding writes JSON text directly into a
- * growable buffer because building a jansson tree for large tensors costs several times more. */
+ * and the canonical tensors of the ABI. Decoding runs on simdjson (v2_fast.cpp), which hands anything it
+ * cannot judge exactly as jansson would, and every error, to the jansson decoder here; encoding writes
+ * JSON text directly into a growable buffer because building a jansson tree for large tensors costs
+ * several times more. */
 #include "mlp_json.h"
 #include "mlp_plugin_util.h"
 
@@ -16,11 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The binary section of a v2 binary-extension body: tensors' raw bytes, in the order they appear. */
-typedef struct binary_cursor {
-    const uint8_t *at;
-    size_t left;
-} binary_cursor;
+typedef v2_binary_cursor binary_cursor;
 
 /* Decodes a v2 "inputs" or "outputs" array into host tensors. `what` names it in messages. Tensors
  * with parameters.binary_data_size take their bytes from `bin` (NULL when the body has none). */
@@ -157,9 +155,14 @@ static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t
     if (es && count * es != t->data.len)
         return fail(call, MLP_ERR_INTERNAL, "tensor '%.*s' has %zu bytes for %zu elements", (int)t->name.len,
                     (const char *)t->name.ptr, t->data.len, count);
+    if (t->datatype == MLP_DT_FP16 || t->datatype == MLP_DT_FP32 || t->datatype == MLP_DT_FP64) {
+        tb_float_elements(b, p, count, t->datatype);
+        tb_str(b, "]}");
+        return MLP_OK;
+    }
     for (size_t i = 0; i < count; i++) {
         if (i) tb_put(b, ",", 1);
-        switch (t->datatype) {
+        switch (t->datatype) { /* the float types went through tb_float_elements above */
         case MLP_DT_BOOL: tb_str(b, p[0] ? "true" : "false"); break;
         case MLP_DT_UINT8: tb_fmt(b, "%u", (unsigned)p[0]); break;
         case MLP_DT_INT8: tb_fmt(b, "%d", (int)(int8_t)p[0]); break;
@@ -197,24 +200,6 @@ static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t
             int64_t v;
             memcpy(&v, p, 8);
             tb_fmt(b, "%lld", (long long)v);
-            break;
-        }
-        case MLP_DT_FP16: {
-            uint16_t v;
-            memcpy(&v, p, 2);
-            tb_double(b, float_from_half(v), true);
-            break;
-        }
-        case MLP_DT_FP32: {
-            float v;
-            memcpy(&v, p, 4);
-            tb_double(b, v, true);
-            break;
-        }
-        case MLP_DT_FP64: {
-            double v;
-            memcpy(&v, p, 8);
-            tb_double(b, v, false);
             break;
         }
         case MLP_DT_BYTES: {
@@ -318,12 +303,18 @@ static bool wants_binary(mlp_bytes state, mlp_bytes name) {
 
 static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request_message *msg) {
     (void)instance;
-    mlp_status status;
     mlp_bytes head = msg->body;
     binary_cursor bin = {NULL, 0}, *binp = NULL;
-    status = split_binary(call, header_value(msg, "inference-header-content-length"), msg->body, &head, &bin, &binp,
-                          MLP_ERR_INVALID_INPUT);
+    mlp_status status = split_binary(call, header_value(msg, "inference-header-content-length"), msg->body, &head, &bin,
+                                     &binp, MLP_ERR_INVALID_INPUT);
     if (status != MLP_OK) return status;
+    binary_cursor fast = bin;
+    if (v2_fast_decode_request(call, head, binp ? &fast : NULL)) return MLP_OK;
+    return v2_jansson_decode_request(call, head, binp);
+}
+
+mlp_status v2_jansson_decode_request(mlp_call *call, mlp_bytes head, binary_cursor *binp) {
+    mlp_status status;
     json_t *root = parse_body(call, head, "request body", MLP_ERR_INVALID_INPUT, &status);
     if (!root) return status;
 
@@ -381,10 +372,10 @@ static mlp_status codec_decode(void *instance, mlp_call *call, const mlp_request
     status = note_binary_outputs(call, params, outputs);
     if (status != MLP_OK) goto done;
     status = decode_tensor_array(call, json_object_get(root, "inputs"), "inputs", "input", MLP_ERR_INVALID_INPUT, binp);
-    if (status == MLP_OK && binp && bin.left)
-        status =
-            fail(call, MLP_ERR_INVALID_INPUT,
-                 "%zu bytes of binary data follow the JSON head but no input's binary_data_size claims them", bin.left);
+    if (status == MLP_OK && binp && binp->left)
+        status = fail(call, MLP_ERR_INVALID_INPUT,
+                      "%zu bytes of binary data follow the JSON head but no input's binary_data_size claims them",
+                      binp->left);
 done:
     json_decref(root);
     return status;
@@ -576,6 +567,13 @@ static mlp_status backend_decode(void *instance, mlp_call *call, const mlp_upstr
                                  : (mlp_bytes){NULL, 0};
     status = split_binary(call, hlen, reply->body, &head, &bin, &binp, MLP_ERR_UPSTREAM);
     if (status != MLP_OK) return status;
+    binary_cursor fast = bin;
+    if (v2_fast_decode_reply(call, head, binp ? &fast : NULL)) return MLP_OK;
+    return v2_jansson_decode_reply(call, head, binp);
+}
+
+mlp_status v2_jansson_decode_reply(mlp_call *call, mlp_bytes head, binary_cursor *binp) {
+    mlp_status status;
     json_t *root = parse_body(call, head, "model server reply", MLP_ERR_UPSTREAM, &status);
     if (!root) return status;
     status = pass_parameters(call, json_object_get(root, "parameters"), "reply", MLP_ERR_UPSTREAM);

@@ -15,7 +15,11 @@
  *                  no binary part), body
  *   tfserving      codec "tfserving" decode_request, then encode_response
  *   npy            codec "npy" decode_request (input_name x)
- *   image          stages image -> resize(7,5) -> normalise(imagenet) -> chw on one BYTES element */
+ *   image          stages image -> resize(7,5) -> normalise(imagenet) -> chw on one BYTES element
+ *   v2_diff        the simdjson and jansson v2 decoders on the same head: they must make the same host
+ *                  calls with the same bytes, or the simdjson one must decline (and if it declines after
+ *                  calling the host, jansson must refuse the input). Input: 1 byte mode (bit 0: reply,
+ *                  bit 1: binary extension, length in the next 2 bytes little-endian), then the body. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,7 +53,23 @@ struct mlp_call {
     uint8_t state[4096];             /* codec state, as the host keeps it for encode_response */
     size_t state_len;
     size_t written;
+    /* Every call that carries data, in order, for comparing two decoders (v2_diff). */
+    uint8_t log[1 << 16];
+    size_t log_len;
+    bool log_full;
 };
+
+static void note(mlp_call *c, char tag, const void *p, size_t n) {
+    if (c->log_len + 1 + sizeof n + n > sizeof c->log) {
+        c->log_full = true;
+        return;
+    }
+    c->log[c->log_len++] = (uint8_t)tag;
+    memcpy(c->log + c->log_len, &n, sizeof n);
+    c->log_len += sizeof n;
+    if (n) memcpy(c->log + c->log_len, p, n);
+    c->log_len += n;
+}
 
 static void reset(mlp_call *c) {
     for (uint32_t i = 0; i < c->count; i++)
@@ -57,6 +77,8 @@ static void reset(mlp_call *c) {
     c->count = 0;
     c->stage_in = NULL;
     c->written = 0;
+    c->log_len = 0;
+    c->log_full = false;
 }
 
 static void host_log(mlp_call *c, int level, const char *msg, size_t len) {
@@ -80,6 +102,10 @@ static uint8_t *host_add_tensor(mlp_call *c, const mlp_tensor_desc *d) {
     p->data = malloc(d->byte_size ? d->byte_size : 1);
     if (!p->data) return NULL;
     p->owned = true;
+    note(c, 'T', &d->datatype, sizeof d->datatype);
+    note(c, 'N', d->name.ptr, d->name.len);
+    note(c, 'S', d->shape, d->rank * sizeof(int64_t));
+    note(c, 'B', &d->byte_size, sizeof d->byte_size);
     p->view = (mlp_tensor){.struct_size = sizeof(mlp_tensor),
                            .datatype = d->datatype,
                            .name = {(const uint8_t *)p->name, d->name.len},
@@ -117,13 +143,25 @@ static mlp_status host_bytes(mlp_call *c, mlp_bytes b) {
     if (b.len) (void)((volatile const uint8_t *)b.ptr)[b.len - 1];
     return MLP_OK;
 }
+static mlp_status host_id(mlp_call *c, mlp_bytes b) {
+    note(c, 'I', b.ptr, b.len);
+    return host_bytes(c, b);
+}
+static mlp_status host_output(mlp_call *c, mlp_bytes b) {
+    note(c, 'O', b.ptr, b.len);
+    return host_bytes(c, b);
+}
+static mlp_status host_parameters(mlp_call *c, mlp_bytes b) {
+    note(c, 'P', b.ptr, b.len);
+    return host_bytes(c, b);
+}
 static mlp_status host_int(mlp_call *c, int key, int64_t value) {
-    (void)c;
-    (void)key;
-    (void)value;
+    int64_t kv[2] = {key, value};
+    note(c, 'R', kv, sizeof kv);
     return MLP_OK;
 }
 static mlp_status host_codec_state(mlp_call *c, mlp_bytes b) {
+    note(c, 'C', b.ptr, b.len);
     if (b.len > sizeof c->state) return MLP_ERR_INVALID_INPUT;
     if (b.len) memcpy(c->state, b.ptr, b.len);
     c->state_len = b.len;
@@ -140,10 +178,10 @@ static const mlp_host_api k_host = {
     .write = host_write,
     .set_header = host_header,
     .set_path = host_bytes,
-    .set_id = host_bytes,
+    .set_id = host_id,
     .set_request_int = host_int,
-    .add_requested_output = host_bytes,
-    .set_parameters_json = host_bytes,
+    .add_requested_output = host_output,
+    .set_parameters_json = host_parameters,
     .set_codec_state = host_codec_state,
     .pass_tensor = host_pass_tensor,
 };
@@ -318,6 +356,55 @@ UNUSED_OK static void image_chain(const uint8_t *data, size_t size) {
     free(framed);
 }
 
+#if defined(FUZZ_V2_DIFF)
+#include "mlp_json.h"
+
+/* Both decoders' host calls, then every tensor's bytes, must be the same. */
+static bool same(const mlp_call *a, const mlp_call *b) {
+    if (a->log_full || b->log_full) return true; /* too large to compare: not a finding */
+    if (a->log_len != b->log_len || memcmp(a->log, b->log, a->log_len) != 0 || a->count != b->count) return false;
+    for (uint32_t i = 0; i < a->count; i++) {
+        mlp_bytes x = a->tensors[i].view.data, y = b->tensors[i].view.data;
+        if (x.len != y.len || (x.len && memcmp(x.ptr, y.ptr, x.len) != 0)) return false;
+    }
+    return true;
+}
+
+UNUSED_OK static void v2_diff(const uint8_t *data, size_t size) {
+    if (!g_host) g_host = &k_host; /* both decoders call the plugin's host table */
+    if (size < 1) return;
+    bool reply = data[0] & 1;
+    mlp_bytes head = {data + 1, size - 1};
+    v2_binary_cursor bin = {NULL, 0}, *binp = NULL;
+    if (data[0] & 2) {
+        if (size < 3) return;
+        size_t n = le16(data + 1);
+        head = (mlp_bytes){data + 3, size - 3 < n ? size - 3 : n};
+        bin = (v2_binary_cursor){data + 3 + head.len, size - 3 - head.len};
+        binp = &bin;
+    }
+    static mlp_call fast, slow;
+    reset(&fast);
+    reset(&slow);
+    v2_binary_cursor fast_bin = bin, slow_bin = bin;
+    bool handled = reply ? v2_fast_decode_reply(&fast, head, binp ? &fast_bin : NULL)
+                         : v2_fast_decode_request(&fast, head, binp ? &fast_bin : NULL);
+    mlp_status status = reply ? v2_jansson_decode_reply(&slow, head, binp ? &slow_bin : NULL)
+                              : v2_jansson_decode_request(&slow, head, binp ? &slow_bin : NULL);
+    if (tracing()) fprintf(stderr, "simdjson %s, jansson status %d\n", handled ? "decoded" : "declined", (int)status);
+    if (handled && (status != MLP_OK || !same(&fast, &slow))) {
+        fprintf(stderr, "the decoders disagree: simdjson decoded, jansson status %d or different calls\n", (int)status);
+        abort();
+    }
+    if (!handled && status == MLP_OK && (fast.log_len || fast.count)) {
+        fprintf(stderr, "simdjson declined after calling the host, but jansson decoded it\n");
+        abort();
+    }
+    reset(&fast);
+    reset(&slow);
+}
+#endif
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #if defined(FUZZ_V2_REQUEST)
     codec_round_trip("json", "{}", "application/json", NULL, 0, data, size);
@@ -335,6 +422,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     codec_round_trip("npy", "{\"input_name\":\"x\"}", "application/x-npy", NULL, 0, data, size);
 #elif defined(FUZZ_IMAGE)
     image_chain(data, size);
+#elif defined(FUZZ_V2_DIFF)
+    v2_diff(data, size);
 #else
 #error "define one FUZZ_<TARGET>"
 #endif

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(v2_request v2_binary v2_response tfserving npy image)
+[ ${#targets[@]} -gt 0 ] || targets=(v2_request v2_binary v2_response v2_diff tfserving npy image)
 
 # The Swift toolchain's clang carries libFuzzer and the sanitizer runtimes.
 cc=${FUZZ_CC:-"$(dirname "$(readlink -f "$(command -v swift)")")/clang"}
@@ -19,17 +19,26 @@ mkdir -p "$out"
 status=0
 for t in "${targets[@]}"; do
     case $t in
-    v2_request | v2_binary | v2_response | tfserving) plugin=json libs="-ljansson" ;;
+    v2_request | v2_binary | v2_response | v2_diff | tfserving) plugin=json libs="-ljansson -lsimdjson" ;;
     npy) plugin=tensor libs="" ;;
     image) plugin=image libs="-ljansson -ljpeg -lpng16 -lm" ;;
     *) echo "unknown fuzz target $t" >&2; exit 2 ;;
     esac
     bin=$out/fuzz_$t
     macro=FUZZ_$(echo "$t" | tr '[:lower:]' '[:upper:]')
+    flags=(-g -O1 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
+        -D"$macro" -I include -I Plugins/shared -I "Plugins/$plugin/include")
+    objects=()
+    # C++ sources of the plugin (the JSON plugin's simdjson decoder), compiled apart as C++17.
+    for src in Plugins/$plugin/*.cpp; do
+        [ -e "$src" ] || continue
+        obj=$out/$t-$(basename "$src" .cpp).o
+        "${cc}++" "${flags[@]}" -std=c++17 -c -o "$obj" "$src"
+        objects+=("$obj")
+    done
     # shellcheck disable=SC2086
-    "$cc" -fuse-ld=lld -g -O1 -std=c11 -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined \
-        -fno-sanitize-recover=undefined -D"$macro" -I include -I Plugins/shared -I "Plugins/$plugin/include" \
-        -o "$bin" Tests/Fuzz/fuzz_host.c Plugins/$plugin/*.c $libs
+    "${cc}++" -fuse-ld=lld "${flags[@]}" -x c -std=c11 Tests/Fuzz/fuzz_host.c Plugins/$plugin/*.c -x none \
+        "${objects[@]}" -o "$bin" $libs
     work=$out/corpus/$t findings=$out/findings/$t
     mkdir -p "$work" "$findings"
     log=$out/$t.log

@@ -67,7 +67,7 @@ struct DeployTests {
     @Test func theImageLayoutWorksAndItsPackagesExist() throws {
         let dockerfile = try String(contentsOf: repoRoot.appendingPathComponent("Dockerfile"), encoding: .utf8)
         let runtime = try #require(dockerfile.components(separatedBy: "FROM ${RUNTIME_IMAGE}").last)
-        for package in ["libjansson4", "libffi8", "libjpeg62-turbo", "libpng16-16"] {
+        for package in ["libjansson4", "libsimdjson14", "libffi8", "libjpeg62-turbo", "libpng16-16"] {
             #expect(runtime.contains(package), "the runtime stage installs \(package)")
             let shown = try run("/usr/bin/apt-cache", ["show", "--no-all-versions", package])
             #expect(shown.contains("Package: \(package)"), "\(package) is a Debian package")

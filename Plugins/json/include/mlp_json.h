@@ -14,6 +14,20 @@
 
 #define MLP_INTERNAL __attribute__((visibility("hidden")))
 
+/* The binary section of a v2 binary-extension body: tensors' raw bytes, in the order they appear. */
+typedef struct v2_binary_cursor {
+    const uint8_t *at;
+    size_t left;
+} v2_binary_cursor;
+
+/* The v2 decoders after the binary split: simdjson's (v2_fast.cpp), which returns false, leaving the
+ * cursor alone, whenever the jansson decoder must judge (any error included), and jansson's (v2.c). The
+ * codec and backend run the first and, when it declines, the second; Tests/Fuzz compares them. */
+MLP_INTERNAL bool v2_fast_decode_request(mlp_call *call, mlp_bytes head, v2_binary_cursor *bin);
+MLP_INTERNAL bool v2_fast_decode_reply(mlp_call *call, mlp_bytes head, v2_binary_cursor *bin);
+MLP_INTERNAL mlp_status v2_jansson_decode_request(mlp_call *call, mlp_bytes head, v2_binary_cursor *bin);
+MLP_INTERNAL mlp_status v2_jansson_decode_reply(mlp_call *call, mlp_bytes head, v2_binary_cursor *bin);
+
 /* Set once by mlp_plugin_init; the same table for every instance. */
 MLP_INTERNAL extern const mlp_host_api *g_host;
 
@@ -56,7 +70,11 @@ MLP_INTERNAL void tb_put(text_buf *b, const char *s, size_t n);
 MLP_INTERNAL void tb_str(text_buf *b, const char *s);
 MLP_INTERNAL void tb_fmt(text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 MLP_INTERNAL void tb_json_string(text_buf *b, const uint8_t *s, size_t n);
+/* A number as JSON: the shortest text that reads back as the same value (as a float when `single`),
+ * integral values below 1e15 with ".0", non-finite values as null. In v2_fast.cpp (std::to_chars). */
 MLP_INTERNAL void tb_double(text_buf *b, double d, bool single);
+/* `count` FP16, FP32 or FP64 elements at `p`, as tb_double writes them, comma-separated. */
+MLP_INTERNAL void tb_float_elements(text_buf *b, const uint8_t *p, size_t count, uint32_t dt);
 
 /* Whether `n` bytes at `s` are well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF). */
 MLP_INTERNAL bool utf8_valid(const uint8_t *s, size_t n);
