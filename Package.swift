@@ -153,9 +153,16 @@ let package = Package(
             ],
             path: "benchmarks/LoadGen"
         ),
+        // simdjson's bare parse, the limit the v2 JSON decoder is measured against.
+        .target(
+            name: "SimdjsonBaseline",
+            path: "benchmarks/SimdjsonBaseline",
+            cxxSettings: [.unsafeFlags(["-Wall", "-Wextra", "-Werror"])],
+            linkerSettings: [.linkedLibrary("simdjson")]
+        ),
         .executableTarget(
             name: "mlproxy-codecbench",
-            dependencies: ["MLProxyHost", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["MLProxyHost", "SimdjsonBaseline", .product(name: "NIOCore", package: "swift-nio")],
             path: "benchmarks/CodecBench"
         ),
         .testTarget(
