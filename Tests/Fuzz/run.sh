@@ -37,8 +37,8 @@ for t in "${targets[@]}"; do
         objects+=("$obj")
     done
     # shellcheck disable=SC2086
-    "${cc}++" -fuse-ld=lld "${flags[@]}" -x c -std=c11 Tests/Fuzz/fuzz_host.c Plugins/$plugin/*.c -x none \
-        "${objects[@]}" -o "$bin" $libs
+    "${cc}++" -fuse-ld=lld "${flags[@]}" "${objects[@]}" -x c -std=c11 Tests/Fuzz/fuzz_host.c Plugins/$plugin/*.c \
+        -o "$bin" $libs
     work=$out/corpus/$t findings=$out/findings/$t
     mkdir -p "$work" "$findings"
     log=$out/$t.log
