@@ -45,7 +45,7 @@ interop-deps: .venv-interop/.installed .venv-kserve/.installed
 # One formatter per language, line length 120: swift-format (.swift-format, from the toolchain) and
 # clang-format (.clang-format). The frozen ABI 1.0 header is left as it was frozen.
 SWIFT_SOURCES := Sources Tests benchmarks Package.swift
-C_SOURCES = $(shell git ls-files '*.c' '*.cpp' '*.h' | grep -v '^Tests/Fixtures/abi-1.0/')
+C_SOURCES = $(shell git ls-files '*.c' '*.cpp' '*.h' '*.hpp' | grep -v '^Tests/Fixtures/abi-1.0/')
 
 lint: deps
 	$(SWIFT) format lint --strict -r --configuration .swift-format $(SWIFT_SOURCES)
@@ -70,10 +70,12 @@ PLUGIN_OUT := .build/c-plugins
 PLUGIN_CFLAGS := $(CFLAGS_PLUGIN) -std=c11 -I Plugins/shared -Wl,--no-undefined
 plugins: deps
 	@mkdir -p $(PLUGIN_OUT)
-	c++ -c -fPIC -O2 -std=c++17 -Wall -Wextra -Werror -I include -I Plugins/shared -I Plugins/json/include \
-	  -o $(PLUGIN_OUT)/v2_fast.o Plugins/json/v2_fast.cpp
+	for src in Plugins/json/*.cpp; do \
+	  c++ -c -fPIC -O2 -std=c++17 -Wall -Wextra -Werror -I include -I Plugins/shared -I Plugins/json/include \
+	    -o $(PLUGIN_OUT)/json-$$(basename $$src .cpp).o $$src || exit 1; \
+	done
 	cc $(PLUGIN_CFLAGS) -I Plugins/json/include -o $(PLUGIN_OUT)/libmlp_json.so Plugins/json/*.c \
-	  $(PLUGIN_OUT)/v2_fast.o -ljansson -lsimdjson -lstdc++ -lm
+	  $(PLUGIN_OUT)/json-*.o -ljansson -lsimdjson -lstdc++ -lm
 	cc $(PLUGIN_CFLAGS) -I Plugins/tensor/include -o $(PLUGIN_OUT)/libmlp_tensor.so Plugins/tensor/*.c
 	cc $(PLUGIN_CFLAGS) -I Plugins/image/include -o $(PLUGIN_OUT)/libmlp_image.so Plugins/image/*.c \
 	  -ljansson -ljpeg -lpng16 -lm

@@ -119,7 +119,7 @@ let package = Package(
             name: "MLPJSONPlugin",
             path: "Plugins/json",
             cSettings: strictC,
-            // v2_fast.cpp: the v2 decoder on simdjson, and std::to_chars for numbers.
+            // v2_fast.cpp, rows_fast.cpp: the JSON decoders on simdjson, and std::to_chars for numbers.
             cxxSettings: strictCXX,
             linkerSettings: [.linkedLibrary("jansson"), .linkedLibrary("simdjson"), .linkedLibrary("m")]
         ),

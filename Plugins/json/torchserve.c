@@ -27,28 +27,33 @@ static mlp_status ts_encode(void *instance, mlp_call *call, const mlp_batch_view
     return flush(call, &b, "application/json");
 }
 
-static mlp_status ts_decode(void *instance, mlp_call *call, const mlp_upstream_reply *reply) {
-    (void)instance;
-    /* TorchServe answers errors as {"code": 4xx/5xx, "type": "...", "message": "..."}. */
-    if (reply->http_status != 200) return upstream_error(call, reply, "message", "TorchServe");
-    json_t *root = json_loadb((const char *)reply->body.ptr, reply->body.len, 0, NULL);
+mlp_status ts_jansson_decode_reply(mlp_call *call, mlp_bytes body, uint32_t batch_items) {
+    json_t *root = json_loadb((const char *)body.ptr, body.len, 0, NULL);
     mlp_status s;
     {
         const json_t *rows = json_is_object(root) ? json_object_get(root, "predictions") : root;
         if (!json_is_array(rows)) {
             s = fail(call, MLP_ERR_UPSTREAM, "TorchServe's reply is not a JSON list of %u results (one per item)%s",
-                     reply->batch_items, root ? "" : ": not JSON");
-        } else if (json_array_size(rows) != reply->batch_items) {
+                     batch_items, root ? "" : ": not JSON");
+        } else if (json_array_size(rows) != batch_items) {
             s = fail(call, MLP_ERR_UPSTREAM,
                      "TorchServe answered %zu results for a batch of %u items; its handler must return one per item of "
                      "the list it was sent",
-                     json_array_size(rows), reply->batch_items);
+                     json_array_size(rows), batch_items);
         } else {
             s = add_rows(call, rows, 0, MLP_ERR_UPSTREAM, "output", "predictions");
         }
     }
     json_decref(root);
     return s;
+}
+
+static mlp_status ts_decode(void *instance, mlp_call *call, const mlp_upstream_reply *reply) {
+    (void)instance;
+    /* TorchServe answers errors as {"code": 4xx/5xx, "type": "...", "message": "..."}. */
+    if (reply->http_status != 200) return upstream_error(call, reply, "message", "TorchServe");
+    if (ts_fast_decode_reply(call, reply->body, reply->batch_items)) return MLP_OK;
+    return ts_jansson_decode_reply(call, reply->body, reply->batch_items);
 }
 
 const mlp_backend_vtable mlp_torchserve_backend = {

@@ -7,66 +7,14 @@
 //     fails before it calls the host, and the host keeps the last error and drops a failed request's
 //     tensors, so what this decoder did first leaves no trace).
 // Tests/Fuzz's v2_diff target runs both decoders on every input and fails if they ever disagree.
-#include <simdjson.h>
+#include "fast_json.hpp"
 
 #include <charconv>
 #include <cmath>
-#include <cstring>
-#include <string_view>
-
-extern "C" {
-#include "mlp_json.h"
-#include "mlp_plugin_util.h"
-}
 
 namespace {
 
-using simdjson::dom::element;
-using simdjson::dom::element_type;
-
-// Not an error: "let the jansson decoder decide".
-struct Fallback {};
-
-// An array's or object's view, by value (iterating a temporary result's value would dangle).
-simdjson::dom::array array_of(element e) {
-    simdjson::dom::array a;
-    if (e.get(a)) throw Fallback{};
-    return a;
-}
-simdjson::dom::object object_of(element e) {
-    simdjson::dom::object o;
-    if (e.get(o)) throw Fallback{};
-    return o;
-}
-
-// jansson keeps the last of duplicate keys; simdjson's at_key would give the first.
-bool member(element obj, std::string_view key, element &out) {
-    bool found = false;
-    for (auto field : object_of(obj)) {
-        if (field.key == key) {
-            out = field.value;
-            found = true;
-        }
-    }
-    return found;
-}
-
-bool is_integer(element e) {
-    return e.type() == element_type::INT64;
-}
-bool is_number(element e) {
-    return e.type() == element_type::INT64 || e.type() == element_type::DOUBLE;
-}
-std::string_view str(element e) {
-    return e.get_string().value_unsafe();
-}
-mlp_bytes bytes_of(std::string_view s) {
-    return mlp_bytes{reinterpret_cast<const uint8_t *>(s.data()), s.size()};
-}
-
-void check(mlp_status s) {
-    if (s != MLP_OK) throw Fallback{};
-}
+using namespace fast_json;
 
 // Writes a subtree as JSON text that jansson reads back to the same values and types (reals keep a
 // '.' or an exponent), for jansson to dump as the jansson decoder does.
@@ -126,74 +74,6 @@ void pass_parameters(mlp_call *call, element root) {
     check(s);
 }
 
-// Element writers: one per datatype, as write_leaf in json_text.c.
-struct Leaves {
-    uint32_t dt;
-    uint8_t *out;
-    size_t left; // elements the buffer still holds
-    size_t es;
-    int64_t lo, hi;
-};
-
-void write_leaf(Leaves &w, element v) {
-    if (w.left == 0) throw Fallback{}; // more data than the shape says
-    w.left--;
-    uint8_t *p = w.out;
-    switch (w.dt) {
-    case MLP_DT_FP32: {
-        float f;
-        if (v.type() == element_type::DOUBLE)
-            f = static_cast<float>(v.get_double().value_unsafe());
-        else if (v.type() == element_type::INT64)
-            f = static_cast<float>(static_cast<double>(v.get_int64().value_unsafe()));
-        else
-            throw Fallback{};
-        memcpy(p, &f, 4);
-        break;
-    }
-    case MLP_DT_FP64: {
-        double d;
-        if (v.type() == element_type::DOUBLE)
-            d = v.get_double().value_unsafe();
-        else if (v.type() == element_type::INT64)
-            d = static_cast<double>(v.get_int64().value_unsafe());
-        else
-            throw Fallback{};
-        memcpy(p, &d, 8);
-        break;
-    }
-    case MLP_DT_FP16: {
-        if (!is_number(v)) throw Fallback{};
-        double d = v.type() == element_type::DOUBLE ? v.get_double().value_unsafe()
-                                                    : static_cast<double>(v.get_int64().value_unsafe());
-        uint16_t h = half_from_float(static_cast<float>(d));
-        memcpy(p, &h, 2);
-        break;
-    }
-    case MLP_DT_BOOL:
-        if (v.type() != element_type::BOOL) throw Fallback{};
-        p[0] = v.get_bool().value_unsafe() ? 1 : 0;
-        break;
-    default: {
-        if (!is_integer(v)) throw Fallback{};
-        int64_t i = v.get_int64().value_unsafe();
-        if (i < w.lo || i > w.hi) throw Fallback{};
-        memcpy(p, &i, w.es); // little-endian: the low bytes are the element
-        break;
-    }
-    }
-    w.out += w.es;
-}
-
-void write_leaves(Leaves &w, element v, int depth) {
-    if (depth > 64) throw Fallback{};
-    if (v.type() == element_type::ARRAY) {
-        for (element e : array_of(v)) write_leaves(w, e, depth + 1);
-        return;
-    }
-    write_leaf(w, v);
-}
-
 // BYTES: every leaf a string; count them and their framed size first, as count_leaves does.
 void count_strings(element v, int depth, size_t &count, size_t &bytes) {
     if (depth > 64) throw Fallback{};
@@ -216,19 +96,6 @@ void write_strings(uint8_t *&out, element v) {
     memcpy(out, &n, 4);
     if (n) memcpy(out + 4, s.data(), n);
     out += 4 + n;
-}
-
-void range_of(uint32_t dt, int64_t &lo, int64_t &hi) {
-    switch (dt) {
-    case MLP_DT_UINT8: lo = 0, hi = UINT8_MAX; break;
-    case MLP_DT_UINT16: lo = 0, hi = UINT16_MAX; break;
-    case MLP_DT_UINT32: lo = 0, hi = UINT32_MAX; break;
-    case MLP_DT_UINT64: lo = 0, hi = INT64_MAX; break;
-    case MLP_DT_INT8: lo = INT8_MIN, hi = INT8_MAX; break;
-    case MLP_DT_INT16: lo = INT16_MIN, hi = INT16_MAX; break;
-    case MLP_DT_INT32: lo = INT32_MIN, hi = INT32_MAX; break;
-    default: lo = INT64_MIN, hi = INT64_MAX; break;
-    }
 }
 
 // decode_tensor_array of v2.c: "inputs" of a request, "outputs" of a reply.
@@ -290,44 +157,10 @@ void decode_tensors(mlp_call *call, element root, const char *key, v2_binary_cur
         desc.byte_size = expected * mlp_dt_size(dt);
         uint8_t *out = g_host->add_tensor(call, &desc);
         if (!out) throw Fallback{};
-        Leaves w = {dt, out, expected, mlp_dt_size(dt), 0, 0};
-        range_of(dt, w.lo, w.hi);
+        Leaves w = leaves_for(dt, out, expected);
         write_leaves(w, data, 0);
         if (w.left != 0) throw Fallback{}; // less data than the shape says
     }
-}
-
-// What jansson would refuse although simdjson accepts it, found on the parsed tape: an unsigned
-// integer (jansson: "too big integer") or a string holding NUL (jansson without JSON_ALLOW_NUL).
-bool jansson_would_refuse(element e, int depth) {
-    if (depth > 2048) return true;
-    switch (e.type()) {
-    case element_type::UINT64: return true;
-    case element_type::STRING: {
-        std::string_view s = str(e);
-        return memchr(s.data(), 0, s.size()) != nullptr;
-    }
-    case element_type::ARRAY:
-        for (element v : array_of(e))
-            if (jansson_would_refuse(v, depth + 1)) return true;
-        return false;
-    case element_type::OBJECT:
-        for (auto field : object_of(e))
-            if (memchr(field.key.data(), 0, field.key.size()) || jansson_would_refuse(field.value, depth + 1))
-                return true;
-        return false;
-    default: return false;
-    }
-}
-
-thread_local simdjson::dom::parser t_parser;
-
-// Parses `head` as the root object; false when the jansson decoder must judge it.
-bool parse(mlp_bytes head, element &root) {
-    auto doc = t_parser.parse(reinterpret_cast<const char *>(head.ptr), head.len);
-    if (doc.error() || doc.value_unsafe().type() != element_type::OBJECT) return false;
-    root = doc.value_unsafe();
-    return !jansson_would_refuse(root, 0);
 }
 
 } // namespace

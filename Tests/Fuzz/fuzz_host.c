@@ -19,7 +19,10 @@
  *   v2_diff        the simdjson and jansson v2 decoders on the same head: they must make the same host
  *                  calls with the same bytes, or the simdjson one must decline (and if it declines after
  *                  calling the host, jansson must refuse the input). Input: 1 byte mode (bit 0: reply,
- *                  bit 1: binary extension, length in the next 2 bytes little-endian), then the body. */
+ *                  bit 1: binary extension, length in the next 2 bytes little-endian), then the body.
+ *   rows_diff      the same for the TF Serving and TorchServe decoders. Input: 1 byte m, then the body;
+ *                  m % 3: 0 TF Serving request (number type m / 3 % 8 of a list), 1 TF Serving reply,
+ *                  2 TorchServe reply of m / 3 % 8 items. */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -356,7 +359,7 @@ UNUSED_OK static void image_chain(const uint8_t *data, size_t size) {
     free(framed);
 }
 
-#if defined(FUZZ_V2_DIFF)
+#if defined(FUZZ_V2_DIFF) || defined(FUZZ_ROWS_DIFF)
 #include "mlp_json.h"
 
 /* Both decoders' host calls, then every tensor's bytes, must be the same. */
@@ -368,6 +371,22 @@ static bool same(const mlp_call *a, const mlp_call *b) {
         if (x.len != y.len || (x.len && memcmp(x.ptr, y.ptr, x.len) != 0)) return false;
     }
     return true;
+}
+
+/* A finding when the simdjson decoder decoded what jansson's refused or decoded otherwise, or declined
+ * after calls to the host that jansson's success would keep. */
+static void judge(bool handled, mlp_status status, mlp_call *fast, mlp_call *slow) {
+    if (tracing()) fprintf(stderr, "simdjson %s, jansson status %d\n", handled ? "decoded" : "declined", (int)status);
+    if (handled && (status != MLP_OK || !same(fast, slow))) {
+        fprintf(stderr, "the decoders disagree: simdjson decoded, jansson status %d or different calls\n", (int)status);
+        abort();
+    }
+    if (!handled && status == MLP_OK && (fast->log_len || fast->count)) {
+        fprintf(stderr, "simdjson declined after calling the host, but jansson decoded it\n");
+        abort();
+    }
+    reset(fast);
+    reset(slow);
 }
 
 UNUSED_OK static void v2_diff(const uint8_t *data, size_t size) {
@@ -391,17 +410,33 @@ UNUSED_OK static void v2_diff(const uint8_t *data, size_t size) {
                          : v2_fast_decode_request(&fast, head, binp ? &fast_bin : NULL);
     mlp_status status = reply ? v2_jansson_decode_reply(&slow, head, binp ? &slow_bin : NULL)
                               : v2_jansson_decode_request(&slow, head, binp ? &slow_bin : NULL);
-    if (tracing()) fprintf(stderr, "simdjson %s, jansson status %d\n", handled ? "decoded" : "declined", (int)status);
-    if (handled && (status != MLP_OK || !same(&fast, &slow))) {
-        fprintf(stderr, "the decoders disagree: simdjson decoded, jansson status %d or different calls\n", (int)status);
-        abort();
-    }
-    if (!handled && status == MLP_OK && (fast.log_len || fast.count)) {
-        fprintf(stderr, "simdjson declined after calling the host, but jansson decoded it\n");
-        abort();
-    }
+    judge(handled, status, &fast, &slow);
+}
+
+UNUSED_OK static void rows_diff(const uint8_t *data, size_t size) {
+    if (!g_host) g_host = &k_host;
+    if (size < 1) return;
+    static const uint32_t number_types[] = {MLP_DT_FP32,  MLP_DT_FP64, MLP_DT_INT64, MLP_DT_INT32,
+                                            MLP_DT_UINT8, MLP_DT_FP16, MLP_DT_INT8,  MLP_DT_UINT64};
+    uint32_t mode = data[0] % 3, arg = data[0] / 3;
+    mlp_bytes body = {data + 1, size - 1};
+    static mlp_call fast, slow;
     reset(&fast);
     reset(&slow);
+    bool handled;
+    mlp_status status;
+    if (mode == 0) {
+        uint32_t nt = number_types[arg % 8];
+        handled = tf_fast_decode_request(&fast, body, nt);
+        status = tf_jansson_decode_request(&slow, body, nt);
+    } else if (mode == 1) {
+        handled = tf_fast_decode_reply(&fast, body);
+        status = tf_jansson_decode_reply(&slow, body);
+    } else {
+        handled = ts_fast_decode_reply(&fast, body, arg % 8);
+        status = ts_jansson_decode_reply(&slow, body, arg % 8);
+    }
+    judge(handled, status, &fast, &slow);
 }
 #endif
 
@@ -424,6 +459,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     image_chain(data, size);
 #elif defined(FUZZ_V2_DIFF)
     v2_diff(data, size);
+#elif defined(FUZZ_ROWS_DIFF)
+    rows_diff(data, size);
 #else
 #error "define one FUZZ_<TARGET>"
 #endif

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(v2_request v2_binary v2_response v2_diff tfserving npy image)
+[ ${#targets[@]} -gt 0 ] || targets=(v2_request v2_binary v2_response v2_diff rows_diff tfserving npy image)
 
 # The Swift toolchain's clang carries libFuzzer and the sanitizer runtimes.
 cc=${FUZZ_CC:-"$(dirname "$(readlink -f "$(command -v swift)")")/clang"}
@@ -19,7 +19,7 @@ mkdir -p "$out"
 status=0
 for t in "${targets[@]}"; do
     case $t in
-    v2_request | v2_binary | v2_response | v2_diff | tfserving) plugin=json libs="-ljansson -lsimdjson" ;;
+    v2_request | v2_binary | v2_response | v2_diff | rows_diff | tfserving) plugin=json libs="-ljansson -lsimdjson" ;;
     npy) plugin=tensor libs="" ;;
     image) plugin=image libs="-ljansson -ljpeg -lpng16 -lm" ;;
     *) echo "unknown fuzz target $t" >&2; exit 2 ;;

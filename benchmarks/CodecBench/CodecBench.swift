@@ -94,6 +94,23 @@ struct CodecBench {
             _ = try? codec.decode(
                 body: binaryBody, contentType: "application/octet-stream", model: "m", headers: headers)
         }
+        // TF Serving's row format of the same tensor, as a Python client sends it.
+        let tf = try CodecInstance(try registry.component(.codec, "tfserving"))
+        let rowsText =
+            "{\"instances\":["
+            + (0..<rows).map { r in
+                "[" + values[(r * cols)..<((r + 1) * cols)].map { String(Double($0)) }.joined(separator: ",") + "]"
+            }.joined(separator: ",") + "]}"
+        let rowsBody = ByteBuffer(string: rowsText)
+        let tfDecoded = try tf.decode(body: rowsBody, contentType: "application/json", model: "m")
+        measure("TF Serving rows decode (Python client's text)", bytes: tensorBytes, text: rowsText.utf8.count) {
+            _ = try? tf.decode(body: rowsBody, contentType: "application/json", model: "m")
+        }
+        measure("TF Serving rows encode", bytes: tensorBytes, text: 0) {
+            _ = try? tf.encode(
+                model: "m", version: "", id: nil, outputs: tfDecoded.inputs, parametersJSON: nil,
+                codecState: tfDecoded.codecState, allocator: ByteBufferAllocator())
+        }
         print("\n" + ratios.joined(separator: "; ") + ".")
         print(String(format: "JSON encode is %.0fx slower than memcpy, binary decode %.1fx.", copy / enc, copy / bin))
 

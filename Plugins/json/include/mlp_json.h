@@ -28,6 +28,17 @@ MLP_INTERNAL bool v2_fast_decode_reply(mlp_call *call, mlp_bytes head, v2_binary
 MLP_INTERNAL mlp_status v2_jansson_decode_request(mlp_call *call, mlp_bytes head, v2_binary_cursor *bin);
 MLP_INTERNAL mlp_status v2_jansson_decode_reply(mlp_call *call, mlp_bytes head, v2_binary_cursor *bin);
 
+/* The TF Serving and TorchServe JSON decoders: simdjson's (rows_fast.cpp), which return false when
+ * jansson's (tfserving.c, torchserve.c) must judge, as the v2 pair above. Requests are TF Serving
+ * rows or columns with numbers read as `number_type`; replies are TF Serving's or TorchServe's list
+ * of `batch_items` rows, numbers read as INT64 when all are integers, else FP64. */
+MLP_INTERNAL bool tf_fast_decode_request(mlp_call *call, mlp_bytes body, uint32_t number_type);
+MLP_INTERNAL bool tf_fast_decode_reply(mlp_call *call, mlp_bytes body);
+MLP_INTERNAL bool ts_fast_decode_reply(mlp_call *call, mlp_bytes body, uint32_t batch_items);
+MLP_INTERNAL mlp_status tf_jansson_decode_request(mlp_call *call, mlp_bytes body, uint32_t number_type);
+MLP_INTERNAL mlp_status tf_jansson_decode_reply(mlp_call *call, mlp_bytes body);
+MLP_INTERNAL mlp_status ts_jansson_decode_reply(mlp_call *call, mlp_bytes body, uint32_t batch_items);
+
 /* Set once by mlp_plugin_init; the same table for every instance. */
 MLP_INTERNAL extern const mlp_host_api *g_host;
 
