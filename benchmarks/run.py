@@ -4,11 +4,16 @@
 1. Batching: open-loop Poisson load at several rates, the proxy (adaptive-sla) in front of a simulated
    model server (Iris profile, one replica serving one request at a time) vs the same server direct.
 2. Passthrough: the proxy with the `none` policy vs nginx reverse-proxying to the same fast simulated
-   server, wrk -t2 -c64, side by side in one run, as a ratio.
+   server, wrk -t2 -c64, side by side in one run, as a ratio; CPU per request of each (task clock of
+   the proxy's process and of nginx's workers, read from /proc).
+3. Large requests: the added latency of one large v2 JSON request (FP32 [64, 1024] and [1, 3, 224, 224],
+   floats as a Python client prints them) sent through the proxy (`none` policy) vs direct to a
+   simulated server that answers at once; sequential, one connection, medians.
 
 Usage: make bench   (or benchmarks/run.py [--quick] after `swift build -c release`)
 """
-import argparse, json, os, re, shutil, subprocess, sys, tempfile, urllib.request
+import argparse, http.client, json, os, random, re, shutil, statistics, struct, subprocess, sys, tempfile, time
+import urllib.request
 
 from benchlib import start, stop_all
 
@@ -69,20 +74,42 @@ models:
     return rows
 
 
-def wrk(port, body_file, seconds):
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds of `pids` (every thread of each), from /proc/PID/stat."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / CLOCK_TICKS
+
+
+def nginx_workers(master_pid):
+    with open(f"/proc/{master_pid}/task/{master_pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def wrk(port, body_file, seconds, pids=()):
     lua = body_file + ".lua"
     with open(lua, "w") as f:
         f.write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
                 f'local f = io.open("{body_file}")\nwrk.body = f:read("*a")\nf:close()\n')
+    cpu_before = cpu_seconds(pids)
     out = subprocess.run(["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency", "-s", lua,
                           f"http://127.0.0.1:{port}/v2/models/iris/infer"], capture_output=True, text=True,
                          timeout=seconds + 60)
+    cpu = cpu_seconds(pids) - cpu_before
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", text)
     scale = {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "errors": int(non2xx.group(1)) if non2xx else 0}
+    total = int(re.search(r"(\d+) requests in", text).group(1))
+    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "errors": int(non2xx.group(1)) if non2xx else 0,
+            "cpu_us": cpu / total * 1e6 if pids and total else None}
 
 
 def passthrough(tmp, seconds):
@@ -100,8 +127,8 @@ models:
   - {{name: iris, upstream: "http://127.0.0.1:{sim_port}", policy: none, max_batch_items: 1,
      max_inflight_batches: 256, max_queued_items: 100000}}
 """)
-    start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--threads", "2", "--log-level", "warning"],
-          f"http://127.0.0.1:{proxy_port}/v2/health/ready")
+    proxy_proc = start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--threads", "2", "--log-level",
+                        "warning"], f"http://127.0.0.1:{proxy_port}/v2/health/ready")
     ngx = os.path.join(tmp, "nginx")
     os.makedirs(ngx, exist_ok=True)
     with open(os.path.join(ngx, "nginx.conf"), "w") as f:
@@ -121,27 +148,92 @@ http {{
   }}
 }}
 """)
-    start(["nginx", "-p", ngx, "-c", os.path.join(ngx, "nginx.conf")], f"http://127.0.0.1:{nginx_port}/v2/health/ready")
+    nginx_proc = start(["nginx", "-p", ngx, "-c", os.path.join(ngx, "nginx.conf")],
+                       f"http://127.0.0.1:{nginx_port}/v2/health/ready")
     body = os.path.join(tmp, "body.json")
     with open(body, "w") as f:
         f.write('{"id":"1","inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}')
     direct = wrk(sim_port, body, seconds)
-    proxy = wrk(proxy_port, body, seconds)
-    nginx = wrk(nginx_port, body, seconds)
+    proxy = wrk(proxy_port, body, seconds, pids=[proxy_proc.pid])
+    nginx = wrk(nginx_port, body, seconds, pids=[nginx_proc.pid] + nginx_workers(nginx_proc.pid))
     stop_all()
     print(f"\n## Passthrough: `none` policy vs nginx, wrk -t2 -c64 -d{seconds}s, 1-row v2 JSON, fast simulated upstream\n")
-    print("| path | req/s | p99 ms | non-2xx |")
-    print("|---|---:|---:|---:|")
+    print("| path | req/s | p99 ms | non-2xx | CPU us per request (the proxy's own) |")
+    print("|---|---:|---:|---:|---:|")
     for name, r in (("direct to upstream", direct), ("nginx -> upstream", nginx), ("mlproxy -> upstream", proxy)):
-        print(f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['errors']} |")
-    print(f"\nmlproxy / nginx: rate {proxy['rps'] / nginx['rps']:.2f}x, p99 {proxy['p99_ms'] / nginx['p99_ms']:.2f}x")
+        cpu = "" if r["cpu_us"] is None else f"{r['cpu_us']:.1f}"
+        print(f"| {name} | {r['rps']:.0f} | {r['p99_ms']:.2f} | {r['errors']} | {cpu} |")
+    print(f"\nmlproxy / nginx: rate {proxy['rps'] / nginx['rps']:.2f}x, p99 {proxy['p99_ms'] / nginx['p99_ms']:.2f}x, "
+          f"CPU per request {proxy['cpu_us'] / nginx['cpu_us']:.2f}x")
     return direct, proxy, nginx
+
+
+def python_client_text(shape, seed):
+    """A v2 JSON request of random FP32 values printed as a Python client prints numpy float32 values
+    (the double's repr: up to 17 digits)."""
+    rng = random.Random(seed)
+    n = 1
+    for d in shape:
+        n *= d
+    values = (struct.unpack("f", struct.pack("f", rng.uniform(-50, 50)))[0] for _ in range(n))
+    return ('{"inputs":[{"name":"x","datatype":"FP32","shape":' + json.dumps(shape) + ',"data":['
+            + ",".join(repr(v) for v in values) + "]}]}").encode()
+
+
+def timed_posts(port, body, count):
+    """`count` sequential POSTs of `body` on one keep-alive connection; their latencies in ms."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    times = []
+    try:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            conn.request("POST", "/v2/models/iris/infer", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            answer = r.read()
+            times.append((time.perf_counter() - t0) * 1000)
+            if r.status != 200:
+                raise SystemExit(f"large request answered {r.status}: {answer[:300]!r}")
+    finally:
+        conn.close()
+    return times
+
+
+def large_requests(tmp, count):
+    sim_port, proxy_port = 19103, 18184
+    start([os.path.join(BIN, "mlproxy"), "simserver", "--listen", f"127.0.0.1:{sim_port}", "--latency", "1:0,100:0",
+           "--replicas", "100000", "--threads", "1"], f"http://127.0.0.1:{sim_port}/v2/health/ready")
+    cfg = os.path.join(tmp, "large.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""listen: "127.0.0.1:{proxy_port}"
+models:
+  - {{name: iris, upstream: "http://127.0.0.1:{sim_port}", policy: none, max_batch_items: 256}}
+""")
+    start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--threads", "2", "--log-level", "warning"],
+          f"http://127.0.0.1:{proxy_port}/v2/health/ready")
+    rows = []
+    for shape in ([64, 1024], [1, 3, 224, 224]):
+        body = python_client_text(shape, seed=7)
+        timed_posts(sim_port, body, 3)  # warm both paths up
+        timed_posts(proxy_port, body, 3)
+        direct, proxy = [], []
+        for _ in range(count):  # interleaved, so drift hits both alike
+            direct += timed_posts(sim_port, body, 1)
+            proxy += timed_posts(proxy_port, body, 1)
+        rows.append((shape, len(body), statistics.median(direct), statistics.median(proxy)))
+    stop_all()
+    print(f"\n## Large requests: one v2 JSON request at a time, through the proxy (`none`) vs direct, "
+          f"median of {count}\n")
+    print("| tensor | JSON MB | direct ms | through the proxy ms | added ms |")
+    print("|---|---:|---:|---:|---:|")
+    for shape, size, d, p in rows:
+        print(f"| FP32 {shape} | {size / 1e6:.2f} | {d:.1f} | {p:.1f} | {p - d:.1f} |")
+    return rows
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rates and shorter runs")
-    ap.add_argument("--only", choices=["batching", "passthrough"])
+    ap.add_argument("--only", choices=["batching", "passthrough", "large"])
     args = ap.parse_args()
     for b in ("mlproxy", "mlproxy-loadgen"):
         if not os.path.exists(os.path.join(BIN, b)):
@@ -153,6 +245,8 @@ def main():
             batching(tmp, rates, slo=100, seconds=2 if args.quick else 5)
         if args.only in (None, "passthrough"):
             passthrough(tmp, seconds=5 if args.quick else 10)
+        if args.only in (None, "large"):
+            large_requests(tmp, count=10 if args.quick else 30)
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -253,7 +253,8 @@ char *format_number(char *buf, double d, bool single) {
         memcpy(buf, "null", 4);
         return buf + 4;
     }
-    if (d == std::floor(d) && std::fabs(d) < 1e15) {
+    const bool integral = d == std::floor(d);
+    if (integral && std::fabs(d) < 1e15) {
         char *p = buf;
         if (std::signbit(d)) *p++ = '-';
         char *end = std::to_chars(p, buf + 40, static_cast<long long>(std::fabs(d))).ptr;
@@ -262,8 +263,10 @@ char *format_number(char *buf, double d, bool single) {
         return end + 2;
     }
     char *end = single ? std::to_chars(buf, buf + 40, static_cast<float>(d)).ptr : std::to_chars(buf, buf + 40, d).ptr;
-    // A large integral value may come out without a point ("123456789012345680"): keep it a float.
-    if (!memchr(buf, '.', static_cast<size_t>(end - buf)) && !memchr(buf, 'e', static_cast<size_t>(end - buf))) {
+    // A value with a fraction always comes out with a point or an exponent; a large integral one may
+    // come out without either ("123456789012345680"): keep it a float. Only those are scanned.
+    if (integral && !memchr(buf, '.', static_cast<size_t>(end - buf)) &&
+        !memchr(buf, 'e', static_cast<size_t>(end - buf))) {
         end[0] = '.';
         end[1] = '0';
         end += 2;

@@ -91,6 +91,28 @@ struct ServerLimitsTests {
         #expect(c.closed["idle_timeout"] == 1)
     }
 
+    /// The guard keeps one wake-up per connection and moves deadlines under it: each limit still holds
+    /// from its own start, however the deadlines before it were set.
+    @Test func eachDeadlineHoldsFromItsOwnStartAsRequestsComeAndGo() throws {
+        let c = try Connection()
+        for _ in 0..<5 {
+            c.wait(.seconds(7))
+            try c.send("GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+            #expect(try c.received().hasPrefix("HTTP/1.1 200"))
+        }
+        // Idle 70 s (inside the idle timeout), then half a head: the header timeout runs from its first
+        // byte, not from the idle deadline set before it.
+        c.wait(.seconds(70))
+        try c.send("GET /b HTTP/1.1\r\n")
+        c.wait(.milliseconds(9_900))
+        #expect(c.channel.isActive)
+        c.wait(.milliseconds(200))
+        #expect(try c.received().hasPrefix("HTTP/1.1 408"))
+        #expect(!c.channel.isActive)
+        #expect(c.closed["header_timeout"] == 1)
+        #expect(c.closed["idle_timeout"] == nil)
+    }
+
     @Test func noTimerRunsWhileTheProxyWorksOnARequest() throws {
         let pending = NIOLockedValueBox<EventLoopPromise<OutgoingResponse>?>(nil)
         let c = try Connection { req in

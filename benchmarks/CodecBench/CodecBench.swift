@@ -4,8 +4,8 @@ import NIOCore
 import SimdjsonBaseline
 
 /// Codec throughput per core: v2 JSON decode (next to simdjson's bare parse of the same text) and
-/// encode, the v2 binary extension's decode, and a memcpy of the same bytes for scale. Prints MB/s of
-/// JSON text and of tensor data.
+/// encode (next to std::to_chars writing the same floats), the v2 binary extension's decode, and a
+/// memcpy of the same bytes for scale. Prints MB/s of JSON text and of tensor data.
 @main
 struct CodecBench {
     /// Runs `body` for `seconds`; prints and returns MB/s of `bytes` (tensor data), and of `text`
@@ -85,6 +85,11 @@ struct CodecBench {
             ratios.append(
                 String(format: "decode of the %@ at %.0f%% of simdjson's bare parse", label, 100 * dec / bare))
         }
+        let formatted = UnsafeMutablePointer<CChar>.allocate(capacity: 16 * values.count)
+        defer { formatted.deallocate() }
+        let toChars = measure("std::to_chars of every float, shortest form", bytes: tensorBytes, text: 0) {
+            values.withUnsafeBufferPointer { _ = to_chars_baseline($0.baseAddress, $0.count, formatted) }
+        }
         let enc = measure("v2 JSON encode", bytes: tensorBytes, text: 0) {
             _ = try? codec.encode(
                 model: "m", version: "", id: nil, outputs: decoded.inputs, parametersJSON: nil,
@@ -111,6 +116,7 @@ struct CodecBench {
                 model: "m", version: "", id: nil, outputs: tfDecoded.inputs, parametersJSON: nil,
                 codecState: tfDecoded.codecState, allocator: ByteBufferAllocator())
         }
+        ratios.append(String(format: "encode at %.0f%% of std::to_chars alone", 100 * enc / toChars))
         print("\n" + ratios.joined(separator: "; ") + ".")
         print(String(format: "JSON encode is %.0fx slower than memcpy, binary decode %.1fx.", copy / enc, copy / bin))
 

@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <charconv>
 #include <cmath>
 
 namespace {
@@ -35,4 +36,13 @@ extern "C" double simdjson_baseline_sum(const char *text, size_t len) {
     simdjson::dom::element root;
     if (parser.parse(text, len).get(root)) return NAN;
     return sum(root);
+}
+
+extern "C" size_t to_chars_baseline(const float *values, size_t count, char *out) {
+    char *p = out;
+    for (size_t i = 0; i < count; i++) {
+        p = std::to_chars(p, p + 15, values[i]).ptr;
+        *p++ = ',';
+    }
+    return static_cast<size_t>(p - out);
 }

@@ -207,11 +207,12 @@ private final class RequestHandler: ChannelInboundHandler, RemovableChannelHandl
         if response.body.readableBytes > 0 {
             context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
         }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
         if !keepAlive || response.closeSilently {
             let channel = context.channel
-            done.whenComplete { _ in channel.close(promise: nil) }
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         } else {
+            // No promise on the usual path: nothing waits for the write, and one per response shows.
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             context.triggerUserOutboundEvent(RequestPhase.responseSent, promise: nil)
         }
     }
