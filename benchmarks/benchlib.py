@@ -1,6 +1,6 @@
 """Process helpers the benchmark scripts share: start a server, wait until it answers, stop what was
-started (by its own pid, nothing else)."""
-import signal, subprocess, tempfile, time, urllib.request
+started (by its own pid, nothing else), and read the CPU time a process tree has used."""
+import os, signal, subprocess, tempfile, time, urllib.request
 
 _procs = []
 
@@ -38,3 +38,35 @@ def stop_all():
             p.kill()
             p.wait()
     _procs.clear()
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid):
+    """`pid` and every process below it (MLServer's workers, nginx's), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds of `pids` (every thread of each), from /proc/PID/stat; a process that
+    has gone counts 0."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / CLOCK_TICKS

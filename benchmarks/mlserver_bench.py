@@ -4,13 +4,15 @@
   2. direct, its own adaptive batching on (max_batch_size 32, max_batch_time 10 ms);
   3. behind the proxy (adaptive-sla, SLO 100 ms), its own batching off.
 For each, open-loop Poisson load of 1-row requests at rising rates (4 s each) until more than 1% of
-requests miss the 100 ms SLO; prints the highest rate that stayed within it and its p99.
+requests miss the 100 ms SLO; prints the highest rate that stayed within it and its p99, and the CPU
+each process used at that rate and at the first rate that missed (cores: CPU seconds / wall seconds;
+the machine has two), which says what holds the rate.
 
 Usage: make interop-deps && swift build -c release && benchmarks/mlserver_bench.py
 """
-import argparse, json, os, subprocess, sys, tempfile
+import argparse, json, os, resource, subprocess, sys, tempfile, time
 
-from benchlib import start, stop_all
+from benchlib import cpu_seconds, descendants, start, stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
@@ -34,19 +36,33 @@ def mlserver(root, port, own_batching):
                  cwd=root, ready_tries=600)
 
 
-def sweep(port, label):
-    best = None
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def sweep(port, label, watched):
+    """`watched`: name -> pid of each server in the path; their CPU (with their child processes) and
+    the load generator's is recorded per rate. Returns (best result, its CPU, the first miss's CPU)."""
+    best, best_cpu = None, None
     for rate in RATES:
+        trees = {name: descendants(pid) for name, pid in watched.items()}
+        before = {name: cpu_seconds(t) for name, t in trees.items()}
+        gen_before, t0 = children_cpu(), time.monotonic()
         out = subprocess.run([os.path.join(BIN, "mlproxy-loadgen"), "--target", f"127.0.0.1:{port}", "--model", "iris",
                               "--rate", str(rate), "--count", str(rate * 4), "--max-seconds", "4", "--slo-ms", str(SLO),
                               "--label", label, "--connections", "512"], capture_output=True, text=True, timeout=120)
+        wall = time.monotonic() - t0
+        cpu = {name: (cpu_seconds(t) - before[name]) / wall for name, t in trees.items()}
+        cpu["load generator"] = (children_cpu() - gen_before) / wall
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"  {label} {rate} req/s: miss {r['sla_miss_pct']}%, p99 {r['p99_ms']} ms, mean batch seen {r['mean_batch_seen']}",
+        print(f"  {label} {rate} req/s: miss {r['sla_miss_pct']}%, p99 {r['p99_ms']} ms, mean batch seen "
+              f"{r['mean_batch_seen']}, cores: " + ", ".join(f"{n} {c:.2f}" for n, c in cpu.items()),
               file=sys.stderr, flush=True)
         if r["sla_miss_pct"] is None or r["sla_miss_pct"] > 1.0:
-            break
-        best = r
-    return best
+            return best, best_cpu, (rate, cpu)
+        best, best_cpu = r, (rate, cpu)
+    return best, best_cpu, None
 
 
 def main():
@@ -71,13 +87,14 @@ def main():
     rows = []
     try:
         if not args.only_proxy:
-            mlserver(os.path.join(tmp, "plain"), 18701, False)
-            rows.append(("MLServer direct (own batching off)", sweep(18701, "direct")))
+            server = mlserver(os.path.join(tmp, "plain"), 18701, False)
+            rows.append(("MLServer direct (own batching off)", sweep(18701, "direct", {"MLServer": server.pid})))
             stop_all()
-            mlserver(os.path.join(tmp, "batching"), 18711, True)
-            rows.append(("MLServer direct (own adaptive batching, 32 / 10 ms)", sweep(18711, "own-batching")))
+            server = mlserver(os.path.join(tmp, "batching"), 18711, True)
+            rows.append(("MLServer direct (own adaptive batching, 32 / 10 ms)",
+                         sweep(18711, "own-batching", {"MLServer": server.pid})))
             stop_all()
-        mlserver(os.path.join(tmp, "behind"), 18721, False)
+        server = mlserver(os.path.join(tmp, "behind"), 18721, False)
         cfg = os.path.join(tmp, "proxy.yaml")
         with open(cfg, "w") as f:
             f.write(f"""listen: "127.0.0.1:18730"
@@ -86,20 +103,31 @@ models:
      policy_params: {args.policy_params}, max_batch_items: {args.max_batch_items},
      max_inflight_batches: {args.max_inflight_batches}, max_queued_items: 100000}}
 """)
-        start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--log-level", "error"],
-              "http://127.0.0.1:18730/v2/health/ready")
-        rows.append(("MLServer behind mlproxy (adaptive-sla)", sweep(18730, "proxy")))
+        proxy = start([os.path.join(BIN, "mlproxy"), "serve", "--config", cfg, "--log-level", "error"],
+                      "http://127.0.0.1:18730/v2/health/ready")
+        rows.append(("MLServer behind mlproxy (adaptive-sla)",
+                     sweep(18730, "proxy", {"MLServer": server.pid, "mlproxy": proxy.pid})))
     finally:
         stop_all()
     print(f"\n| setup | highest rate with <= 1% over {SLO} ms (rows/s) | p99 ms at that rate |")
     print("|---|---:|---:|")
-    for name, r in rows:
+    for name, (r, _, _) in rows:
         print(f"| {name} | {r['rate'] if r else 'none'} | {r['p99_ms'] if r else '-'} |")
+    print("\nCPU of each process, in cores (2 on this machine), at the highest rate held and the first missed:\n")
+    print("| setup | rate req/s | held? | MLServer | mlproxy | load generator |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name, (_, held, missed) in rows:
+        for cell, word in ((held, "yes"), (missed, "no")):
+            if cell:
+                rate, cpu = cell
+                proxy_cores = f"{cpu['mlproxy']:.2f}" if "mlproxy" in cpu else "-"
+                print(f"| {name} | {rate} | {word} | {cpu['MLServer']:.2f} | {proxy_cores} | "
+                      f"{cpu['load generator']:.2f} |")
     if len(rows) < 3:
         return
-    base = rows[0][1]["rate"] if rows[0][1] else None
-    own = rows[1][1]["rate"] if rows[1][1] else None
-    proxy = rows[2][1]["rate"] if rows[2][1] else None
+    base = rows[0][1][0]["rate"] if rows[0][1][0] else None
+    own = rows[1][1][0]["rate"] if rows[1][1][0] else None
+    proxy = rows[2][1][0]["rate"] if rows[2][1][0] else None
     if base and proxy:
         print(f"\nproxy vs direct: {proxy / base:.1f}x" + (f"; proxy vs MLServer's own batching: {proxy / own:.1f}x" if own else ""))
 

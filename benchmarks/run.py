@@ -15,7 +15,7 @@ Usage: make bench   (or benchmarks/run.py [--quick] after `swift build -c releas
 import argparse, http.client, json, os, random, re, shutil, statistics, struct, subprocess, sys, tempfile, time
 import urllib.request
 
-from benchlib import start, stop_all
+from benchlib import cpu_seconds, descendants, start, stop_all
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, ".build", "release")
@@ -74,22 +74,10 @@ models:
     return rows
 
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids):
-    """User + system CPU seconds of `pids` (every thread of each), from /proc/PID/stat."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / CLOCK_TICKS
-
-
-def nginx_workers(master_pid):
-    with open(f"/proc/{master_pid}/task/{master_pid}/children") as f:
-        return [int(p) for p in f.read().split()]
+def start_instant_server(port):
+    """A simulated model server that answers at once, however many requests come (one thread)."""
+    start([os.path.join(BIN, "mlproxy"), "simserver", "--listen", f"127.0.0.1:{port}", "--latency", "1:0,100:0",
+           "--replicas", "100000", "--threads", "1"], f"http://127.0.0.1:{port}/v2/health/ready")
 
 
 def wrk(port, body_file, seconds, pids=()):
@@ -118,8 +106,7 @@ def passthrough(tmp, seconds):
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed (apt-get install wrk)")
     sim_port, proxy_port, nginx_port = 19102, 18182, 18183
-    start([os.path.join(BIN, "mlproxy"), "simserver", "--listen", f"127.0.0.1:{sim_port}", "--latency", "1:0,100:0",
-           "--replicas", "100000", "--threads", "1"], f"http://127.0.0.1:{sim_port}/v2/health/ready")
+    start_instant_server(sim_port)
     cfg = os.path.join(tmp, "passthrough.yaml")
     with open(cfg, "w") as f:
         f.write(f"""listen: "127.0.0.1:{proxy_port}"
@@ -155,7 +142,7 @@ http {{
         f.write('{"id":"1","inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[5.1,3.5,1.4,0.2]}]}')
     direct = wrk(sim_port, body, seconds)
     proxy = wrk(proxy_port, body, seconds, pids=[proxy_proc.pid])
-    nginx = wrk(nginx_port, body, seconds, pids=[nginx_proc.pid] + nginx_workers(nginx_proc.pid))
+    nginx = wrk(nginx_port, body, seconds, pids=descendants(nginx_proc.pid))
     stop_all()
     print(f"\n## Passthrough: `none` policy vs nginx, wrk -t2 -c64 -d{seconds}s, 1-row v2 JSON, fast simulated upstream\n")
     print("| path | req/s | p99 ms | non-2xx | CPU us per request (the proxy's own) |")
@@ -200,8 +187,7 @@ def timed_posts(port, body, count):
 
 def large_requests(tmp, count):
     sim_port, proxy_port = 19103, 18184
-    start([os.path.join(BIN, "mlproxy"), "simserver", "--listen", f"127.0.0.1:{sim_port}", "--latency", "1:0,100:0",
-           "--replicas", "100000", "--threads", "1"], f"http://127.0.0.1:{sim_port}/v2/health/ready")
+    start_instant_server(sim_port)
     cfg = os.path.join(tmp, "large.yaml")
     with open(cfg, "w") as f:
         f.write(f"""listen: "127.0.0.1:{proxy_port}"

@@ -153,6 +153,20 @@ inline void write_leaves(Leaves &w, element v, int depth) {
     write_leaf(w, v);
 }
 
+// BYTES elements in the tensor layout (each a 4-byte little-endian length, then its bytes), nested
+// arrays flattened; the caller counted and sized `out`, and checked that every leaf is a string.
+inline void write_strings(uint8_t *&out, element v) {
+    if (v.type() == element_type::ARRAY) {
+        for (element e : array_of(v)) write_strings(out, e);
+        return;
+    }
+    std::string_view s = str(v);
+    uint32_t n = static_cast<uint32_t>(s.size());
+    memcpy(out, &n, 4);
+    if (n) memcpy(out + 4, s.data(), n);
+    out += 4 + n;
+}
+
 // Whether an object has duplicate keys (their order is jansson's to define) or a "b64" key (TF
 // Serving's base64 strings, left to jansson's decoders); objects with more than 64 members count as
 // such too, to bound the search.

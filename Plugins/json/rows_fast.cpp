@@ -65,18 +65,6 @@ void walk(element v, ValueInfo &info, uint32_t depth) {
     info.count++;
 }
 
-void write_strings(uint8_t *&out, element v) {
-    if (v.type() == element_type::ARRAY) {
-        for (element e : array_of(v)) write_strings(out, e);
-        return;
-    }
-    std::string_view s = str(v);
-    uint32_t n = static_cast<uint32_t>(s.size());
-    memcpy(out, &n, 4);
-    if (n) memcpy(out + 4, s.data(), n);
-    out += 4 + n;
-}
-
 // add_value of tfserving.c for a value given as its dim-0 elements (an array's, or the named values
 // gathered from every row).
 void add_value(mlp_call *call, std::string_view name, const std::vector<element> &items, uint32_t number_type) {

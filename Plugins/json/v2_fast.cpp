@@ -86,18 +86,6 @@ void count_strings(element v, int depth, size_t &count, size_t &bytes) {
     bytes += 4 + str(v).size();
 }
 
-void write_strings(uint8_t *&out, element v) {
-    if (v.type() == element_type::ARRAY) {
-        for (element e : array_of(v)) write_strings(out, e);
-        return;
-    }
-    std::string_view s = str(v);
-    uint32_t n = static_cast<uint32_t>(s.size());
-    memcpy(out, &n, 4);
-    if (n) memcpy(out + 4, s.data(), n);
-    out += 4 + n;
-}
-
 // decode_tensor_array of v2.c: "inputs" of a request, "outputs" of a reply.
 void decode_tensors(mlp_call *call, element root, const char *key, v2_binary_cursor *bin) {
     element arr;
