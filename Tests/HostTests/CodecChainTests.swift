@@ -204,6 +204,49 @@ struct CodecChainTests {
         #expect(missing.message.contains("no tensor 'nope'"))
     }
 
+    /// A stage that breaks the tensor rules (shape x datatype over fewer bytes, dim 0 changed, BYTES
+    /// framing past the data) fails its own request with a 500 naming it; its batch-mates are answered.
+    @Test func aStageThatLiesFailsItsOwnRequestOnly() throws {
+        let dir = try scratchDir("liar")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let plugin = try compilePlugin(
+            source: repoRoot.appendingPathComponent("Tests/Fixtures/plugins/lying_stage.c"), into: dir,
+            name: "lying_stage")
+        let cluster = try TestCluster(
+            extraTop: "plugins: [\"\(plugin)\"]",
+            models: """
+                  - name: m
+                    upstream: "UPSTREAM"
+                    policy: static
+                    policy_params: {batch_items: 8, max_delay_ms: 30}
+                    codecs: [json, {chain: liar, content_types: [text/plain]}]
+                """)
+        defer { cluster.stop() }
+        let lies = [
+            "shape": "needs 4000 bytes but has 4", "items": "3 items in dim 0; its input had 1",
+            "bytes": "BYTES data is truncated",
+        ]
+        var bodies: [String] = []
+        for i in 0..<24 { bodies.append(i % 4 == 0 ? ["shape", "items", "bytes"][i / 4 % 3] : "good \(i)") }
+        let results = try curlParallel(
+            url: cluster.url + "/v2/models/m/infer", requests: bodies.map { (Data($0.utf8), "text/plain") })
+        var batched = 0
+        for (body, r) in zip(bodies, results) {
+            if let words = lies[body] {
+                #expect(r.status == 500, "\(body): \(r.status) \(r.body)")
+                #expect(r.body.contains("stage 'liar' broke the plugin ABI") && r.body.contains(words), "\(r.body)")
+                continue
+            }
+            #expect(r.status == 200, "\(body): \(r.body)")
+            #expect(r.output("sum") == [Double(body.utf8.count)], "\(body): \(r.body)")
+            if Int(r.headers["mlproxy-batch-requests"] ?? "") ?? 0 > 1 { batched += 1 }
+        }
+        #expect(batched > 0, "the good requests were batched together")
+        let health = try curlParallel(
+            url: cluster.url + "/v2/models/m/infer", requests: [(Data("ok".utf8), "text/plain")])
+        #expect(health[0].status == 200, "the proxy keeps serving: \(health[0].body)")
+    }
+
     /// Over HTTP with curl: content type and rank pick the chain; bad images get their 4xx while their
     /// batch-mates are answered; 415 lists what the model takes.
     @Test func chainsServeClientsAndBadImagesHurtNobodyElse() throws {

@@ -333,6 +333,10 @@ typedef struct mlp_codec_vtable {
  * decode_request and before the request is queued, e.g. base64 -> image -> resize -> normalise.
  * A model's config chains a codec with stages; each stage sees what the previous one produced.
  * A failing stage answers only its own request (MLP_ERR_INVALID_INPUT: 400, MLP_ERR_UNSUPPORTED: 415).
+ * Trust: the tensors a stage receives were checked by the host (data length = shape x datatype size,
+ * BYTES framing within the data, one dim 0 for all), so a stage may index by shape. The host checks
+ * each stage's output the same way before the next hook sees it, and that dim 0 is kept; a stage whose
+ * output breaks these rules fails its request with 500, naming the stage.
  * Threading: as for codecs (concurrent calls on one instance are allowed).
  * ---------------------------------------------------------------------------------------------- */
 

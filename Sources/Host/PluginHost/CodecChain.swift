@@ -72,6 +72,12 @@ public final class CodecChain: @unchecked Sendable {
     }
 
     /// Decodes with the codec, then runs each stage on the result. A failure answers this request only.
+    ///
+    /// No stage reads a tensor the host has not checked: the codec's output is validated before the
+    /// first stage (400, as when there are no stages), and each stage's output before the next hook
+    /// (shape x datatype = byte length, BYTES framing, dim 0 kept): image stages index pixels by
+    /// shape, so a stage that lies would have the next one read past its data. A stage that breaks
+    /// the rules fails its own request with a 500 that names it.
     public func decode(
         body: ByteBuffer, contentType: String?, model: String,
         headers: [(String, String)] = []
@@ -84,8 +90,28 @@ public final class CodecChain: @unchecked Sendable {
                 inputs: [try Self.bodyAsBytes(body)], id: nil, priority: 0, timeoutMicros: nil, requestedOutputs: [],
                 parametersJSON: nil, codecState: nil)
         }
-        for stage in stages { decoded.inputs = try stage.apply(decoded.inputs, model: model) }
+        guard !stages.isEmpty else { return decoded }
+        var items = try BatchAssembler.validate(inputs: decoded.inputs)
+        for stage in stages {
+            decoded.inputs = try stage.apply(decoded.inputs, model: model)
+            items = try Self.check(decoded.inputs, from: stage, items: items)
+        }
         return decoded
+    }
+
+    /// A stage's output against the ABI's rules; its item count (dim 0, the same as its input's).
+    static func check(_ outputs: [Tensor], from stage: StageInstance, items: Int) throws(RequestError) -> Int {
+        func broken(_ what: String) -> RequestError {
+            .internal("stage '\(stage.component.name)' broke the plugin ABI: \(what)")
+        }
+        if outputs.isEmpty { throw broken("it produced no tensors") }
+        for t in outputs {
+            if let problem = t.validate() { throw broken(problem) }
+            if t.shape[0] != Int64(items) {
+                throw broken("output '\(t.name)' has \(t.shape[0]) items in dim 0; its input had \(items)")
+            }
+        }
+        return items
     }
 
     /// The host's first step for chains that start with a stage: the body as one BYTES element (a
