@@ -45,7 +45,7 @@ interop-deps: .venv-interop/.installed .venv-kserve/.installed
 # One formatter per language, line length 120: swift-format (.swift-format, from the toolchain) and
 # clang-format (.clang-format). The frozen ABI 1.0 header is left as it was frozen.
 SWIFT_SOURCES := Sources Tests benchmarks Package.swift
-C_SOURCES = $(shell git ls-files '*.c' '*.cpp' '*.h' '*.hpp' | grep -v '^Tests/Fixtures/abi-1.0/')
+C_SOURCES = $(shell git ls-files '*.c' '*.cpp' '*.h' '*.hpp' | grep -v '^Tests/Fixtures/abi-1\.[01]/')
 
 lint: deps
 	$(SWIFT) format lint --strict -r --configuration .swift-format $(SWIFT_SOURCES)

@@ -1,6 +1,9 @@
 /*
- * mlproxy.h -- the MLProxy plugin ABI, version 1.1.
+ * mlproxy.h -- the MLProxy plugin ABI, version 1.2.
  *
+ * 1.2 (appended to 1.1; 1.0 and 1.1 plugins still load): a policy may answer DISPATCH with the queue
+ * indices that form the batch (mlp_policy_decision.select_indices), and sees which requests may share
+ * a batch (mlp_queued_request.batch_group).
  * 1.1 (appended to 1.0, which still loads): chain stages (MLP_KIND_STAGE, mlp_stage_vtable) that turn a
  * request's decoded tensors into new ones, host->pass_tensor for them, and the upstream reply's
  * headers in mlp_upstream_reply.
@@ -40,7 +43,7 @@ extern "C" {
 #endif
 
 #define MLP_ABI_MAJOR 1
-#define MLP_ABI_MINOR 1
+#define MLP_ABI_MINOR 2
 
 /* The one symbol a plugin exports. */
 #define MLP_PLUGIN_INIT_SYMBOL "mlp_plugin_init"
@@ -124,7 +127,8 @@ typedef struct mlp_tensor_desc {
 
 /* Keys for host->set_request_int. */
 typedef enum mlp_request_key {
-    MLP_REQ_PRIORITY = 1,     /* 0 = default; higher values are served first by policies that care */
+    MLP_REQ_PRIORITY = 1,     /* 0 = default; higher values are served first by policies that care
+                               * (with a selection, ABI 1.2) */
     MLP_REQ_TIMEOUT_US = 2    /* per-request deadline relative to arrival; can only tighten the SLO */
 } mlp_request_key;
 
@@ -201,7 +205,10 @@ typedef struct mlp_queued_request {
     int64_t arrival_ns;
     int64_t deadline_ns;      /* arrival + the model's SLO, or tighter if the client asked */
     int32_t priority;
-    uint32_t reserved;
+    /* ABI 1.2: requests with equal values may share a batch (same inputs, datatypes and trailing
+     * dims, or padding joins them). Compare values only within one call; they are small numbers the
+     * host reuses once the queue is empty. (Older hosts wrote 0 here, but they refuse 1.2 plugins.) */
+    uint32_t batch_group;
 } mlp_queued_request;
 
 typedef struct mlp_policy_input {
@@ -224,15 +231,34 @@ static inline const mlp_queued_request *mlp_queue_at(const mlp_policy_input *in,
     return (const mlp_queued_request *)((const uint8_t *)in->queue + (size_t)i * in->request_stride);
 }
 
+/* What the host does with each decision:
+ *  WAIT      asks again at wake_at_ns at the latest, and on every arrival and batch completion. A
+ *            time in the past is asked again after 0.1 ms; the host never sleeps past the earliest
+ *            deadline in the queue (then it dispatches, or rejects late requests when the model says
+ *            so).
+ *  DISPATCH  with select_count 0: takes whole requests from the head, the head always, then each
+ *            later request of the head's batch_group while the total stays within dispatch_items
+ *            (0 counts as 1) and max_batch_items; so a batch never splits a request, and a request
+ *            larger than dispatch_items goes alone.
+ *            With select_count > 0 (ABI 1.2): sends exactly those queue indices, in the order given.
+ *            A selection with an index out of range, an index twice, requests of different
+ *            batch_groups, or more than max_batch_items items in all is refused: the host logs the
+ *            reason, counts it as a policy failure (mlproxy_policy_failures_total) and sends a batch from
+ *            the head as above for this decision.
+ *  SHED      answers the requests at shed_indices with 503 and `reason`; indices out of range are
+ *            ignored; a SHED that names none is treated as WAIT for 1 ms.
+ * A decide that returns an error status: the host logs it, counts it and sends a batch from the head
+ * (max_batch_items), so no request is stranded by a failing policy. */
 typedef enum mlp_action {
     MLP_ACTION_WAIT = 0,      /* ask again at wake_at_ns, or on the next arrival/completion        */
-    MLP_ACTION_DISPATCH = 1,  /* send dispatch_items items from the head of the queue now          */
+    MLP_ACTION_DISPATCH = 1,  /* send a batch now: from the head, or the selection (ABI 1.2)       */
     MLP_ACTION_SHED = 2       /* answer the requests in shed_indices with 503 and `reason`         */
 } mlp_action;
 
 #define MLP_WAKE_NEVER INT64_MAX
 
-/* Filled by the policy. The host zeroes it and sets struct_size and the shed buffer before the call. */
+/* Filled by the policy. The host zeroes it and sets struct_size and the index buffers before the
+ * call. */
 typedef struct mlp_policy_decision {
     uint32_t struct_size;
     uint32_t action;          /* mlp_action */
@@ -241,6 +267,10 @@ typedef struct mlp_policy_decision {
     uint32_t shed_count;      /* SHED: entries written to shed_indices                              */
     uint32_t *shed_indices;   /* host-owned, capacity queue_len, valid for the call: queue indices  */
     mlp_bytes reason;         /* SHED: borrowed until the hook returns; the host copies it          */
+    /* ---- ABI 1.2 (check struct_size: a 1.1 host passes a shorter struct) ---- */
+    uint32_t select_count;    /* DISPATCH: entries written to select_indices; 0: from the head      */
+    uint32_t reserved;
+    uint32_t *select_indices; /* host-owned, capacity queue_len, valid for the call: queue indices  */
 } mlp_policy_decision;
 
 /* Reported to observe() once per finished batch. */

@@ -7,12 +7,16 @@ public struct QueuedRequest: Sendable, Equatable {
     /// Arrival plus the model's SLO, or earlier when the client asked for a tighter timeout.
     public var deadline: Int64
     public var priority: Int32
+    /// Requests with equal groups may share a batch (their batch keys are equal). Comparable only
+    /// within one call: the queue numbers the keys it holds, and starts again once it is empty.
+    public var batchGroup: UInt32
 
-    public init(items: Int, arrival: Int64, deadline: Int64, priority: Int32) {
+    public init(items: Int, arrival: Int64, deadline: Int64, priority: Int32, batchGroup: UInt32 = 0) {
         self.items = items
         self.arrival = arrival
         self.deadline = deadline
         self.priority = priority
+        self.batchGroup = batchGroup
     }
 }
 
@@ -39,7 +43,12 @@ public struct PolicyInput {
 /// What a policy decided.
 public enum PolicyDecision: Equatable, Sendable {
     case wait(until: Int64)
+    /// Whole requests from the head of the queue, up to `items`.
     case dispatch(items: Int)
+    /// Exactly these queue indices, in this order (ABI 1.2). A selection the queue refuses (an index
+    /// out of range or twice, mixed batch groups, over max_batch_items) counts as a policy failure and
+    /// `items` go from the head instead.
+    case select(indices: [Int], items: Int)
     case shed(indices: [Int], reason: String)
 }
 

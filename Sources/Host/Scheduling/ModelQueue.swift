@@ -66,6 +66,8 @@ public final class ModelQueue<Payload> {
     // The policy's view of the queue, kept in step with `entries` (same indices, from `head`).
     private var views: [QueuedRequest] = []
     private var head = 0
+    // Batch keys numbered for policies (QueuedRequest.batchGroup); forgotten when the queue empties.
+    private var groups: [String: UInt32] = [:]
     public private(set) var queuedItems = 0
     public private(set) var inflight = 0
 
@@ -98,7 +100,16 @@ public final class ModelQueue<Payload> {
             QueueEntry(
                 items: items, arrival: arrival, deadline: deadline, priority: priority,
                 batchKey: batchKey, payload: payload))
-        views.append(QueuedRequest(items: items, arrival: arrival, deadline: deadline, priority: priority))
+        if count == 0 { groups.removeAll(keepingCapacity: true) }
+        let group: UInt32
+        if let g = groups[batchKey] {
+            group = g
+        } else {
+            group = UInt32(truncatingIfNeeded: groups.count)
+            groups[batchKey] = group
+        }
+        views.append(
+            QueuedRequest(items: items, arrival: arrival, deadline: deadline, priority: priority, batchGroup: group))
         queuedItems += items
         return nil
     }
@@ -161,6 +172,15 @@ public final class ModelQueue<Payload> {
                 effects.append(.dispatch(take(items: limits.maxBatchItems), .policyFailed(e)))
             case .success(.dispatch(let n)):
                 effects.append(.dispatch(take(items: min(max(n, 1), limits.maxBatchItems)), .policy))
+            case .success(.select(let indices, let n)):
+                if let problem = refusal(of: indices) {
+                    effects.append(
+                        .dispatch(
+                            take(items: min(max(n, 1), limits.maxBatchItems)),
+                            .policyFailed(PolicyFailure("its selection was refused: \(problem)"))))
+                } else {
+                    effects.append(.dispatch(take(selected: indices), .policy))
+                }
             case .success(.shed(let indices, let reason)):
                 let set = Set(indices)
                 var i = -1
@@ -197,6 +217,40 @@ public final class ModelQueue<Payload> {
         var d = Int64.max
         for i in head..<entries.count where entries[i].deadline < d { d = entries[i].deadline }
         return d
+    }
+
+    /// Why a policy's selection (indices from the head) cannot be a batch, or nil when it can.
+    private func refusal(of indices: [Int]) -> String? {
+        guard let first = indices.first else { return "it selected no requests" }
+        var seen = Set<Int>()
+        var items = 0
+        for i in indices {
+            guard i >= 0 && i < count else { return "index \(i) is out of range (\(count) queued)" }
+            guard seen.insert(i).inserted else { return "index \(i) is selected twice" }
+            if entries[head + i].batchKey != entries[head + first].batchKey {
+                return
+                    "requests \(first) and \(i) cannot share a batch (batch groups \(views[head + first].batchGroup) "
+                    + "and \(views[head + i].batchGroup))"
+            }
+            items += entries[head + i].items
+        }
+        if items > limits.maxBatchItems {
+            return "it selected \(items) items and max_batch_items is \(limits.maxBatchItems)"
+        }
+        return nil
+    }
+
+    /// Takes the selected requests (checked by `refusal`), in the order given.
+    private func take(selected indices: [Int]) -> [QueueEntry<Payload>] {
+        let batch = indices.map { entries[head + $0] }
+        let chosen = Set(indices)
+        var i = -1
+        _ = removeAll { _ in
+            i += 1
+            return chosen.contains(i)
+        }
+        inflight += 1
+        return batch
     }
 
     /// Takes the head request and then, in order, the requests batchable with it while they fit.
