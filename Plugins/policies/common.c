@@ -3,6 +3,7 @@
 #include "mlp_plugin_util.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,4 +84,43 @@ double quantile_of(double *values, size_t n, double q) {
     if (idx > 0) idx--;
     if (idx >= n) idx = n - 1;
     return values[idx];
+}
+
+/* The queue being sorted by select_by_priority (qsort has no context argument; policies are called
+ * one at a time per instance but instances may run concurrently, hence thread-local). */
+static _Thread_local const mlp_policy_input *t_sorting;
+
+static int before_in_priority_order(const void *a, const void *b) {
+    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+    const mlp_queued_request *x = mlp_queue_at(t_sorting, i), *y = mlp_queue_at(t_sorting, j);
+    if (x->priority != y->priority) return x->priority > y->priority ? -1 : 1;
+    return (i > j) - (i < j);
+}
+
+void select_by_priority(const mlp_policy_input *in, mlp_policy_decision *out) {
+    if (out->action != MLP_ACTION_DISPATCH || in->queue_len < 2) return;
+    if (out->struct_size < offsetof(mlp_policy_decision, select_indices) + sizeof(uint32_t *)) return;
+    bool in_order = true;
+    for (uint32_t i = 1; i < in->queue_len && in_order; i++) {
+        const mlp_queued_request *prev = mlp_queue_at(in, i - 1), *r = mlp_queue_at(in, i);
+        in_order = r->priority <= prev->priority;
+    }
+    if (in_order) return;
+    /* select_indices has room for queue_len entries: sort there, then keep the batch's prefix. */
+    uint32_t *order = out->select_indices;
+    for (uint32_t i = 0; i < in->queue_len; i++) order[i] = i;
+    t_sorting = in;
+    qsort(order, in->queue_len, sizeof *order, before_in_priority_order);
+    t_sorting = NULL;
+    uint32_t limit = out->dispatch_items ? out->dispatch_items : 1;
+    if (limit > in->max_batch_items) limit = in->max_batch_items;
+    uint32_t group = mlp_queue_at(in, order[0])->batch_group, n = 0, items = 0;
+    for (uint32_t k = 0; k < in->queue_len; k++) {
+        const mlp_queued_request *r = mlp_queue_at(in, order[k]);
+        if (r->batch_group != group) continue;
+        if (items > 0 && items + r->items > limit) break;
+        items += r->items;
+        order[n++] = order[k]; /* n <= k: the kept prefix never overtakes the scan */
+    }
+    out->select_count = n;
 }

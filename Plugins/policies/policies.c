@@ -548,6 +548,7 @@ static mlp_status adaptive_decide(void *instance, mlp_call *call, const mlp_poli
     adaptive_policy *p = instance;
     note_arrivals(p, in);
     mlp_status s = adaptive_choose(p, in, out);
+    if (s == MLP_OK) select_by_priority(in, out);
     if (s == MLP_OK && out->action == MLP_ACTION_DISPATCH && p->out_count < OUT_KEPT) {
         uint32_t items = out->dispatch_items < in->queued_items ? out->dispatch_items : in->queued_items;
         p->out[p->out_count].at = in->now_ns;

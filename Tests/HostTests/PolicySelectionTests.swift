@@ -1,5 +1,6 @@
 import Foundation
 import MLProxyHost
+import NIOConcurrencyHelpers
 import PluginAPI
 import Testing
 
@@ -144,5 +145,49 @@ struct PolicySelectionTests {
         let effects = q.pump(now: 3)
         #expect(summarize(effects).batches == [[1, 2]])
         for case .dispatch(_, let reason) in effects { #expect(reason == .policy) }
+    }
+}
+
+/// Issue 13's scenario through the proxy, with the default policy: one replica at 20 ms a batch, 8
+/// items a batch, 48 priority-0 requests and then 8 priority-9 ones. The priority-9 requests are
+/// served first once they arrive, so they wait far less than the others.
+@Suite("Priorities through the proxy")
+struct PriorityThroughTheProxyTests {
+    @Test func theDefaultPolicyServesHigherPriorityFirst() throws {
+        let cluster = try TestCluster(
+            simLatency: "{1: 20, 8: 20}",
+            models: """
+                  - {name: m, upstream: "UPSTREAM", max_batch_items: 8, slo_ms: 10000}
+                """)
+        defer { cluster.stop() }
+        func body(_ i: Int, priority: Int) -> String {
+            "{\"id\":\"\(i)\",\"parameters\":{\"priority\":\(priority)},\"inputs\":[{\"name\":\"x\",\"datatype\":"
+                + "\"FP64\",\"shape\":[1,2],\"data\":[\(i),1]}]}"
+        }
+        let url = cluster.url + "/v2/models/m/infer"
+        let lowBodies = (0..<48).map { body($0, priority: 0) }
+        let low = NIOLockedValueBox<[CurlResult]>([])
+        let sent = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            low.withLockedValue {
+                $0 = (try? curlParallel(url: url, bodies: lowBodies)) ?? []
+            }
+            sent.signal()
+        }
+        // While the first batches of priority-0 requests are out, the priority-9 ones arrive.
+        Thread.sleep(forTimeInterval: 0.05)
+        let high = try curlParallel(url: url, bodies: (48..<56).map { body($0, priority: 9) })
+        sent.wait()
+        let lows = low.withLockedValue { $0 }
+        #expect(lows.count == 48)
+        for (i, r) in (lows + high).enumerated() {
+            #expect(r.status == 200, "\(i): \(r.body)")
+        }
+        func medianQueueMillis(_ rs: [CurlResult]) -> Double {
+            let waits = rs.compactMap { Double($0.headers["mlproxy-queue-ms"] ?? "") }.sorted()
+            return waits.isEmpty ? .infinity : waits[(waits.count - 1) / 2]
+        }
+        let (l, h) = (medianQueueMillis(lows), medianQueueMillis(high))
+        #expect(h < l / 2, "priority-9 median wait \(h) ms, priority-0 \(l) ms")
     }
 }

@@ -43,6 +43,14 @@ MLP_INTERNAL double size_stats_quantile(const size_stats *st, double q);
 /* The q-quantile of `values` (sorted in place); NAN when n == 0. */
 MLP_INTERNAL double quantile_of(double *values, size_t n, double q);
 
+/* Turns a DISPATCH of out->dispatch_items from the head into a selection (ABI 1.2) in priority
+ * order: higher mlp_queued_request.priority first, queue order within a priority (the order the
+ * policies plan in: arrival order, which is earliest deadline first unless clients send tighter
+ * timeouts); the first pick's batch group only, whole requests while they fit. Leaves the decision
+ * as it is when that order is the queue's own (priorities never rise along the queue: the usual
+ * case, checked in one pass) or when the host is older than 1.2. */
+MLP_INTERNAL void select_by_priority(const mlp_policy_input *in, mlp_policy_decision *out);
+
 /* Baselines, in baselines.c. */
 MLP_INTERNAL extern const mlp_policy_vtable mlp_mlproxy_aimd_policy;
 MLP_INTERNAL extern const mlp_policy_vtable mlp_cork_policy;
