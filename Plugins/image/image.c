@@ -655,7 +655,7 @@ static mlp_status chw_one(const stage *s, mlp_call *call, const mlp_tensor *t) {
         return fail(call, MLP_ERR_INVALID_INPUT, "chw: '%.*s' is not an [n,H,W,C] tensor", (int)t->name.len,
                     t->name.ptr);
     int64_t n = t->shape[0], H = t->shape[1], W = t->shape[2], C = t->shape[3];
-    size_t es = mlp_dt_size(t->datatype);
+    size_t es = mlp_datatype_size(t->datatype);
     int64_t shape[4] = {n, C, H, W};
     uint8_t *out = add(call, t, t->datatype, shape, 4, t->data.len);
     if (!out) return fail(call, MLP_ERR_NOMEM, "chw: the host refused %zu bytes", t->data.len);
@@ -717,6 +717,8 @@ static const mlp_component *const k_components[] = {&c_b64, &c_image, &c_resize,
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
     mlp_status s = mlp_plugin_begin(host, out, "image");
     if (s != MLP_OK) return s;
+    out->version = MLP_BUNDLED_VERSION;
+    out->description = "image stages: b64, image (JPEG, PNG), resize, normalise, chw";
     /* Stages need pass_tensor, which ABI 1.1 hosts have. */
     if (host->abi_minor < 1 || host->struct_size < offsetof(mlp_host_api, pass_tensor) + sizeof host->pass_tensor)
         return MLP_ERR_UNSUPPORTED;

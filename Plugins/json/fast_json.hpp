@@ -139,7 +139,7 @@ inline void write_leaf(Leaves &w, element v) {
 }
 
 inline Leaves leaves_for(uint32_t dt, uint8_t *out, size_t count) {
-    Leaves w = {dt, out, count, mlp_dt_size(dt), 0, 0};
+    Leaves w = {dt, out, count, mlp_datatype_size(dt), 0, 0};
     range_of(dt, w.lo, w.hi);
     return w;
 }

@@ -111,7 +111,7 @@ bool count_leaves(const json_t *v, uint32_t dt, size_t *count, size_t *bytes, in
 }
 
 mlp_status write_leaf(leaf_writer *w, const json_t *v) {
-    size_t es = mlp_dt_size(w->dt);
+    size_t es = mlp_datatype_size(w->dt);
     uint8_t *p = w->out;
     switch (w->dt) {
     case MLP_DT_BOOL:

@@ -80,7 +80,7 @@ void add_value(mlp_call *call, std::string_view name, const std::vector<element>
         dt = info.all_integers ? MLP_DT_INT64 : MLP_DT_FP64;
     else if (info.kind == Kind::none && number_type == 0)
         dt = MLP_DT_FP32;
-    size_t size = dt == MLP_DT_BYTES ? info.bytes : info.count * mlp_dt_size(dt);
+    size_t size = dt == MLP_DT_BYTES ? info.bytes : info.count * mlp_datatype_size(dt);
     mlp_tensor_desc desc = {};
     desc.struct_size = sizeof desc;
     desc.datatype = dt;

@@ -112,7 +112,7 @@ mlp_status add_value(mlp_call *call, const char *name, size_t name_len, const js
     uint32_t dt = info.kind == KIND_BOOL ? MLP_DT_BOOL : info.kind == KIND_BYTES ? MLP_DT_BYTES : number_type;
     if (number_type == 0) dt = info.kind == KIND_NUMBER ? (info.all_integers ? MLP_DT_INT64 : MLP_DT_FP64) : dt;
     if (info.kind == KIND_NONE) dt = number_type ? number_type : MLP_DT_FP32;
-    size_t size = dt == MLP_DT_BYTES ? info.bytes : info.count * mlp_dt_size(dt);
+    size_t size = dt == MLP_DT_BYTES ? info.bytes : info.count * mlp_datatype_size(dt);
     mlp_tensor_desc desc = {
         .struct_size = sizeof desc,
         .datatype = dt,
@@ -262,7 +262,7 @@ static void write_element(text_buf *b, uint32_t dt, const uint8_t **p) {
         return;
     }
     }
-    *p += mlp_dt_size(dt);
+    *p += mlp_datatype_size(dt);
 }
 
 /* Writes dims [d, rank) of a tensor starting at *p, as nested arrays. */
@@ -276,7 +276,7 @@ static void write_nested(text_buf *b, const mlp_tensor *t, uint32_t d, const uin
         /* The innermost dim of a float tensor in one go: the encoder's hot loop. */
         size_t n = (size_t)t->shape[d];
         tb_float_elements(b, *p, n, t->datatype);
-        *p += n * mlp_dt_size(t->datatype);
+        *p += n * mlp_datatype_size(t->datatype);
     } else {
         for (int64_t i = 0; i < t->shape[d]; i++) {
             if (i) tb_put(b, ",", 1);
@@ -298,7 +298,7 @@ static void write_row(text_buf *b, const mlp_tensor *t, int64_t row) {
             p += 4 + n;
         }
     } else {
-        p += (size_t)row * per * mlp_dt_size(t->datatype);
+        p += (size_t)row * per * mlp_datatype_size(t->datatype);
     }
     write_nested(b, t, 1, &p);
 }
@@ -307,7 +307,7 @@ static bool tensor_is_sane(const mlp_tensor *t) {
     if (t->rank == 0 || t->rank > 16 || t->datatype < MLP_DT_BOOL || t->datatype > MLP_DT_BYTES) return false;
     size_t count = 1;
     for (uint32_t d = 0; d < t->rank; d++) count *= (size_t)t->shape[d];
-    if (t->datatype != MLP_DT_BYTES) return count * mlp_dt_size(t->datatype) == t->data.len;
+    if (t->datatype != MLP_DT_BYTES) return count * mlp_datatype_size(t->datatype) == t->data.len;
     const uint8_t *p = t->data.ptr, *end = p + t->data.len;
     for (size_t i = 0; i < count; i++) {
         uint32_t n;

@@ -71,10 +71,10 @@ static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const c
                 return fail(call, err_status,
                             "%s '%s': binary_data_size %zu runs past the end of the body (%zu bytes left)", what, name,
                             size, bin->left);
-            if (dt != MLP_DT_BYTES && size != expected * mlp_dt_size(dt))
+            if (dt != MLP_DT_BYTES && size != expected * mlp_datatype_size(dt))
                 return fail(call, err_status,
                             "%s '%s': binary_data_size %zu does not match shape of %zu %s elements (%zu bytes)", what,
-                            name, size, expected, k_dt_names[dt], expected * mlp_dt_size(dt));
+                            name, size, expected, k_dt_names[dt], expected * mlp_datatype_size(dt));
             mlp_tensor_desc desc = {
                 .struct_size = sizeof desc,
                 .datatype = dt,
@@ -99,7 +99,7 @@ static mlp_status decode_tensor_array(mlp_call *call, const json_t *arr, const c
         if (count != expected)
             return fail(call, err_status, "%s '%s': shape has %zu elements but data has %zu", what, name, expected,
                         count);
-        if (dt != MLP_DT_BYTES) bytes = count * mlp_dt_size(dt);
+        if (dt != MLP_DT_BYTES) bytes = count * mlp_datatype_size(dt);
         mlp_tensor_desc desc = {
             .struct_size = sizeof desc,
             .datatype = dt,
@@ -151,7 +151,7 @@ static mlp_status encode_tensor(mlp_call *call, text_buf *b, const mlp_tensor *t
     tb_str(b, ",\"data\":[");
     const uint8_t *p = t->data.ptr;
     const uint8_t *end = p + t->data.len;
-    size_t es = mlp_dt_size(t->datatype);
+    size_t es = mlp_datatype_size(t->datatype);
     if (es && count * es != t->data.len)
         return fail(call, MLP_ERR_INTERNAL, "tensor '%.*s' has %zu bytes for %zu elements", (int)t->name.len,
                     (const char *)t->name.ptr, t->data.len, count);
@@ -644,6 +644,8 @@ static const mlp_component *const k_components[] = {&k_codec_component,     &k_b
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
     mlp_status s = mlp_plugin_begin(host, out, "v2");
     if (s != MLP_OK) return s;
+    out->version = MLP_BUNDLED_VERSION;
+    out->description = "Open Inference Protocol (v2) JSON and binary, TF Serving REST and TorchServe JSON";
     g_host = host;
     out->components = k_components;
     out->component_count = sizeof k_components / sizeof k_components[0];

@@ -122,7 +122,7 @@ void decode_tensors(mlp_call *call, element root, const char *key, v2_binary_cur
             member(params, "binary_data_size", binsize)) {
             if (!is_integer(binsize) || binsize.get_int64().value_unsafe() < 0 || !bin) throw Fallback{};
             size_t size = static_cast<size_t>(binsize.get_int64().value_unsafe());
-            if (size > bin->left || (dt != MLP_DT_BYTES && size != expected * mlp_dt_size(dt))) throw Fallback{};
+            if (size > bin->left || (dt != MLP_DT_BYTES && size != expected * mlp_datatype_size(dt))) throw Fallback{};
             desc.byte_size = size;
             uint8_t *out = g_host->add_tensor(call, &desc);
             if (!out) throw Fallback{};
@@ -142,7 +142,7 @@ void decode_tensors(mlp_call *call, element root, const char *key, v2_binary_cur
             write_strings(out, data);
             continue;
         }
-        desc.byte_size = expected * mlp_dt_size(dt);
+        desc.byte_size = expected * mlp_datatype_size(dt);
         uint8_t *out = g_host->add_tensor(call, &desc);
         if (!out) throw Fallback{};
         Leaves w = leaves_for(dt, out, expected);

@@ -2,6 +2,7 @@
  *
  * Pure functions of what the host passes in: no clock reads, no threads, no I/O. The same file runs in
  * the live proxy and in the simulator. */
+#include "mlp_plugin_util.h"
 #include "mlp_policies.h"
 
 #include <jansson.h>
@@ -616,6 +617,8 @@ static const mlp_component *const k_components[] = {&k_none_c,         &k_static
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
     mlp_status s = mlp_plugin_begin(host, out, "policies");
     if (s != MLP_OK) return s;
+    out->version = MLP_BUNDLED_VERSION;
+    out->description = "batching policies: adaptive-sla (the default), static, none and the baselines";
     g_host = host;
     out->components = k_components;
     out->component_count = sizeof k_components / sizeof k_components[0];

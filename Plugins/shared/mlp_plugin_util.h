@@ -31,24 +31,8 @@ static inline mlp_status mlp_failv(const mlp_host_api *host, mlp_call *call, mlp
         return s;                                                                                                      \
     }
 
-/* Bytes per element of a datatype; 0 for BYTES (variable) and unknown values. The one table the
- * bundled plugins use (the host's is DataType.elementSize). */
-static inline size_t mlp_dt_size(uint32_t dt) {
-    switch (dt) {
-    case MLP_DT_BOOL:
-    case MLP_DT_UINT8:
-    case MLP_DT_INT8: return 1;
-    case MLP_DT_UINT16:
-    case MLP_DT_INT16:
-    case MLP_DT_FP16: return 2;
-    case MLP_DT_UINT32:
-    case MLP_DT_INT32:
-    case MLP_DT_FP32: return 4;
-    case MLP_DT_UINT64:
-    case MLP_DT_INT64:
-    case MLP_DT_FP64: return 8;
-    default: return 0;
-    }
-}
+/* The bundled plugins' version, as `mlproxy plugins` shows it: the project's, bumped with its
+ * releases. No license is declared: the project has not chosen one yet. */
+#define MLP_BUNDLED_VERSION "0.1.0"
 
 #endif

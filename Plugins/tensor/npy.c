@@ -119,7 +119,7 @@ static mlp_status npy_decode(void *instance, mlp_call *call, const mlp_request_m
                          (d[0] == '|' && (descr[1] == '<' || descr[1] == '=') && memcmp(descr + 2, d + 1, 2) == 0);
             if (match && descr[4] == descr[0]) {
                 dt = k_types[i].dt;
-                es = mlp_dt_size(k_types[i].dt);
+                es = mlp_datatype_size(k_types[i].dt);
                 break;
             }
         }
@@ -230,6 +230,8 @@ static const mlp_component *const k_components[] = {&k_npy_component};
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
     mlp_status s = mlp_plugin_begin(host, out, "tensor");
     if (s != MLP_OK) return s;
+    out->version = MLP_BUNDLED_VERSION;
+    out->description = "NumPy .npy tensors";
     g_host = host;
     out->components = k_components;
     out->component_count = 1;

@@ -249,7 +249,7 @@ UNUSED_OK static void codec_round_trip(const char *name, const char *config, con
         uint32_t n = 0;
         for (uint32_t i = 0; i < call.count; i++) {
             const mlp_tensor *t = &call.tensors[i].view;
-            size_t es = mlp_dt_size(t->datatype);
+            size_t es = mlp_datatype_size(t->datatype);
             uint64_t count = 1;
             for (uint32_t d = 0; d < t->rank; d++) count *= (uint64_t)(t->shape[d] < 0 ? 0 : t->shape[d]);
             if (t->datatype != MLP_DT_BYTES && (es == 0 || count * es != t->data.len)) return;

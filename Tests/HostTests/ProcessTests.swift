@@ -1,6 +1,7 @@
 import Foundation
 import MLProxyHost
 import NIOPosix
+import PluginAPI
 import Testing
 
 /// The `mlproxy` executable as users run it.
@@ -219,6 +220,45 @@ struct ProcessTests {
         #expect(status == 2)
         #expect(text.contains(bad.path), "names the config file: \(text)")
         #expect(text.contains(dir.path + "/./plugins/libmissing.so: not found: no such file"), "\(text)")
+    }
+
+    /// `mlproxy plugins` says what each plugin file is (ABI 1.2: its version, license and description)
+    /// and lists its components; a plugin built against the frozen 1.1 header cannot say, and shows "-".
+    @Test func pluginsListsEachPluginsVersionLicenseAndDescription() throws {
+        let dir = try scratchDir("plugins-list")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let current = try compilePlugin(
+            source: repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c"), into: dir,
+            name: "pairs_policy", libs: ["-ljansson"])
+        let old = dir.appendingPathComponent("old")
+        try FileManager.default.createDirectory(at: old, withIntermediateDirectories: true)
+        let oldSO = old.appendingPathComponent("libold_failing.so").path
+        try run(
+            "/usr/bin/cc",
+            [
+                "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+                "-I", repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.1").path, "-o", oldSO,
+                repoRoot.appendingPathComponent("Tests/Fixtures/plugins/failing_policy.c").path,
+            ])
+        let config = dir.appendingPathComponent("c.yaml")
+        try """
+        plugins: ["\(current)", "\(oldSO)"]
+        models: [{name: m, upstream: "http://127.0.0.1:1"}]
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let out = try run(binary, ["plugins", "--config", config.path])
+        let lines = out.split(separator: "\n").map { $0.split(separator: "\t", omittingEmptySubsequences: false) }
+        func plugin(_ name: String) -> [Substring]? {
+            lines.first { $0.count == 7 && $0[0] == "plugin" && $0[1] == name }
+        }
+        let pairs = try #require(plugin("pairs-sample"), "\(out)")
+        #expect(pairs[2] == "1.0.0" && pairs[4] == "ABI 1.\(ABIVersion.minor)" && pairs[5] == current)
+        #expect(pairs[6].contains("sends requests in pairs"))
+        let policies = try #require(plugin("policies"), "\(out)")
+        #expect(policies[2] != "-" && policies[6].contains("adaptive-sla"), "\(policies)")
+        #expect(plugin("v2")?[6].contains("Open Inference Protocol") == true, "\(out)")
+        let failing = try #require(plugin("failing-policy"), "\(out)")
+        #expect(failing[2] == "-" && failing[3] == "-" && failing[4] == "ABI 1.1" && failing[6] == "-", "\(failing)")
+        #expect(out.contains("policy\tpairs\t"), "components are listed too: \(out)")
     }
 
     @Test func theDocsMinimalPolicyBuildsAndLoads() throws {

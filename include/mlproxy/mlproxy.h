@@ -3,7 +3,8 @@
  *
  * 1.2 (appended to 1.1; 1.0 and 1.1 plugins still load): a policy may answer DISPATCH with the queue
  * indices that form the batch (mlp_policy_decision.select_indices), and sees which requests may share
- * a batch (mlp_queued_request.batch_group).
+ * a batch (mlp_queued_request.batch_group); a plugin says its version, license and what it is
+ * (mlp_plugin_info), shown by `mlproxy plugins`; mlp_datatype_size().
  * 1.1 (appended to 1.0, which still loads): chain stages (MLP_KIND_STAGE, mlp_stage_vtable) that turn a
  * request's decoded tensors into new ones, host->pass_tensor for them, and the upstream reply's
  * headers in mlp_upstream_reply.
@@ -85,6 +86,17 @@ typedef enum mlp_datatype {
     MLP_DT_FP64 = 12,
     MLP_DT_BYTES = 13
 } mlp_datatype;
+
+/* ABI 1.2: bytes per element of a datatype; 0 for BYTES (variable) and unknown values. */
+static inline size_t mlp_datatype_size(uint32_t datatype) {
+    switch (datatype) {
+    case MLP_DT_BOOL: case MLP_DT_UINT8: case MLP_DT_INT8: return 1;
+    case MLP_DT_UINT16: case MLP_DT_INT16: case MLP_DT_FP16: return 2;
+    case MLP_DT_UINT32: case MLP_DT_INT32: case MLP_DT_FP32: return 4;
+    case MLP_DT_UINT64: case MLP_DT_INT64: case MLP_DT_FP64: return 8;
+    default: return 0;
+    }
+}
 
 typedef enum mlp_log_level {
     MLP_LOG_DEBUG = 0,
@@ -475,11 +487,18 @@ typedef struct mlp_plugin_info {
     const mlp_component *const *components;
     uint32_t component_count;
     uint32_t reserved;
+    /* ---- ABI 1.2 (the host reads them only when struct_size covers them) ---- */
+    const char *version;      /* static, NUL-terminated: the plugin's own version, e.g. "2.1.0"; or NULL */
+    const char *license;      /* static, NUL-terminated: an SPDX identifier, e.g. "Apache-2.0"; or NULL */
+    const char *description;  /* static, NUL-terminated: what the plugin is, one line; or NULL */
 } mlp_plugin_info;
 
-/* The entry point. `host` is valid until the process exits. `out` is host memory of at least
- * sizeof(mlp_plugin_info) of ABI 1.0; the plugin fills it. Called once, on the main thread, before
- * any other hook. Return MLP_ERR_UNSUPPORTED if host->abi_major differs from MLP_ABI_MAJOR. */
+/* The entry point. `host` is valid until the process exits. `out` is host memory of
+ * sizeof(mlp_plugin_info) as the *host* was compiled (its ABI minor: host->abi_minor); the plugin
+ * fills it, and writes fields added after 1.0 only when the host's minor has them (mlp_plugin_begin
+ * refuses a host older than the header it was built with, before writing past 1.0's fields). Called
+ * once, on the main thread, before any other hook. Return MLP_ERR_UNSUPPORTED if host->abi_major
+ * differs from MLP_ABI_MAJOR. */
 typedef mlp_status (*mlp_plugin_init_fn)(const mlp_host_api *host, mlp_plugin_info *out);
 
 /* Helper for the start of every mlp_plugin_init: checks the host's version and fills the header of
@@ -497,6 +516,11 @@ static inline mlp_status mlp_plugin_begin(const mlp_host_api *host, mlp_plugin_i
     out->reserved = 0;
     if (host->struct_size < offsetof(mlp_host_api, log) || host->abi_major != MLP_ABI_MAJOR)
         return MLP_ERR_UNSUPPORTED;
+    /* An older host passed a shorter `out` and will refuse this plugin, naming both versions. */
+    if (host->abi_minor < MLP_ABI_MINOR) return MLP_ERR_UNSUPPORTED;
+    out->version = NULL;
+    out->license = NULL;
+    out->description = NULL;
     return MLP_OK;
 }
 

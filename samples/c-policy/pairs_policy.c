@@ -94,6 +94,10 @@ static const mlp_component *const k_components[] = {&k_component};
 MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info *out) {
     mlp_status s = mlp_plugin_begin(host, out, "pairs-sample");
     if (s != MLP_OK) return s;
+#if MLP_ABI_MINOR >= 2 /* the header's own fields: this file also builds against 1.0 and 1.1 */
+    out->version = "1.0.0";
+    out->description = "sample: sends requests in pairs, or alone at the SLO's edge";
+#endif
     g_host = host;
     out->components = k_components;
     out->component_count = 1;

@@ -129,9 +129,19 @@ struct Plugins: ParsableCommand {
         let cfg = try ProxyConfig.load(file: config)
         let registry = PluginRegistry(configPaths: cfg.pluginPaths)
         let errors = registry.loadAll(extra: cfg.plugins)
-        for c in registry.components.values.sorted(by: { ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name) }) {
-            print("\(c.kind)\t\(c.name)\t\(c.summary)\t\(c.file)")
+        let components = registry.components.values.sorted {
+            ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name)
         }
+        // One line per plugin file (name, its version, license, ABI, file, description), then one per
+        // component; tab-separated, "-" where a plugin does not say (ABI 1.0 and 1.1 plugins cannot).
+        var files: [String: PluginAbout] = [:]
+        for c in components { files[c.file] = c.plugin }
+        for (file, p) in files.sorted(by: { $0.key < $1.key }) {
+            print(
+                ["plugin", p.name, p.version ?? "-", p.license ?? "-", "ABI \(p.abi)", file, p.description ?? "-"]
+                    .joined(separator: "\t"))
+        }
+        for c in components { print("\(c.kind)\t\(c.name)\t\(c.summary)\t\(c.file)") }
         for e in errors { print("error\t\(e.description)") }
         if !errors.isEmpty { throw ExitCode(2) }
     }

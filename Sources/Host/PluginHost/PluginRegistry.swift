@@ -25,11 +25,23 @@ public enum ComponentKind: UInt32, Sendable, CustomStringConvertible {
 
 /// One component a plugin file registered. The vtable is static data in a library that is never
 /// unloaded, so the pointer stays valid for the life of the process.
+/// What a plugin file says about itself (`mlp_plugin_info`): its name and ABI version, and since ABI
+/// 1.2 its own version, license and description (nil when it does not say).
+public struct PluginAbout: Sendable, Equatable {
+    public let name: String
+    public let abi: String
+    public let version: String?
+    public let license: String?
+    public let description: String?
+}
+
 public struct LoadedComponent: @unchecked Sendable {
     public let kind: ComponentKind
     public let name: String
     public let summary: String
     public let file: String
+    /// The plugin file it came from.
+    public let plugin: PluginAbout
     let vtable: UnsafeRawPointer
 
     /// Whether both come from the same load of the same plugin (a changed file loads anew).
@@ -173,6 +185,16 @@ public final class PluginRegistry: @unchecked Sendable {
                 file: path,
                 reason: "reported a plugin info of \(info.struct_size) bytes, smaller than ABI 1.0's \(infoEnd)")
         }
+        // ABI 1.2's descriptive fields, when the plugin's struct has them.
+        func text(_ field: KeyPath<mlp_plugin_info, UnsafePointer<CChar>?>) -> String? {
+            let end = MemoryLayout<mlp_plugin_info>.offset(of: field)! + MemoryLayout<UnsafePointer<CChar>?>.size
+            guard info.struct_size >= UInt32(end), let p = info[keyPath: field] else { return nil }
+            return String(cString: p)
+        }
+        let about = PluginAbout(
+            name: info.plugin_name.map { String(cString: $0) } ?? "",
+            abi: "\(info.abi_major).\(info.abi_minor)", version: text(\.version), license: text(\.license),
+            description: text(\.description))
         guard info.component_count == 0 || info.components != nil else {
             throw PluginLoadError(file: path, reason: "reported \(info.component_count) components but no array")
         }
@@ -202,7 +224,7 @@ public final class PluginRegistry: @unchecked Sendable {
                 LoadedComponent(
                     kind: kind, name: String(cString: name),
                     summary: c.description.map { String(cString: $0) } ?? "",
-                    file: path, vtable: vtable))
+                    file: path, plugin: about, vtable: vtable))
         }
         return found
     }
