@@ -54,17 +54,19 @@ static const mlp_policy_vtable k_none = {
 typedef struct static_policy {
     uint32_t max_items;
     int64_t max_delay_ns;
+    bool by_priority; /* batches take the highest priority first (select_by_priority) */
 } static_policy;
 
 static mlp_status static_create(mlp_call *call, mlp_bytes config, void **out) {
-    static const char *const known[] = {HOST_KEYS, "max_delay_ms", "batch_items", NULL};
+    static const char *const known[] = {HOST_KEYS, "max_delay_ms", "batch_items", "by_priority", NULL};
     mlp_status s;
     json_t *cfg = config_parse(call, config, known, &s);
     if (!cfg) return s;
-    double host_max, items, delay;
+    double host_max, items, delay, by_priority;
     if ((s = config_number(call, cfg, "max_batch_items", 1, 1, 1 << 20, &host_max)) != MLP_OK ||
         (s = config_number(call, cfg, "batch_items", host_max, 1, host_max, &items)) != MLP_OK ||
-        (s = config_number(call, cfg, "max_delay_ms", 10, 0, 3600e3, &delay)) != MLP_OK) {
+        (s = config_number(call, cfg, "max_delay_ms", 10, 0, 3600e3, &delay)) != MLP_OK ||
+        (s = config_number(call, cfg, "by_priority", 0, 0, 1, &by_priority)) != MLP_OK) {
         json_decref(cfg);
         return s;
     }
@@ -73,6 +75,7 @@ static mlp_status static_create(mlp_call *call, mlp_bytes config, void **out) {
     if (!p) return fail(call, MLP_ERR_NOMEM, "out of memory");
     p->max_items = (uint32_t)items;
     p->max_delay_ns = (int64_t)(delay * 1e6);
+    p->by_priority = by_priority >= 0.5;
     *out = p;
     return MLP_OK;
 }
@@ -88,12 +91,14 @@ static mlp_status static_decide(void *instance, mlp_call *call, const mlp_policy
     if (in->queued_items >= p->max_items) {
         out->action = MLP_ACTION_DISPATCH;
         out->dispatch_items = p->max_items;
+        if (p->by_priority) select_by_priority(in, out);
         return MLP_OK;
     }
     int64_t due = mlp_queue_at(in, 0)->arrival_ns + p->max_delay_ns;
     if (in->now_ns >= due) {
         out->action = MLP_ACTION_DISPATCH;
         out->dispatch_items = in->queued_items;
+        if (p->by_priority) select_by_priority(in, out);
         return MLP_OK;
     }
     out->action = MLP_ACTION_WAIT;

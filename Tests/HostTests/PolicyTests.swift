@@ -65,6 +65,21 @@ struct PolicyTests {
     }
 
     /// Teaches the adaptive policy latency = 10 ms + 0.5 ms per item at every size.
+    /// `static` with `by_priority`: a full batch takes the priority-5 requests first, then the oldest;
+    /// without it, the oldest four.
+    @Test func staticByPriorityTakesTheHighestPriorityFirst() throws {
+        for byPriority in [true, false] {
+            let q = try queue(
+                policy: "static", params: "\"batch_items\":4,\"by_priority\":\(byPriority ? 1 : 0)", maxItems: 4)
+            for i in 0..<6 {
+                _ = q.admit(
+                    items: 1, arrival: Int64(i), timeoutMicros: nil, priority: i >= 4 ? 5 : 0, batchKey: "k",
+                    payload: i)
+            }
+            #expect(summarize(q.pump(now: 10)).batches == [byPriority ? [4, 5, 0, 1] : [0, 1, 2, 3]])
+        }
+    }
+
     func taught(_ q: ModelQueue<Int>, maxItems: Int) {
         for n in 1...maxItems {
             q.policy.observe(
