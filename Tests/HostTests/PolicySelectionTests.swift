@@ -191,3 +191,82 @@ struct PriorityThroughTheProxyTests {
         #expect(h < l / 2, "priority-9 median wait \(h) ms, priority-0 \(l) ms")
     }
 }
+
+/// Triton's priority levels (`priority_levels`, `default_priority_level`): 1 is the highest, 0 or no
+/// priority is the model's default level, anything else is refused with the allowed range.
+@Suite("Triton priority levels")
+struct PriorityLevelTests {
+    @Test func levelsMapToPolicyPrioritiesAndRefuseOtherValues() throws {
+        let levels = PriorityLevels(count: 3, defaultLevel: 2)
+        #expect(try levels.policyPriority(1) == 3)
+        #expect(try levels.policyPriority(3) == 1)
+        #expect(try levels.policyPriority(0) == 2, "0 is the default level")
+        for bad: Int64 in [4, -1, 1 << 40] {
+            guard case .failure(let e) = outcome({ () throws(RequestError) in try levels.policyPriority(bad) }) else {
+                Issue.record("\(bad) was accepted")
+                continue
+            }
+            #expect(e.status == 400)
+            #expect(e.message.contains("a level from 1 (the highest) to 3") && e.message.contains("got \(bad)"))
+        }
+        let c = try ProxyConfig.parse(
+            yaml: """
+                models:
+                  - {name: a, upstream: "http://127.0.0.1:9", priority_levels: 4}
+                  - {name: b, upstream: "http://127.0.0.1:9", priority_levels: 4, default_priority_level: 1}
+                  - {name: c, upstream: "http://127.0.0.1:9"}
+                """)
+        #expect(
+            c.models.map(\.priorityLevels) == [
+                PriorityLevels(count: 4, defaultLevel: 4), PriorityLevels(count: 4, defaultLevel: 1), nil,
+            ])
+        for (yaml, words) in [
+            ("priority_levels: 2, default_priority_level: 3", "outside [1, 2]"),
+            ("default_priority_level: 1", "goes with 'priority_levels'"), ("priority_levels: 0", "outside"),
+        ] {
+            do {
+                _ = try ProxyConfig.parse(yaml: "models: [{name: m, upstream: \"http://127.0.0.1:9\", \(yaml)}]")
+                Issue.record("\(yaml) was accepted")
+            } catch let e as ConfigError {
+                #expect(e.message.contains(words), "\(e.message)")
+            }
+        }
+    }
+
+    /// Through the proxy with the default policy: level-1 requests sent after level-2 ones (and ones
+    /// that name no level: the default, 2) wait much less; a level outside 1-2 gets a 400.
+    @Test func levelOneGoesFirstThroughTheProxy() throws {
+        let cluster = try TestCluster(
+            simLatency: "{1: 20, 8: 20}",
+            models: """
+                  - {name: m, upstream: "UPSTREAM", max_batch_items: 8, slo_ms: 10000, priority_levels: 2,
+                     default_priority_level: 2}
+                """)
+        defer { cluster.stop() }
+        func body(_ i: Int, priority: Int?) -> String {
+            let params = priority.map { ",\"parameters\":{\"priority\":\($0)}" } ?? ""
+            return "{\"id\":\"\(i)\"\(params),\"inputs\":[{\"name\":\"x\",\"datatype\":\"FP64\",\"shape\":[1,2],"
+                + "\"data\":[\(i),1]}]}"
+        }
+        let url = cluster.url + "/v2/models/m/infer"
+        let refused = try curlParallel(url: url, bodies: [body(0, priority: 3)])[0]
+        #expect(refused.status == 400 && refused.body.contains("a level from 1 (the highest) to 2"), "\(refused.body)")
+        let lowBodies = (0..<48).map { body($0, priority: $0 % 2 == 0 ? 2 : nil) }
+        let low = NIOLockedValueBox<[CurlResult]>([])
+        let sent = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            low.withLockedValue { $0 = (try? curlParallel(url: url, bodies: lowBodies)) ?? [] }
+            sent.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.05)
+        let high = try curlParallel(url: url, bodies: (48..<56).map { body($0, priority: 1) })
+        sent.wait()
+        let lows = low.withLockedValue { $0 }
+        #expect(lows.count == 48 && (lows + high).allSatisfy { $0.status == 200 })
+        func median(_ rs: [CurlResult]) -> Double {
+            let waits = rs.compactMap { Double($0.headers["mlproxy-queue-ms"] ?? "") }.sorted()
+            return waits.isEmpty ? .infinity : waits[(waits.count - 1) / 2]
+        }
+        #expect(median(high) < median(lows) / 2, "level 1 median wait \(median(high)) ms, level 2 \(median(lows)) ms")
+    }
+}

@@ -139,8 +139,10 @@ typedef struct mlp_tensor_desc {
 
 /* Keys for host->set_request_int. */
 typedef enum mlp_request_key {
-    MLP_REQ_PRIORITY = 1,     /* 0 = default; higher values are served first by policies that care
-                               * (with a selection, ABI 1.2) */
+    MLP_REQ_PRIORITY = 1,     /* the client's value as sent (0 = none). Policies see it in
+                               * mlp_queued_request.priority, higher first; a model with Triton's
+                               * priority_levels maps level L to levels + 1 - L there (and refuses
+                               * values outside 0..levels with 400) */
     MLP_REQ_TIMEOUT_US = 2    /* per-request deadline relative to arrival; can only tighten the SLO */
 } mlp_request_key;
 
@@ -216,7 +218,7 @@ typedef struct mlp_queued_request {
     uint32_t items;           /* dim 0 of its inputs */
     int64_t arrival_ns;
     int64_t deadline_ns;      /* arrival + the model's SLO, or tighter if the client asked */
-    int32_t priority;
+    int32_t priority;         /* higher first; see MLP_REQ_PRIORITY */
     /* ABI 1.2: requests with equal values may share a batch (same inputs, datatypes and trailing
      * dims, or padding joins them). Compare values only within one call; they are small numbers the
      * host reuses once the queue is empty. (Older hosts wrote 0 here, but they refuse 1.2 plugins.) */

@@ -142,7 +142,7 @@ extension ProxyRuntime {
             "checkSignature": "check_signature", "bisectFailures": "isolate_failures",
             "retryOnReset": "retry_on_reset", "retryBudget": "retry_budget", "maxBatchItems": "max_batch_items",
             "maxQueuedItems": "max_queued_items", "maxInflightBatches": "max_inflight_batches", "sloNanos": "slo_ms",
-            "rejectLate": "late_requests",
+            "rejectLate": "late_requests", "priorityLevels": "priority_levels/default_priority_level",
         ]
         func compare(_ a: Any, _ b: Any) {
             for (x, y) in zip(Mirror(reflecting: a).children, Mirror(reflecting: b).children) {

@@ -134,7 +134,7 @@ extension ProxyRuntime {
         guard let model = models[m] else { return loop.makeSucceededFuture(Self.failure(modelMissing(m), batch: nil)) }
         let c = model.config
         // `signature`: where the inputs requests are checked against come from, or "none" (unchecked).
-        let settings: [String: Any] = [
+        var settings: [String: Any] = [
             "backend": c.backend, "policy": c.policy, "slo_ms": Double(c.limits.sloNanos) / 1e6,
             "max_batch_items": c.limits.maxBatchItems, "max_queued_items": c.limits.maxQueuedItems,
             "max_inflight_batches": c.limits.maxInflightBatches,
@@ -145,6 +145,10 @@ extension ProxyRuntime {
             "check_signature": c.checkSignature, "pad": c.padValue != nil,
             "signature": model.signature?.source ?? "none",
         ]
+        if let levels = c.priorityLevels {
+            settings["priority_levels"] = levels.count
+            settings["default_priority_level"] = levels.defaultLevel
+        }
         let mine = Data((JSONText.write(settings) ?? "{}").utf8)
         guard c.metadata == .v2 else { return loop.makeSucceededFuture(Self.localMetadata(m, mine, note: nil)) }
         let path = "/v2/models/\(c.upstreamModel)" + (c.upstreamVersion.isEmpty ? "" : "/versions/\(c.upstreamVersion)")
@@ -212,6 +216,9 @@ extension ProxyRuntime {
             decoded = try codec.decode(
                 body: req.body, contentType: contentType, model: name, headers: req.headers.map { ($0.name, $0.value) })
             items = try BatchAssembler.validate(inputs: decoded.inputs)
+            if let levels = model.config.priorityLevels {
+                decoded.priority = try levels.policyPriority(Int64(decoded.priority))
+            }
         } catch {
             model.metrics.response(status: error.status)
             return loop.makeSucceededFuture(Self.failure(error, batch: nil))

@@ -113,7 +113,7 @@ extension ProxyConfig {
             "upstream_timeout_ms", "connect_timeout_ms", "codecs", "metadata",
             "policy", "policy_params", "foreign_policy", "slo_ms", "max_batch_items", "max_queued_items",
             "max_inflight_batches", "late_requests", "pad", "pad_value", "inputs", "outputs", "check_signature",
-            "isolate_failures", "retry_on_reset", "retry_budget",
+            "isolate_failures", "retry_on_reset", "retry_budget", "priority_levels", "default_priority_level",
         ])
         guard let nameNode = m["name"] else { throw node.fail("'name' is required") }
         let name = try nameNode.string()
@@ -194,6 +194,16 @@ extension ProxyConfig {
             budget.percent = try bm["percent"]?.double(min: 0) ?? budget.percent
             budget.minConcurrency = try bm["min_concurrency"]?.int(min: 0) ?? budget.minConcurrency
         }
+        var levels: PriorityLevels?
+        if let l = m["priority_levels"] {
+            let count = try l.int(min: 1, max: 1_000_000)
+            // Triton requires the default; here it is the lowest level when left out, so a request that
+            // says nothing never goes ahead of one that asked.
+            let dflt = try m["default_priority_level"]?.int(min: 1, max: count) ?? count
+            levels = PriorityLevels(count: count, defaultLevel: dflt)
+        } else if let d = m["default_priority_level"] {
+            throw d.fail("'default_priority_level' goes with 'priority_levels'")
+        }
         let padValue = try m["pad_value"]?.double(min: -Double.greatestFiniteMagnitude)
         if padValue != nil && !pad { throw m["pad_value"]!.fail("'pad_value' needs 'pad: true'") }
         return ModelConfig(
@@ -219,6 +229,6 @@ extension ProxyConfig {
             checkSignature: try m["check_signature"]?.bool() ?? true,
             bisectFailures: isolate == "bisect",
             retryOnReset: try m["retry_on_reset"]?.bool() ?? true,
-            retryBudget: budget)
+            retryBudget: budget, priorityLevels: levels)
     }
 }

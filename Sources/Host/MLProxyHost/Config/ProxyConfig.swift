@@ -61,6 +61,32 @@ public struct ModelConfig: Sendable, Equatable {
     /// Whether a batch lost on a reused connection before any reply byte is sent once more.
     public var retryOnReset: Bool = true
     public var retryBudget = RetryBudget.Settings()
+    /// Triton's priority levels (`priority_levels`, `default_priority_level`): nil keeps
+    /// `parameters.priority` a plain integer, higher first.
+    public var priorityLevels: PriorityLevels?
+}
+
+/// Triton's meaning of a request's `parameters.priority`: levels 1 (the highest) to `count`, 0 or
+/// none for the model's default level. Policies see `count + 1 - level`, so higher still goes first.
+public struct PriorityLevels: Sendable, Equatable {
+    public var count: Int
+    public var defaultLevel: Int
+
+    public init(count: Int, defaultLevel: Int) {
+        self.count = count
+        self.defaultLevel = defaultLevel
+    }
+
+    /// The policy's priority for a request's raw `parameters.priority`, or why it is refused.
+    public func policyPriority(_ raw: Int64) throws(RequestError) -> Int32 {
+        let level = raw == 0 ? Int64(defaultLevel) : raw
+        guard level >= 1 && level <= Int64(count) else {
+            throw .invalid(
+                "parameters.priority must be 0 (the model's default level, \(defaultLevel)) or a level from 1 "
+                    + "(the highest) to \(count); got \(raw)")
+        }
+        return Int32(Int64(count) + 1 - level)
+    }
 }
 
 /// One element of a codec chain: a codec or stage name and its params as JSON text ("{}" when none).
