@@ -44,14 +44,9 @@ struct PluginLoaderTests {
         #expect(ABIVersion.minor >= 1)
         let dir = try scratchDir("abi10")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let so = dir.appendingPathComponent("libpairs_abi10.so").path
-        try run(
-            "/usr/bin/cc",
-            [
-                "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
-                "-I", repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.0").path, "-o", so,
-                repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c").path, "-ljansson",
-            ])
+        let so = try compilePlugin(
+            source: repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c"), into: dir,
+            name: "pairs_abi10", libs: ["-ljansson"], headers: "Tests/Fixtures/abi-1.0")
         // The frozen header really is 1.0, and really lacks what 1.1 added.
         let header = try String(
             contentsOf: repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.0/mlproxy/mlproxy.h"), encoding: .utf8)

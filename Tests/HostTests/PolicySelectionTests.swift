@@ -125,14 +125,9 @@ struct PolicySelectionTests {
         #expect(!header.contains("select_indices"))
         let dir = try scratchDir("abi11")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let so = dir.appendingPathComponent("libpairs_abi11.so").path
-        try run(
-            "/usr/bin/cc",
-            [
-                "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
-                "-I", repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.1").path, "-o", so,
-                repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c").path, "-ljansson",
-            ])
+        let so = try compilePlugin(
+            source: repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c"), into: dir,
+            name: "pairs_abi11", libs: ["-ljansson"], headers: "Tests/Fixtures/abi-1.1")
         let registry = PluginRegistry(configPaths: [])
         try registry.load(path: so)
         let policy = try PluginPolicy(

@@ -230,16 +230,9 @@ struct ProcessTests {
         let current = try compilePlugin(
             source: repoRoot.appendingPathComponent("samples/c-policy/pairs_policy.c"), into: dir,
             name: "pairs_policy", libs: ["-ljansson"])
-        let old = dir.appendingPathComponent("old")
-        try FileManager.default.createDirectory(at: old, withIntermediateDirectories: true)
-        let oldSO = old.appendingPathComponent("libold_failing.so").path
-        try run(
-            "/usr/bin/cc",
-            [
-                "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
-                "-I", repoRoot.appendingPathComponent("Tests/Fixtures/abi-1.1").path, "-o", oldSO,
-                repoRoot.appendingPathComponent("Tests/Fixtures/plugins/failing_policy.c").path,
-            ])
+        let oldSO = try compilePlugin(
+            source: repoRoot.appendingPathComponent("Tests/Fixtures/plugins/failing_policy.c"), into: dir,
+            name: "old_failing", headers: "Tests/Fixtures/abi-1.1")
         let config = dir.appendingPathComponent("c.yaml")
         try """
         plugins: ["\(current)", "\(oldSO)"]

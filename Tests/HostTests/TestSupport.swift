@@ -86,14 +86,17 @@ func scratchDir(_ name: String) throws -> URL {
 }
 
 /// Builds a C plugin the way a user would: plain cc, our header, nothing else of ours (`libs`, e.g.
-/// ["-ljansson"], after the source).
-func compilePlugin(source: URL, into dir: URL, name: String, libs: [String] = []) throws -> String {
+/// ["-ljansson"], after the source). `headers`: the folder holding mlproxy/mlproxy.h, e.g. a frozen
+/// older version's (Tests/Fixtures/abi-1.0).
+func compilePlugin(
+    source: URL, into dir: URL, name: String, libs: [String] = [], headers: String = "include"
+) throws -> String {
     let out = dir.appendingPathComponent("lib\(name).so").path
     try run(
         "/usr/bin/cc",
         [
             "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
-            "-I", repoRoot.appendingPathComponent("include").path, "-o", out, source.path,
+            "-I", repoRoot.appendingPathComponent(headers).path, "-o", out, source.path,
         ] + libs)
     return out
 }
