@@ -56,12 +56,22 @@ extern "C" {
 #endif
 
 /* ------------------------------------------------------------------------------------------------
- * Status codes. The host maps them to HTTP statuses for the client the hook was working for.
+ * Status codes. The host maps them to HTTP statuses for the client the hook was working for, with
+ * the message the hook gave host->set_error (or one naming the hook and the status).
+ * Where the table does not apply:
+ *  - a stage's MLP_ERR_UPSTREAM is taken as MLP_ERR_INVALID_INPUT (400): stages see no model server;
+ *  - a backend's encode_request: INVALID_INPUT and UNSUPPORTED fail only the request that holds the
+ *    value (400, 415; the host splits the batch to find it); any other status fails the batch, 500;
+ *  - a backend's decode_response: any failing status means the reply cannot be used, 502 for every
+ *    request of the batch, whatever the status; a reply with an HTTP error status gets that status
+ *    instead (docs/failures.md);
+ *  - a policy's decide: no client is answered with it; the host logs it, counts it and sends a
+ *    batch from the head (see mlp_action).
  * ---------------------------------------------------------------------------------------------- */
 typedef enum mlp_status {
     MLP_OK = 0,
     MLP_ERR_INVALID_INPUT = 1,  /* the request is malformed: answered with 400 and the message      */
-    MLP_ERR_UNSUPPORTED = 2,    /* content type, datatype or feature not handled: 415/400            */
+    MLP_ERR_UNSUPPORTED = 2,    /* content type, datatype or feature not handled: 415                */
     MLP_ERR_UPSTREAM = 3,       /* the model server answered with an error or garbage: 502           */
     MLP_ERR_CONFIG = 4,         /* bad configuration at create time: the model does not start       */
     MLP_ERR_NOMEM = 5,          /* allocation failed: 500                                            */
@@ -164,8 +174,9 @@ typedef struct mlp_host_api {
 
     /* Allocates a tensor in host memory and returns its writable data area of desc->byte_size bytes
      * (owned by the host; the plugin may write it until the hook returns and must fill all of it).
-     * Returns NULL if the call does not accept tensors or memory is exhausted; the plugin then
-     * returns MLP_ERR_NOMEM or the status the host already recorded.
+     * Returns NULL if the call does not accept tensors, the description is invalid (the host records
+     * why, as set_error would) or memory is exhausted; the plugin then returns MLP_ERR_NOMEM, and the
+     * client sees the host's recorded reason when there is one.
      * Valid in: codec decode_request (request inputs), backend decode_response (batch outputs),
      * stage apply (ABI 1.1). */
     uint8_t *(*add_tensor)(mlp_call *call, const mlp_tensor_desc *desc);
@@ -181,7 +192,8 @@ typedef struct mlp_host_api {
     /* Sets the upstream request path (e.g. "/v2/models/iris/infer"). Valid in: backend encode_request. */
     mlp_status (*set_path)(mlp_call *call, mlp_bytes path);
 
-    /* Request metadata found while decoding. Valid in: codec decode_request.
+    /* Request metadata found while decoding. Valid in: codec decode_request; set_parameters_json
+     * also in backend decode_response.
      * set_id: the client's request id, echoed in its response.
      * set_request_int: see mlp_request_key.
      * add_requested_output: names an output the client wants; none means all.
@@ -419,7 +431,8 @@ typedef struct mlp_batch_view {
     uint32_t tensor_stride;
     uint32_t batch_items;
     /* Borrowed; names of outputs to request (the union of what the batch's clients asked for), or
-     * count 0 for all outputs. */
+     * count 0 for all outputs. A protocol that cannot name outputs ignores them: the host gives each
+     * client only what it asked for from the reply, and a 400 for an output the reply lacks. */
     const mlp_bytes *requested_outputs;
     uint32_t requested_output_count;
     uint32_t reserved;
