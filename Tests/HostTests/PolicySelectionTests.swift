@@ -143,45 +143,27 @@ struct PolicySelectionTests {
     }
 }
 
-/// Issue 13's scenario through the proxy, with the default policy: one replica at 20 ms a batch, 8
+/// Issue 13's scenario through the proxy, with the default policy: one replica at 100 ms a batch, 8
 /// items a batch, 48 priority-0 requests and then 8 priority-9 ones. The priority-9 requests are
 /// served first once they arrive, so they wait far less than the others.
 @Suite("Priorities through the proxy")
 struct PriorityThroughTheProxyTests {
     @Test func theDefaultPolicyServesHigherPriorityFirst() throws {
         let cluster = try TestCluster(
-            simLatency: "{1: 20, 8: 20}",
+            simLatency: "{1: 100, 8: 100}",
             models: """
-                  - {name: m, upstream: "UPSTREAM", max_batch_items: 8, slo_ms: 10000}
+                  - {name: m, upstream: "UPSTREAM", max_batch_items: 8, slo_ms: 60000}
                 """)
         defer { cluster.stop() }
         func body(_ i: Int, priority: Int) -> String {
             "{\"id\":\"\(i)\",\"parameters\":{\"priority\":\(priority)},\"inputs\":[{\"name\":\"x\",\"datatype\":"
                 + "\"FP64\",\"shape\":[1,2],\"data\":[\(i),1]}]}"
         }
-        let url = cluster.url + "/v2/models/m/infer"
-        let lowBodies = (0..<48).map { body($0, priority: 0) }
-        let low = NIOLockedValueBox<[CurlResult]>([])
-        let sent = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            low.withLockedValue {
-                $0 = (try? curlParallel(url: url, bodies: lowBodies)) ?? []
-            }
-            sent.signal()
-        }
-        // While the first batches of priority-0 requests are out, the priority-9 ones arrive.
-        Thread.sleep(forTimeInterval: 0.05)
-        let high = try curlParallel(url: url, bodies: (48..<56).map { body($0, priority: 9) })
-        sent.wait()
-        let lows = low.withLockedValue { $0 }
+        let (lows, high) = try sendLowThenHigh(
+            url: cluster.url + "/v2/models/m/infer", metrics: cluster.url + "/metrics", model: "m",
+            low: (0..<48).map { body($0, priority: 0) }, high: (48..<56).map { body($0, priority: 9) }, batchItems: 8)
         #expect(lows.count == 48)
-        for (i, r) in (lows + high).enumerated() {
-            #expect(r.status == 200, "\(i): \(r.body)")
-        }
-        func medianQueueMillis(_ rs: [CurlResult]) -> Double {
-            let waits = rs.compactMap { Double($0.headers["mlproxy-queue-ms"] ?? "") }.sorted()
-            return waits.isEmpty ? .infinity : waits[(waits.count - 1) / 2]
-        }
+        for (i, r) in (lows + high).enumerated() { #expect(r.status == 200, "\(i): \(r.body)") }
         let (l, h) = (medianQueueMillis(lows), medianQueueMillis(high))
         #expect(h < l / 2, "priority-9 median wait \(h) ms, priority-0 \(l) ms")
     }
@@ -232,9 +214,9 @@ struct PriorityLevelTests {
     /// that name no level: the default, 2) wait much less; a level outside 1-2 gets a 400.
     @Test func levelOneGoesFirstThroughTheProxy() throws {
         let cluster = try TestCluster(
-            simLatency: "{1: 20, 8: 20}",
+            simLatency: "{1: 100, 8: 100}",
             models: """
-                  - {name: m, upstream: "UPSTREAM", max_batch_items: 8, slo_ms: 10000, priority_levels: 2,
+                  - {name: m, upstream: "UPSTREAM", max_batch_items: 8, slo_ms: 60000, priority_levels: 2,
                      default_priority_level: 2}
                 """)
         defer { cluster.stop() }
@@ -246,22 +228,44 @@ struct PriorityLevelTests {
         let url = cluster.url + "/v2/models/m/infer"
         let refused = try curlParallel(url: url, bodies: [body(0, priority: 3)])[0]
         #expect(refused.status == 400 && refused.body.contains("a level from 1 (the highest) to 2"), "\(refused.body)")
-        let lowBodies = (0..<48).map { body($0, priority: $0 % 2 == 0 ? 2 : nil) }
-        let low = NIOLockedValueBox<[CurlResult]>([])
-        let sent = DispatchSemaphore(value: 0)
-        Thread.detachNewThread {
-            low.withLockedValue { $0 = (try? curlParallel(url: url, bodies: lowBodies)) ?? [] }
-            sent.signal()
-        }
-        Thread.sleep(forTimeInterval: 0.05)
-        let high = try curlParallel(url: url, bodies: (48..<56).map { body($0, priority: 1) })
-        sent.wait()
-        let lows = low.withLockedValue { $0 }
+        let (lows, high) = try sendLowThenHigh(
+            url: url, metrics: cluster.url + "/metrics", model: "m",
+            low: (0..<48).map { body($0, priority: $0 % 2 == 0 ? 2 : nil) },
+            high: (48..<56).map { body($0, priority: 1) }, batchItems: 8)
         #expect(lows.count == 48 && (lows + high).allSatisfy { $0.status == 200 })
-        func median(_ rs: [CurlResult]) -> Double {
-            let waits = rs.compactMap { Double($0.headers["mlproxy-queue-ms"] ?? "") }.sorted()
-            return waits.isEmpty ? .infinity : waits[(waits.count - 1) / 2]
-        }
-        #expect(median(high) < median(lows) / 2, "level 1 median wait \(median(high)) ms, level 2 \(median(lows)) ms")
+        let (l, h) = (medianQueueMillis(lows), medianQueueMillis(high))
+        #expect(h < l / 2, "level 1 median wait \(h) ms, level 2 \(l) ms")
     }
+}
+
+/// Sends `low` (all at once, from another thread), waits until the proxy's queue holds all but the
+/// batch in flight, then sends `high`; returns both sets of results. The upstream answers a batch in
+/// 100 ms, so the high-priority requests always meet a full queue, however slowly curl starts.
+func sendLowThenHigh(
+    url: String, metrics: String, model: String, low: [String], high: [String], batchItems: Int
+) throws -> (low: [CurlResult], high: [CurlResult]) {
+    let lows = NIOLockedValueBox<[CurlResult]>([])
+    let done = DispatchSemaphore(value: 0)
+    Thread.detachNewThread {
+        lows.withLockedValue { $0 = (try? curlParallel(url: url, bodies: low)) ?? [] }
+        done.signal()
+    }
+    let wanted = low.count - 2 * batchItems
+    var queued = 0
+    for _ in 0..<500 where queued < wanted {
+        let text = (try? run("/usr/bin/curl", ["-s", metrics])) ?? ""
+        let line = text.split(separator: "\n").first { $0.hasPrefix("mlproxy_queued_requests{model=\"\(model)\"}") }
+        queued = line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0
+        if queued < wanted { Thread.sleep(forTimeInterval: 0.01) }
+    }
+    #expect(queued >= wanted, "the low-priority requests were queued before the others were sent")
+    let highs = try curlParallel(url: url, bodies: high)
+    done.wait()
+    return (lows.withLockedValue { $0 }, highs)
+}
+
+/// The median `mlproxy-queue-ms` of `results`.
+func medianQueueMillis(_ results: [CurlResult]) -> Double {
+    let waits = results.compactMap { Double($0.headers["mlproxy-queue-ms"] ?? "") }.sorted()
+    return waits.isEmpty ? .infinity : waits[(waits.count - 1) / 2]
 }

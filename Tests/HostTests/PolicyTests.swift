@@ -343,6 +343,27 @@ struct QueueLimitTests {
         func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {}
     }
 
+    /// When requests are past their deadline with nothing in flight the host sends a batch itself,
+    /// whatever the policy says: the highest priority first (not everyone can be served in time, so
+    /// the higher priorities are), queue order within it; with one priority, the head.
+    @Test func theHostsOwnBatchForLateRequestsTakesTheHighestPriorityFirst() {
+        let q = ModelQueue<Int>(
+            limits: QueueLimits(
+                maxBatchItems: 3, maxQueuedItems: 100, maxInflightBatches: 1, sloNanos: 10, rejectLate: false),
+            policy: ScriptedPolicy(.wait(until: .max)))
+        for i in 0..<8 {
+            _ = q.admit(
+                items: 1, arrival: Int64(i), timeoutMicros: nil, priority: i % 4 == 3 ? 9 : 0, batchKey: "k", payload: i
+            )
+        }
+        var effects = q.pump(now: 1000)
+        #expect(summarize(effects).batches == [[3, 7]], "the priority-9 requests, alone")
+        for case .dispatch(_, let reason) in effects { #expect(reason == .lateRequest) }
+        q.batchFinished(items: 2, arrivals: [], ok: true, dispatched: 1000, finished: 1001)
+        effects = q.pump(now: 1001)
+        #expect(summarize(effects).batches == [[0, 1, 2]], "then the head")
+    }
+
     /// Every failed decide is reported (not just the first), right before the dispatch made without it.
     @Test func aFailingPolicyIsReportedBeforeEachDispatchItCausesNotOnce() {
         let q = ModelQueue<Int>(limits: limits(), policy: FailingPolicy())

@@ -43,6 +43,30 @@ struct SimulatorTests {
         #expect(ArrivalTrace.make(.largeVariations, baseRate: 200, minutes: 3, seed: 4).rates != trace.rates)
     }
 
+    /// A priority mix draws each request's priority from its own stream: the run reports every
+    /// request under one priority, in the shares asked, and a mix of one priority changes nothing else.
+    @Test func aPriorityMixIsReportedPerPriority() throws {
+        let trace = ArrivalTrace.make(.constant, baseRate: 300, minutes: 1, seed: 3)
+        let plain = Simulator.run(policyName: "a", policy: try policy("adaptive-sla"), setup: setup(trace))
+        #expect(plain.byPriority.isEmpty)
+        var single = setup(trace)
+        single.priorityMix = [(0, 1)]
+        let same = Simulator.run(policyName: "a", policy: try policy("adaptive-sla"), setup: single)
+        #expect(same.batches == plain.batches && same.p99Millis == plain.p99Millis && same.misses == plain.misses)
+        #expect(same.byPriority == [PriorityOutcome(priority: 0, requests: plain.requests, misses: plain.misses)])
+        var mixed = setup(trace)
+        mixed.priorityMix = try SimulationSetup.parsePriorityMix("9:1, 0:3")
+        let r = Simulator.run(policyName: "a", policy: try policy("adaptive-sla"), setup: mixed)
+        #expect(r.byPriority.map(\.priority) == [9, 0])
+        #expect(r.byPriority.reduce(0) { $0 + $1.requests } == r.requests)
+        #expect(r.byPriority.reduce(0) { $0 + $1.misses } == r.misses)
+        let share = Double(r.byPriority[0].requests) / Double(r.requests)
+        #expect(abs(share - 0.25) < 0.03, "\(share)")
+        for bad in ["", "9", "a:1", "9:-1", "9:0"] {
+            #expect(throws: ConfigError.self) { _ = try SimulationSetup.parsePriorityMix(bad) }
+        }
+    }
+
     /// Proxy replicas that split one model's traffic round-robin each batch only their share: every
     /// request is still answered, in smaller batches, at a higher cost than one proxy.
     @Test func proxiesSplittingAModelsTrafficFormSmallerBatches() throws {

@@ -260,8 +260,8 @@ static inline const mlp_queued_request *mlp_queue_at(const mlp_policy_input *in,
 /* What the host does with each decision:
  *  WAIT      asks again at wake_at_ns at the latest, and on every arrival and batch completion. A
  *            time in the past is asked again after 0.1 ms; the host never sleeps past the earliest
- *            deadline in the queue (then it dispatches, or rejects late requests when the model says
- *            so).
+ *            deadline in the queue (then it rejects late requests when the model says so, or, with
+ *            nothing in flight, sends a batch itself: the highest priority queued first).
  *  DISPATCH  with select_count 0: takes whole requests from the head, the head always, then each
  *            later request of the head's batch_group while the total stays within dispatch_items
  *            (0 counts as 1) and max_batch_items; so a batch never splits a request, and a request

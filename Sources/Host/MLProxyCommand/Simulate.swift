@@ -91,6 +91,13 @@ struct Simulate: ParsableCommand {
     @Option(help: "Seed for arrivals and latency noise.")
     var seed: UInt64 = 1
 
+    @Option(
+        help: ArgumentHelp(
+            "Priorities of the trace's requests as priority:share pairs, e.g. 9:0.2,0:0.8 (higher first, as "
+                + "policies see them); the report then adds SLA misses per priority.",
+            valueName: "mix"))
+    var priorityMix: String?
+
     @Option(help: "Extra plugin files to load (repeatable).")
     var plugin: [String] = []
 
@@ -122,6 +129,12 @@ struct Simulate: ParsableCommand {
         if !errors.isEmpty { throw ValidationError(errors.map(\.description).joined(separator: "\n")) }
 
         let parsedPolicies = try policies.map(parsePolicy)
+        var mix: [(priority: Int32, share: Double)] = []
+        if let text = priorityMix {
+            do { mix = try SimulationSetup.parsePriorityMix(text) } catch {
+                throw ValidationError("--priority-mix: \(error.message)")
+            }
+        }
         let traceList = try traces.map { t -> ArrivalTrace in
             if let kind = ArrivalTrace.Kind(rawValue: t) {
                 return ArrivalTrace.make(kind, baseRate: rate ?? defaultRate, minutes: minutes, seed: seed)
@@ -173,7 +186,8 @@ struct Simulate: ParsableCommand {
                     let component = try registry.component(.policy, name)
                     let instances = try (0..<count).map { _ in try PluginPolicy(component, configJSON: text) }
                     let setup = SimulationSetup(
-                        trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed)
+                        trace: trace, profile: prof, platform: platformConfig, limits: runLimits, seed: seed,
+                        priorityMix: mix)
                     let r = Simulator.run(policyName: named(label, count), proxies: instances, setup: setup)
                     FileHandle.standardError.write(
                         Data(String(format: " %.1f s\n", Date().timeIntervalSince(started)).utf8))
@@ -188,7 +202,8 @@ struct Simulate: ParsableCommand {
                         try ForeignPolicy(library: spec.library, signature: spec.signature, pollMillis: spec.pollMillis)
                     }
                     let setup = SimulationSetup(
-                        trace: trace, profile: prof, platform: platformConfig, limits: limits, seed: seed)
+                        trace: trace, profile: prof, platform: platformConfig, limits: limits, seed: seed,
+                        priorityMix: mix)
                     let r = Simulator.run(policyName: named(label, count), proxies: instances, setup: setup)
                     results.append(r)
                     if let dir = timelineDir { try writeTimeline(r, dir: dir) }

@@ -155,7 +155,7 @@ public final class ModelQueue<Payload> {
             // every completion asks again, so it waits at most until the upstream is idle.
             let late = !limits.rejectLate && earliestDeadline() <= now
             if late && inflight == 0 {
-                effects.append(.dispatch(take(items: limits.maxBatchItems), .lateRequest))
+                effects.append(.dispatch(take(items: limits.maxBatchItems, highestPriority: true), .lateRequest))
                 continue
             }
             let decision = Result { () throws(PolicyFailure) -> PolicyDecision in
@@ -254,13 +254,21 @@ public final class ModelQueue<Payload> {
     }
 
     /// Takes the head request and then, in order, the requests batchable with it while they fit.
-    /// Requests of another batch key stay queued for a batch of their own.
-    private func take(items limit: Int) -> [QueueEntry<Payload>] {
-        let key = entries[head].batchKey
+    /// Requests of another batch key stay queued for a batch of their own. With `highestPriority`
+    /// (the host's own batch for late requests) the first request of the highest priority queued
+    /// stands for the head, and only requests of that priority go: when not everyone can be served in
+    /// time, the higher priorities are; with one priority this is the head.
+    private func take(items limit: Int, highestPriority: Bool = false) -> [QueueEntry<Payload>] {
+        var first = head
+        if highestPriority {
+            for i in head..<entries.count where entries[i].priority > entries[first].priority { first = i }
+        }
+        let key = entries[first].batchKey
+        let priority = entries[first].priority
         var total = 0
         var stopped = false
         let taken = removeAll { e in
-            if stopped || e.batchKey != key { return false }
+            if stopped || e.batchKey != key || (highestPriority && e.priority != priority) { return false }
             if total > 0 && total + e.items > limit {
                 stopped = true
                 return false

@@ -11,6 +11,15 @@ public enum SimulationReport {
                 + "\(f(r.p99Millis, 1)) | "
                 + "\(f(r.maxMillis, 0)) | \(f(r.averageReplicas, 2)) | \(f(r.replicaSeconds, 0)) | \(r.shed) | \(f(r.meanBatch, 1)) |\n"
         }
+        let mixed = results.filter { !$0.byPriority.isEmpty }
+        if !mixed.isEmpty {
+            out += "\n| trace | policy | priority | requests | SLA miss % |\n|---|---|---:|---:|---:|\n"
+            for r in mixed {
+                for o in r.byPriority {
+                    out += "| \(r.trace) | \(r.policy) | \(o.priority) | \(o.requests) | \(f(o.missPercent, 2)) |\n"
+                }
+            }
+        }
         return out
     }
 

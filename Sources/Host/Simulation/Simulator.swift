@@ -9,15 +9,51 @@ public struct SimulationSetup: Sendable {
     public var platform: PlatformConfig
     public var limits: QueueLimits
     public var seed: UInt64
+    /// The share of requests at each priority (as policies see it: higher first); empty: all 0. Each
+    /// request's priority is drawn from its own random stream, so a mix moves no other draw.
+    public var priorityMix: [(priority: Int32, share: Double)]
 
     public init(
-        trace: ArrivalTrace, profile: LatencyProfile, platform: PlatformConfig, limits: QueueLimits, seed: UInt64
+        trace: ArrivalTrace, profile: LatencyProfile, platform: PlatformConfig, limits: QueueLimits, seed: UInt64,
+        priorityMix: [(priority: Int32, share: Double)] = []
     ) {
         self.trace = trace
         self.profile = profile
         self.platform = platform
         self.limits = limits
         self.seed = seed
+        self.priorityMix = priorityMix
+    }
+
+    /// Parses a mix written as `priority:share` pairs, e.g. "9:0.2,0:0.8" (shares are normalised).
+    public static func parsePriorityMix(_ text: String) throws(ConfigError) -> [(priority: Int32, share: Double)] {
+        var mix: [(priority: Int32, share: Double)] = []
+        for part in text.split(separator: ",") {
+            let pair = part.split(separator: ":")
+            guard pair.count == 2, let p = Int32(pair[0].trimmingCharacters(in: .whitespaces)),
+                let share = Double(pair[1].trimmingCharacters(in: .whitespaces)), share > 0, share.isFinite
+            else {
+                throw ConfigError(
+                    message: "'\(part)' is not priority:share (an integer and a positive number), e.g. 9:0.2")
+            }
+            mix.append((p, share))
+        }
+        if mix.isEmpty { throw ConfigError(message: "a priority mix needs at least one priority:share pair") }
+        return mix
+    }
+}
+
+/// Requests and SLA misses of one priority in a run.
+public struct PriorityOutcome: Sendable, Equatable {
+    public var priority: Int32
+    public var requests: Int
+    public var misses: Int
+    public var missPercent: Double { requests == 0 ? 0 : 100 * Double(misses) / Double(requests) }
+
+    public init(priority: Int32, requests: Int, misses: Int) {
+        self.priority = priority
+        self.requests = requests
+        self.misses = misses
     }
 }
 
@@ -43,6 +79,8 @@ public struct SimulationResult: Sendable {
     /// flight (the concurrency the autoscaler counts), for plots.
     public var timeline:
         [(second: Int, finished: Int, meanLatencyMillis: Double, replicas: Double, concurrency: Double)]
+    /// Per priority, highest first, when the setup had a priority mix (else empty).
+    public var byPriority: [PriorityOutcome] = []
 
     public var missPercent: Double { requests == 0 ? 0 : 100 * Double(misses) / Double(requests) }
 }
@@ -120,6 +158,26 @@ public enum Simulator {
     public static func run(policyName: String, proxies: [BatchingPolicy], setup: SimulationSetup) -> SimulationResult {
         let arrivals = setup.trace.arrivals(seed: setup.seed)
         var rng = SplitMix64(seed: setup.seed &+ 0x5EED)
+        // Each request's priority, from its own stream (so a mix leaves every other draw as it was).
+        var priorities: [Int32] = []
+        if !setup.priorityMix.isEmpty {
+            var draw = SplitMix64(seed: setup.seed &+ 0x9B1_0B17)
+            let total = setup.priorityMix.reduce(0) { $0 + $1.share }
+            priorities = arrivals.indices.map { _ in
+                var u = draw.nextUnit() * total
+                for (p, share) in setup.priorityMix {
+                    if u < share { return p }
+                    u -= share
+                }
+                return setup.priorityMix.last!.priority
+            }
+        }
+        var outcomes: [Int32: (requests: Int, misses: Int)] = [:]
+        func outcome(_ i: Int, missed: Bool) {
+            guard !priorities.isEmpty else { return }
+            outcomes[priorities[i], default: (0, 0)].requests += 1
+            if missed { outcomes[priorities[i], default: (0, 0)].misses += 1 }
+        }
         let queues = proxies.map { ModelQueue<Int>(limits: setup.limits, policy: $0) }
         let platform = KnativePlatform(config: setup.platform)
         var events = EventHeap<Event>()
@@ -165,6 +223,7 @@ public enum Simulator {
                 case .reject(let entries, _):
                     shed += entries.count
                     misses += entries.count
+                    for e in entries { outcome(e.payload, missed: true) }
                 case .wake: break
                 }
             }
@@ -185,11 +244,13 @@ public enum Simulator {
                 let proxy = i % queues.count
                 let queue = queues[proxy]
                 if let refused = queue.admit(
-                    items: 1, arrival: t, timeoutMicros: nil, priority: 0, batchKey: "", payload: i)
+                    items: 1, arrival: t, timeoutMicros: nil, priority: priorities.isEmpty ? 0 : priorities[i],
+                    batchKey: "", payload: i)
                 {
                     _ = refused
                     shed += 1
                     misses += 1
+                    outcome(i, missed: true)
                 } else {
                     apply(queue.pump(now: t), proxy: proxy, at: t)
                 }
@@ -202,6 +263,7 @@ public enum Simulator {
                     let latency = t - e.arrival
                     latencies.append(latency)
                     if latency > slo { misses += 1 }
+                    outcome(e.payload, missed: latency > slo)
                     let sec = Int(t / 1_000_000_000)
                     let cur = perSecond[sec] ?? (0, 0)
                     perSecond[sec] = (cur.n + 1, cur.latency + Double(latency) / 1e6)
@@ -233,12 +295,17 @@ public enum Simulator {
             timeline.append(
                 (s, p.n, p.n > 0 ? p.latency / Double(p.n) : 0, replicas, platform.concurrencySeconds(inSecond: s)))
         }
-        return SimulationResult(
+        var result = SimulationResult(
             policy: policyName, trace: setup.trace.name, profile: setup.profile.name,
             sloMillis: Double(slo) / 1e6, requests: arrivals.count, served: latencies.count, shed: shed, misses: misses,
             p50Millis: pct(0.5), p99Millis: pct(0.99), maxMillis: latencies.last.map { Double($0) / 1e6 } ?? 0,
             replicaSeconds: platform.replicaSeconds, averageReplicas: platform.replicaSeconds / max(duration, 1e-9),
             batches: batchCount, meanBatch: batchCount == 0 ? 0 : Double(batchItems) / Double(batchCount),
             histogram: histogram.trimmed, timeline: timeline)
+        result.byPriority = outcomes.map {
+            PriorityOutcome(priority: $0.key, requests: $0.value.requests, misses: $0.value.misses)
+        }
+        .sorted { $0.priority > $1.priority }
+        return result
     }
 }
