@@ -90,11 +90,18 @@ double quantile_of(double *values, size_t n, double q) {
  * one at a time per instance but instances may run concurrently, hence thread-local). */
 static _Thread_local const mlp_policy_input *t_sorting;
 
+/* Higher priority first, then earlier deadline, then queue order. */
 static int before_in_priority_order(const void *a, const void *b) {
     uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
     const mlp_queued_request *x = mlp_queue_at(t_sorting, i), *y = mlp_queue_at(t_sorting, j);
     if (x->priority != y->priority) return x->priority > y->priority ? -1 : 1;
+    if (x->deadline_ns != y->deadline_ns) return x->deadline_ns < y->deadline_ns ? -1 : 1;
     return (i > j) - (i < j);
+}
+
+void set_dispatch_reason(mlp_policy_decision *out, mlp_dispatch_reason reason) {
+    if (out->struct_size >= offsetof(mlp_policy_decision, dispatch_reason) + sizeof out->dispatch_reason)
+        out->dispatch_reason = reason;
 }
 
 void select_by_priority(const mlp_policy_input *in, mlp_policy_decision *out) {
@@ -103,7 +110,8 @@ void select_by_priority(const mlp_policy_input *in, mlp_policy_decision *out) {
     bool in_order = true;
     for (uint32_t i = 1; i < in->queue_len && in_order; i++) {
         const mlp_queued_request *prev = mlp_queue_at(in, i - 1), *r = mlp_queue_at(in, i);
-        in_order = r->priority <= prev->priority;
+        in_order =
+            r->priority < prev->priority || (r->priority == prev->priority && r->deadline_ns >= prev->deadline_ns);
     }
     if (in_order) return;
     /* select_indices has room for queue_len entries: sort there, then keep the batch's prefix. */

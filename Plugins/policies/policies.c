@@ -36,6 +36,7 @@ static mlp_status none_decide(void *instance, mlp_call *call, const mlp_policy_i
     }
     out->action = MLP_ACTION_DISPATCH;
     out->dispatch_items = mlp_queue_at(in, 0)->items;
+    set_dispatch_reason(out, MLP_DISPATCH_NO_GAIN); /* no batching: waiting never pays */
     return MLP_OK;
 }
 
@@ -91,6 +92,7 @@ static mlp_status static_decide(void *instance, mlp_call *call, const mlp_policy
     if (in->queued_items >= p->max_items) {
         out->action = MLP_ACTION_DISPATCH;
         out->dispatch_items = p->max_items;
+        set_dispatch_reason(out, MLP_DISPATCH_FULL);
         if (p->by_priority) select_by_priority(in, out);
         return MLP_OK;
     }
@@ -98,6 +100,7 @@ static mlp_status static_decide(void *instance, mlp_call *call, const mlp_policy
     if (in->now_ns >= due) {
         out->action = MLP_ACTION_DISPATCH;
         out->dispatch_items = in->queued_items;
+        set_dispatch_reason(out, MLP_DISPATCH_TIMER);
         if (p->by_priority) select_by_priority(in, out);
         return MLP_OK;
     }
@@ -465,7 +468,9 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
     }
     out->action = MLP_ACTION_DISPATCH;
     out->dispatch_items = n < B ? n : B;
+    set_dispatch_reason(out, MLP_DISPATCH_FULL);
     if (n >= B && !(learning && in->inflight_batches > 0)) return MLP_OK; /* a full batch */
+    set_dispatch_reason(out, MLP_DISPATCH_DEADLINE);                      /* below: waiting longer would be late */
     if (n >= B) {
         out->action = MLP_ACTION_WAIT; /* the batch out now will ask again when it finishes */
         out->wake_at_ns = MLP_WAKE_NEVER;
@@ -482,7 +487,10 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
         /* Nothing learnt yet: send one batch to learn from, and while it is out gather the rest
          * until half the time to the tightest deadline is gone (sending each request alone before
          * the first answer would flood a cold upstream). */
-        if (in->inflight_batches == 0) return MLP_OK;
+        if (in->inflight_batches == 0) {
+            set_dispatch_reason(out, MLP_DISPATCH_PROBE);
+            return MLP_OK;
+        }
         int64_t half = deadline - (deadline - mlp_queue_at(in, 0)->arrival_ns) / 2;
         if (now >= half) return MLP_OK;
         out->action = MLP_ACTION_WAIT;
@@ -533,7 +541,10 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
         int64_t latest = deadline - (int64_t)line_at(L, target) - p->safety_ns;
         if (latest > now) {
             /* Waiting that is expected to bring less than one more item only adds latency. */
-            if (rate * (double)(latest - now) < 1.0) return MLP_OK;
+            if (rate * (double)(latest - now) < 1.0) {
+                set_dispatch_reason(out, MLP_DISPATCH_NO_GAIN);
+                return MLP_OK;
+            }
             out->action = MLP_ACTION_WAIT;
             out->wake_at_ns = latest;
             return MLP_OK;
@@ -541,7 +552,10 @@ static mlp_status adaptive_choose(adaptive_policy *p, const mlp_policy_input *in
     }
     if (now + (int64_t)line_at(L, n) + p->safety_ns <= deadline) return MLP_OK;
     /* Overloaded: gather a full batch rather than add small ones to the upstream's queue. */
-    if (rate <= 0) return MLP_OK;
+    if (rate <= 0) {
+        set_dispatch_reason(out, MLP_DISPATCH_NO_GAIN);
+        return MLP_OK;
+    }
     int64_t full = now + (int64_t)((B - n) / rate);
     out->action = MLP_ACTION_WAIT;
     out->wake_at_ns = full < deadline ? full : deadline;

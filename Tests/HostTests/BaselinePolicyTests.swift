@@ -32,7 +32,7 @@ struct BaselinePolicyTests {
         let q = try queue("mlproxy-aimd", params: "\"initial_batch\":10")
         // Two items queued next: p95 of size 2 = 300 ms -> timer = 800 - 300 = 500 ms.
         for _ in 0..<5 {
-            q.policy.observe(items: 2, arrivals: [0, 0], ok: true, dispatched: 0, finished: 300 * Self.ms)
+            try q.policy.observe(items: 2, arrivals: [0, 0], ok: true, dispatched: 0, finished: 300 * Self.ms)
         }
         admit(q, 0, at: 1000 * Self.ms)
         admit(q, 1, at: 1000 * Self.ms)
@@ -106,7 +106,7 @@ struct BaselinePolicyTests {
         // one size only, so a = 1 us, b = 5 ms, o_w = 100 ms.
         for k in 0..<3 {
             let t = Int64(k) * 1000 * Self.ms
-            q.policy.observe(
+            try q.policy.observe(
                 items: 1, arrivals: [t], ok: true, dispatched: t + 100 * Self.ms, finished: t + 105 * Self.ms)
         }
         admit(q, 0, at: 10_000 * Self.ms)

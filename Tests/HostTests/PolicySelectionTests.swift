@@ -51,7 +51,7 @@ struct PolicySelectionTests {
         var now: Int64 = Self.ms
         for _ in 0..<7 {
             let effects = q.pump(now: now)
-            for case .dispatch(_, let reason) in effects { #expect(reason == .policy) }
+            for case .dispatch(_, let reason) in effects { #expect(reason == .policy(.unspecified)) }
             let batches = summarize(effects).batches
             #expect(batches.count == 1, "\(batches)")
             order += batches
@@ -139,7 +139,7 @@ struct PolicySelectionTests {
         _ = q.admit(items: 1, arrival: 2, timeoutMicros: nil, priority: 9, batchKey: "k", payload: 2)
         let effects = q.pump(now: 3)
         #expect(summarize(effects).batches == [[1, 2]])
-        for case .dispatch(_, let reason) in effects { #expect(reason == .policy) }
+        for case .dispatch(_, let reason) in effects { #expect(reason == .policy(.unspecified)) }
     }
 }
 

@@ -221,7 +221,11 @@ struct InMemoryProxyTests {
         let batches = try #require(doc?["batches"] as? [[String: Any]])
         #expect(!batches.isEmpty && batches.count <= 12)
         #expect(batches.reduce(0) { $0 + ($1["requests"] as? Int ?? 0) } == 12, "every request in one logged batch")
-        #expect(batches.allSatisfy { $0["reason"] as? String == "policy" && $0["outcome"] as? String == "ok" })
+        // The default policy says why each batch left (ABI 1.2's dispatch reasons).
+        let labels = PolicyReason.allCases.map { "policy: \($0.label)" }
+        #expect(
+            batches.allSatisfy { labels.contains($0["reason"] as? String ?? "") && $0["outcome"] as? String == "ok" },
+            "\(batches.map { $0["reason"] ?? "none" })")
         let q = try #require(batches.first?["queue_ms"] as? [String: Double])
         #expect(q["min"]! <= q["median"]! && q["median"]! <= q["max"]!)
         #expect(try admin("/admin/models/m/batches?limit=1").body.components(separatedBy: "\"sequence\"").count == 2)

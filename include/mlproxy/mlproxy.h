@@ -2,9 +2,12 @@
  * mlproxy.h -- the MLProxy plugin ABI, version 1.2.
  *
  * 1.2 (appended to 1.1; 1.0 and 1.1 plugins still load): a policy may answer DISPATCH with the queue
- * indices that form the batch (mlp_policy_decision.select_indices), and sees which requests may share
- * a batch (mlp_queued_request.batch_group); a plugin says its version, license and what it is
- * (mlp_plugin_info), shown by `mlproxy plugins`; mlp_datatype_size().
+ * indices that form the batch (mlp_policy_decision.select_indices) and why it sends now
+ * (dispatch_reason), and sees which requests may share a batch (mlp_queued_request.batch_group);
+ * observe_call and destroy_call hooks that get an mlp_call; a plugin says its version, license and
+ * what it is (mlp_plugin_info), shown by `mlproxy plugins`; mlp_datatype_size(); enum-valued
+ * arguments are uint32_t everywhere (log's level and set_request_int's key were int: the same
+ * registers, so older plugins are unaffected).
  * 1.1 (appended to 1.0, which still loads): chain stages (MLP_KIND_STAGE, mlp_stage_vtable) that turn a
  * request's decoded tensors into new ones, host->pass_tensor for them, and the upstream reply's
  * headers in mlp_upstream_reply.
@@ -58,10 +61,12 @@ extern "C" {
 /* ------------------------------------------------------------------------------------------------
  * Status codes. The host maps them to HTTP statuses for the client the hook was working for, with
  * the message the hook gave host->set_error (or one naming the hook and the status).
- * Where the table does not apply:
- *  - a stage's MLP_ERR_UPSTREAM is taken as MLP_ERR_INVALID_INPUT (400): stages see no model server;
+ * Any other value counts as MLP_ERR_INTERNAL. Where the table does not apply:
+ *  - a codec's decode_request and a stage's apply: MLP_ERR_UPSTREAM is taken as MLP_ERR_INVALID_INPUT
+ *    (400): they see no model server;
  *  - a backend's encode_request: INVALID_INPUT and UNSUPPORTED fail only the request that holds the
- *    value (400, 415; the host splits the batch to find it); any other status fails the batch, 500;
+ *    value (400, 415; the host splits the batch to find it); UPSTREAM fails the batch with 502, any
+ *    other status with 500;
  *  - a backend's decode_response: any failing status means the reply cannot be used, 502 for every
  *    request of the batch, whatever the status; a reply with an HTTP error status gets that status
  *    instead (docs/failures.md);
@@ -167,7 +172,7 @@ typedef struct mlp_host_api {
     uint16_t abi_minor;
 
     /* Logging. `msg` is borrowed and copied. `call` may be NULL (e.g. in create). */
-    void (*log)(mlp_call *call, int level, const char *msg, size_t len);
+    void (*log)(mlp_call *call, uint32_t level, const char *msg, size_t len);  /* mlp_log_level */
 
     /* Records why the current hook failed; the host copies `msg`. The last call wins. */
     void (*set_error)(mlp_call *call, const char *msg, size_t len);
@@ -200,7 +205,7 @@ typedef struct mlp_host_api {
      * set_parameters_json: JSON object text of request-level (decode_request) or response-level
      * (backend decode_response) parameters. */
     mlp_status (*set_id)(mlp_call *call, mlp_bytes id);
-    mlp_status (*set_request_int)(mlp_call *call, int key, int64_t value);
+    mlp_status (*set_request_int)(mlp_call *call, uint32_t key, int64_t value);  /* mlp_request_key */
     mlp_status (*add_requested_output)(mlp_call *call, mlp_bytes name);
     mlp_status (*set_parameters_json)(mlp_call *call, mlp_bytes json);
 
@@ -283,6 +288,20 @@ typedef enum mlp_action {
 
 #define MLP_WAKE_NEVER INT64_MAX
 
+/* ABI 1.2: why a batch leaves now, returned with DISPATCH in mlp_policy_decision.dispatch_reason.
+ * The host explains each batch with it: the admin batch log, the mlproxy-batch-reason response
+ * header and mlproxy_batches_by_reason_total{reason} (names in brackets). Values it does not know
+ * count as "other". */
+typedef enum mlp_dispatch_reason {
+    MLP_DISPATCH_UNSPECIFIED = 0, /* [policy]    the policy gave no reason                          */
+    MLP_DISPATCH_FULL = 1,        /* [full]      the batch is as large as the policy wants it        */
+    MLP_DISPATCH_DEADLINE = 2,    /* [deadline]  waiting longer would make a queued request late     */
+    MLP_DISPATCH_TIMER = 3,       /* [timer]     a wait the policy chose ran out (e.g. a max delay)  */
+    MLP_DISPATCH_NO_GAIN = 4,     /* [no-gain]   waiting is not expected to bring more items         */
+    MLP_DISPATCH_PROBE = 5,       /* [probe]     the policy sends to measure the upstream            */
+    MLP_DISPATCH_PRIORITY = 6     /* [priority]  a higher-priority request should not wait           */
+} mlp_dispatch_reason;
+
 /* Filled by the policy. The host zeroes it and sets struct_size and the index buffers before the
  * call. */
 typedef struct mlp_policy_decision {
@@ -295,7 +314,7 @@ typedef struct mlp_policy_decision {
     mlp_bytes reason;         /* SHED: borrowed until the hook returns; the host copies it          */
     /* ---- ABI 1.2 (check struct_size: a 1.1 host passes a shorter struct) ---- */
     uint32_t select_count;    /* DISPATCH: entries written to select_indices; 0: from the head      */
-    uint32_t reserved;
+    uint32_t dispatch_reason; /* DISPATCH: why now (mlp_dispatch_reason); 0 when the policy says not */
     uint32_t *select_indices; /* host-owned, capacity queue_len, valid for the call: queue indices  */
 } mlp_policy_decision;
 
@@ -325,6 +344,13 @@ typedef struct mlp_policy_vtable {
                          mlp_policy_decision *out);
     /* Observes a finished batch (borrowed). May be NULL. */
     void (*observe)(void *instance, const mlp_batch_report *report);
+    /* ---- ABI 1.2 (the host reads them only when struct_size covers them; both may be NULL) ---- */
+    /* observe with the call, for host->log with the model's context and host->set_error: a failing
+     * status is logged and counted (mlproxy_policy_failures_total{hook="observe"}); the batch was
+     * answered already and nothing else changes. When set, the host calls it instead of observe. */
+    mlp_status (*observe_call)(void *instance, mlp_call *call, const mlp_batch_report *report);
+    /* destroy with the call (for host->log); when set, the host calls it instead of destroy. */
+    void (*destroy_call)(void *instance, mlp_call *call);
 } mlp_policy_vtable;
 
 /* ------------------------------------------------------------------------------------------------
@@ -382,6 +408,9 @@ typedef struct mlp_codec_vtable {
     /* Which client endpoints this codec serves: "v2" (POST /v2/models/{m}/infer; also when NULL) or
      * "tfserving" (POST /v1/models/{m}:predict). Static, NUL-terminated, read at load time. */
     const char *protocol;
+    /* ---- ABI 1.2 (read only when struct_size covers it; may be NULL) ---- */
+    /* destroy with a call (for host->log); when set, the host calls it instead of destroy. */
+    void (*destroy_call)(void *instance, mlp_call *call);
 } mlp_codec_vtable;
 
 /* ------------------------------------------------------------------------------------------------
@@ -415,6 +444,9 @@ typedef struct mlp_stage_vtable {
     /* Produces the request's complete new set of tensors, in order: new ones via host->add_tensor,
      * unchanged ones via host->pass_tensor. Every tensor must keep the same dim 0 (items). */
     mlp_status (*apply)(void *instance, mlp_call *call, const mlp_stage_input *in);
+    /* ---- ABI 1.2 (read only when struct_size covers it; may be NULL) ---- */
+    /* destroy with a call (for host->log); when set, the host calls it instead of destroy. */
+    void (*destroy_call)(void *instance, mlp_call *call);
 } mlp_stage_vtable;
 
 /* ------------------------------------------------------------------------------------------------
@@ -469,6 +501,9 @@ typedef struct mlp_backend_vtable {
      * a 5xx other than 502-504 is split until only the requests that fail alone remain; they get the
      * reply's own status and this message, which no other request ever sees. */
     mlp_status (*decode_response)(void *instance, mlp_call *call, const mlp_upstream_reply *reply);
+    /* ---- ABI 1.2 (read only when struct_size covers it; may be NULL) ---- */
+    /* destroy with a call (for host->log); when set, the host calls it instead of destroy. */
+    void (*destroy_call)(void *instance, mlp_call *call);
 } mlp_backend_vtable;
 
 /* ------------------------------------------------------------------------------------------------

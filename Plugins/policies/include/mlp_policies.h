@@ -44,12 +44,14 @@ MLP_INTERNAL double size_stats_quantile(const size_stats *st, double q);
 MLP_INTERNAL double quantile_of(double *values, size_t n, double q);
 
 /* Turns a DISPATCH of out->dispatch_items from the head into a selection (ABI 1.2) in priority
- * order: higher mlp_queued_request.priority first, queue order within a priority (the order the
- * policies plan in: arrival order, which is earliest deadline first unless clients send tighter
- * timeouts); the first pick's batch group only, whole requests while they fit. Leaves the decision
- * as it is when that order is the queue's own (priorities never rise along the queue: the usual
- * case, checked in one pass) or when the host is older than 1.2. */
+ * order: higher mlp_queued_request.priority first, earliest deadline first within a priority, queue
+ * order between equal deadlines; the first pick's batch group only, whole requests while they fit.
+ * Leaves the decision as it is when that order is the queue's own (the usual case: one priority and
+ * one SLO, so deadlines follow arrivals; checked in one pass) or when the host is older than 1.2. */
 MLP_INTERNAL void select_by_priority(const mlp_policy_input *in, mlp_policy_decision *out);
+
+/* Writes out->dispatch_reason (ABI 1.2) when the host's decision struct has it. */
+MLP_INTERNAL void set_dispatch_reason(mlp_policy_decision *out, mlp_dispatch_reason reason);
 
 /* Baselines, in baselines.c. */
 MLP_INTERNAL extern const mlp_policy_vtable mlp_mlproxy_aimd_policy;

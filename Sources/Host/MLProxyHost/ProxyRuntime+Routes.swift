@@ -269,6 +269,7 @@ extension ProxyRuntime {
             }
             if let batch = reply.batch {
                 response.headers.append(("mlproxy-policy", Self.policyHeader(policy, bypassed: reply.policyBypassed)))
+                if let why = reply.dispatchReason { response.headers.append(("mlproxy-batch-reason", why)) }
                 response.headers.append(("mlproxy-batch-size", String(batch.items)))
                 response.headers.append(("mlproxy-batch-requests", String(batch.requests)))
                 if batch.attempts > 1 { response.headers.append(("mlproxy-batch-attempts", String(batch.attempts))) }

@@ -16,8 +16,9 @@ public final class BackendInstance: @unchecked Sendable {
 
     public init(_ component: LoadedComponent, configJSON: String = "{}") throws {
         plugin = try PluginInstance(
-            component, kind: .backend, configJSON: configJSON, create: { $0.create }, destroy: { $0.destroy },
-            required: { $0.encode_request != nil && $0.decode_response != nil })
+            component, kind: .backend, configJSON: configJSON, create: \.create, destroy: \.destroy,
+            destroyCall: \.destroy_call,
+            required: { $0.pointee.encode_request != nil && $0.pointee.decode_response != nil })
     }
 
     public func encode(

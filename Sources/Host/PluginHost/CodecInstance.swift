@@ -35,8 +35,9 @@ public final class CodecInstance: @unchecked Sendable {
 
     public init(_ component: LoadedComponent, configJSON: String = "{}") throws {
         plugin = try PluginInstance(
-            component, kind: .codec, configJSON: configJSON, create: { $0.create }, destroy: { $0.destroy },
-            required: { $0.decode_request != nil && $0.encode_response != nil })
+            component, kind: .codec, configJSON: configJSON, create: \.create, destroy: \.destroy,
+            destroyCall: \.destroy_call,
+            required: { $0.pointee.decode_request != nil && $0.pointee.encode_response != nil })
         var types: [String] = []
         if var p = plugin.vtable.pointee.content_types {
             while let s = p.pointee {
@@ -45,10 +46,7 @@ public final class CodecInstance: @unchecked Sendable {
             }
         }
         contentTypes = types
-        let size = Int(plugin.vtable.pointee.struct_size)
-        let protocolEnd =
-            MemoryLayout<mlp_codec_vtable>.offset(of: \.protocol)! + MemoryLayout<UnsafePointer<CChar>?>.size
-        protocolName = size >= protocolEnd ? plugin.vtable.pointee.protocol.map { String(cString: $0) } ?? "v2" : "v2"
+        protocolName = plugin.hook(\.protocol).map { String(cString: $0) } ?? "v2"
     }
 
     public func decode(

@@ -10,6 +10,8 @@ final class HostCall {
     enum Mode { case decodeRequest, encodeResponse, encodeUpstream, decodeUpstream, stage, policy, create }
 
     let mode: Mode
+    /// What the hook works for, prefixed to the plugin's log lines (e.g. "policy 'x'").
+    var context: String?
     var error: String?
     // Tensors from decode_request / decode_response / stage apply.
     var tensors: [Tensor] = []
@@ -95,13 +97,14 @@ nonisolated(unsafe) let hostAPITable: UnsafeMutablePointer<mlp_host_api> = {
     t.pointee.struct_size = UInt32(MemoryLayout<mlp_host_api>.size)
     t.pointee.abi_major = ABIVersion.major
     t.pointee.abi_minor = ABIVersion.minor
-    t.pointee.log = { _, level, msg, len in
+    t.pointee.log = { call, level, msg, len in
         guard let msg else { return }
-        let text = String(decoding: UnsafeRawBufferPointer(start: msg, count: len), as: UTF8.self)
+        var text = String(decoding: UnsafeRawBufferPointer(start: msg, count: len), as: UTF8.self)
+        if let context = HostCall.from(call)?.context { text = "\(context): \(text)" }
         switch level {
-        case Int32(MLP_LOG_DEBUG.rawValue): pluginLogger.debug("\(text)")
-        case Int32(MLP_LOG_INFO.rawValue): pluginLogger.info("\(text)")
-        case Int32(MLP_LOG_WARNING.rawValue): pluginLogger.warning("\(text)")
+        case MLP_LOG_DEBUG.rawValue: pluginLogger.debug("\(text)")
+        case MLP_LOG_INFO.rawValue: pluginLogger.info("\(text)")
+        case MLP_LOG_WARNING.rawValue: pluginLogger.warning("\(text)")
         default: pluginLogger.error("\(text)")
         }
     }
@@ -146,8 +149,8 @@ nonisolated(unsafe) let hostAPITable: UnsafeMutablePointer<mlp_host_api> = {
     t.pointee.set_request_int = { call, key, value in
         guard let c = HostCall.from(call), c.mode == .decodeRequest else { return MLP_ERR_INTERNAL }
         switch key {
-        case Int32(MLP_REQ_PRIORITY.rawValue): c.priority = Int32(clamping: value)
-        case Int32(MLP_REQ_TIMEOUT_US.rawValue): c.timeoutMicros = value
+        case MLP_REQ_PRIORITY.rawValue: c.priority = Int32(clamping: value)
+        case MLP_REQ_TIMEOUT_US.rawValue: c.timeoutMicros = value
         default: return MLP_ERR_UNSUPPORTED
         }
         return MLP_OK

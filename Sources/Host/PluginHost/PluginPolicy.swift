@@ -13,8 +13,8 @@ public final class PluginPolicy: BatchingPolicy {
 
     public init(_ component: LoadedComponent, configJSON: String) throws {
         plugin = try PluginInstance(
-            component, kind: .policy, configJSON: configJSON, create: { $0.create }, destroy: { $0.destroy },
-            required: { $0.decide != nil })
+            component, kind: .policy, configJSON: configJSON, create: \.create, destroy: \.destroy,
+            destroyCall: \.destroy_call, required: { $0.pointee.decide != nil })
     }
 
     public func decide(_ input: PolicyInput) throws(PolicyFailure) -> PolicyDecision {
@@ -37,6 +37,7 @@ public final class PluginPolicy: BatchingPolicy {
         let name = component.name
         let (vtable, instance) = (plugin.vtable, plugin.instance)
         let call = HostCall(mode: .policy)
+        call.context = "policy '\(name)'"
         let result: Result<PolicyDecision, PolicyFailure> = requests.withUnsafeBufferPointer { views in
             shedBuffer.withUnsafeMutableBufferPointer { shed in
                 selectBuffer.withUnsafeMutableBufferPointer { select in
@@ -74,9 +75,11 @@ public final class PluginPolicy: BatchingPolicy {
                         return .success(
                             .select(
                                 indices: (0..<Int(out.select_count)).map { Int(select[$0]) },
-                                items: Int(out.dispatch_items)))
+                                items: Int(out.dispatch_items), reason: PolicyReason(code: out.dispatch_reason)))
                     case UInt32(MLP_ACTION_DISPATCH.rawValue):
-                        return .success(.dispatch(items: Int(out.dispatch_items)))
+                        return .success(
+                            .dispatch(
+                                items: Int(out.dispatch_items), reason: PolicyReason(code: out.dispatch_reason)))
                     case UInt32(MLP_ACTION_SHED.rawValue):
                         let n = min(Int(out.shed_count), views.count)
                         let indices = (0..<n).map { Int(shed[$0]) }.filter { $0 < views.count }
@@ -94,9 +97,14 @@ public final class PluginPolicy: BatchingPolicy {
         return try result.get()
     }
 
-    public func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {
-        guard let observe = plugin.vtable.pointee.observe else { return }
-        arrivals.withUnsafeBufferPointer { arrivalTimes in
+    public func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64)
+        throws(PolicyFailure)
+    {
+        let observeCall = plugin.hook(\.observe_call)
+        let observe = plugin.hook(\.observe)
+        guard observeCall != nil || observe != nil else { return }
+        let name = component.name
+        let failure: PolicyFailure? = arrivals.withUnsafeBufferPointer { arrivalTimes in
             var r = mlp_batch_report()
             r.struct_size = UInt32(MemoryLayout<mlp_batch_report>.size)
             r.items = UInt32(items)
@@ -105,7 +113,18 @@ public final class PluginPolicy: BatchingPolicy {
             r.dispatched_ns = dispatched
             r.finished_ns = finished
             r.arrival_ns = arrivalTimes.baseAddress
-            observe(plugin.instance, &r)
+            guard let observeCall else {
+                observe?(plugin.instance, &r)
+                return nil
+            }
+            let call = HostCall(mode: .policy)
+            call.context = "policy '\(name)'"
+            let status = call.withPointer { observeCall(plugin.instance, $0, &r) }
+            guard status == MLP_OK else {
+                return PolicyFailure(call.failureMessage(PluginStatus(raw: status), what: "policy '\(name)' observe"))
+            }
+            return nil
         }
+        if let failure { throw failure }
     }
 }

@@ -55,6 +55,15 @@ public struct PluginLoadError: Error, CustomStringConvertible, Sendable {
     public var description: String { "plugin \(file): \(reason)" }
 }
 
+/// Whether this process runs on the shared Swift runtime (libswiftCore.so, as `swift build` links
+/// the host by default) rather than a copy linked into the executable. Read before any plugin loads:
+/// a Swift plugin brings the shared one with it.
+public let hostUsesSharedSwiftRuntime: Bool = dlopen("libswiftCore.so", RTLD_NOLOAD | RTLD_LAZY) != nil
+
+/// Whether a loaded plugin (or a library it needs) is built on the Swift runtime: a plugin written
+/// with the Swift SDK. dlsym on a handle searches that library and its dependencies only.
+public func linksSwiftRuntime(_ handle: UnsafeMutableRawPointer) -> Bool { dlsym(handle, "swift_retain") != nil }
+
 /// Loads plugin files (dlopen RTLD_NOW|RTLD_LOCAL, never dlclose) and indexes their components.
 /// Filled at start-up on one thread; read-only afterwards.
 public final class PluginRegistry: @unchecked Sendable {
@@ -137,10 +146,21 @@ public final class PluginRegistry: @unchecked Sendable {
     /// dlopens `openPath` (the file itself, or a private copy of `path`), runs its init and checks
     /// what it reports; errors name `path`, the file the user gave.
     private static func open(path: String, openPath: String) throws -> [LoadedComponent] {
+        // Read (once, lazily) before this dlopen can bring the shared runtime in.
+        let sharedRuntime = hostUsesSharedSwiftRuntime
         guard let handle = dlopen(openPath, RTLD_NOW | RTLD_LOCAL) else {
             throw PluginLoadError(file: path, reason: "cannot be loaded: \(String(cString: dlerror()))")
         }
         // Never dlclose: components may be referenced until the process exits.
+        if linksSwiftRuntime(handle) && !sharedRuntime {
+            throw PluginLoadError(
+                file: path,
+                reason:
+                    "is a Swift plugin (it links the shared Swift runtime), but this mlproxy carries its own copy "
+                    + "of the runtime (built with --static-swift-stdlib, as the default container image is); two "
+                    + "Swift runtimes cannot share a process: run a mlproxy built without --static-swift-stdlib "
+                    + "(docs/plugin-abi.md, Plugins in Swift)")
+        }
         guard let sym = dlsym(handle, MLP_PLUGIN_INIT_SYMBOL) else {
             throw PluginLoadError(file: path, reason: "does not export the entry symbol \(MLP_PLUGIN_INIT_SYMBOL)")
         }
@@ -207,12 +227,13 @@ public final class PluginRegistry: @unchecked Sendable {
                 throw PluginLoadError(file: path, reason: "component \(i) is malformed (size, kind, name or vtable)")
             }
             let vtableSize = vtable.load(as: UInt32.self)
+            // The vtable as the kind's first ABI had it; later fields are read only when present.
             let need: Int
             switch kind {
-            case .policy: need = MemoryLayout<mlp_policy_vtable>.size
-            case .codec: need = MemoryLayout<mlp_codec_vtable>.size
-            case .backend: need = MemoryLayout<mlp_backend_vtable>.size
-            case .stage: need = MemoryLayout<mlp_stage_vtable>.size
+            case .policy: need = MemoryLayout<mlp_policy_vtable>.offset(of: \.observe_call)!
+            case .codec: need = MemoryLayout<mlp_codec_vtable>.offset(of: \.destroy_call)!
+            case .backend: need = MemoryLayout<mlp_backend_vtable>.offset(of: \.destroy_call)!
+            case .stage: need = MemoryLayout<mlp_stage_vtable>.offset(of: \.destroy_call)!
             }
             guard vtableSize >= need else {
                 throw PluginLoadError(

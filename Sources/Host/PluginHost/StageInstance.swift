@@ -11,8 +11,8 @@ public final class StageInstance: @unchecked Sendable {
 
     public init(_ component: LoadedComponent, configJSON: String = "{}") throws {
         plugin = try PluginInstance(
-            component, kind: .stage, configJSON: configJSON, create: { $0.create }, destroy: { $0.destroy },
-            required: { $0.apply != nil })
+            component, kind: .stage, configJSON: configJSON, create: \.create, destroy: \.destroy,
+            destroyCall: \.destroy_call, required: { $0.pointee.apply != nil })
     }
 
     public func apply(_ inputs: [Tensor], model: String) throws(RequestError) -> [Tensor] {

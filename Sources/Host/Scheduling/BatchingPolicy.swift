@@ -44,12 +44,37 @@ public struct PolicyInput {
 public enum PolicyDecision: Equatable, Sendable {
     case wait(until: Int64)
     /// Whole requests from the head of the queue, up to `items`.
-    case dispatch(items: Int)
+    case dispatch(items: Int, reason: PolicyReason = .unspecified)
     /// Exactly these queue indices, in this order (ABI 1.2). A selection the queue refuses (an index
     /// out of range or twice, mixed batch groups, over max_batch_items) counts as a policy failure and
     /// `items` go from the head instead.
-    case select(indices: [Int], items: Int)
+    case select(indices: [Int], items: Int, reason: PolicyReason = .unspecified)
     case shed(indices: [Int], reason: String)
+}
+
+/// Why a policy sent a batch when it did (ABI 1.2's `mlp_dispatch_reason`, same numbers), so each
+/// batch can be explained: the admin batch log, a response header and a counter per reason.
+public enum PolicyReason: UInt32, Sendable, CaseIterable {
+    case unspecified = 0
+    case full, deadline, timer, noGain, probe, priority
+    /// A number this host does not know (a newer plugin's).
+    case other = 0xFFFF_FFFF
+
+    public init(code: UInt32) { self = PolicyReason(rawValue: code) ?? .other }
+
+    /// The name the header documents for it (`mlp_dispatch_reason`'s brackets).
+    public var label: String {
+        switch self {
+        case .unspecified: return "policy"
+        case .full: return "full"
+        case .deadline: return "deadline"
+        case .timer: return "timer"
+        case .noGain: return "no-gain"
+        case .probe: return "probe"
+        case .priority: return "priority"
+        case .other: return "other"
+        }
+    }
 }
 
 /// A policy could not decide. The queue falls back to sending what is queued, so no request is
@@ -66,5 +91,6 @@ public struct PolicyFailure: Error, Sendable, Equatable, CustomStringConvertible
 public protocol BatchingPolicy: AnyObject {
     func decide(_ input: PolicyInput) throws(PolicyFailure) -> PolicyDecision
     /// `arrivals` holds each request's arrival time, in queue order.
-    func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64)
+    /// A failure is the host's to count and log; the batch it reports on is already answered.
+    func observe(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) throws(PolicyFailure)
 }

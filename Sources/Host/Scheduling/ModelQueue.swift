@@ -39,8 +39,8 @@ public enum QueueEffect<Payload> {
 
 /// Why a batch left the queue when it did.
 public enum DispatchReason: Sendable, Equatable {
-    /// The policy decided to send it.
-    case policy
+    /// The policy decided to send it, for this reason.
+    case policy(PolicyReason)
     /// A request's deadline had passed with nothing in flight: the host sent it, whatever the policy said.
     case lateRequest
     /// The policy failed to decide; the host sent what was queued without it.
@@ -49,9 +49,20 @@ public enum DispatchReason: Sendable, Equatable {
     /// A short label for logs and the admin batch log.
     public var label: String {
         switch self {
-        case .policy: return "policy"
+        case .policy(.unspecified): return "policy"
+        case .policy(let r): return "policy: \(r.label)"
         case .lateRequest: return "deadline passed (host)"
         case .policyFailed(let f): return "policy failed (host): \(f.message)"
+        }
+    }
+
+    /// One word for the reason, for a metric label and the mlproxy-batch-reason header: the policy's
+    /// reason (`PolicyReason.label`), or what the host did without it.
+    public var name: String {
+        switch self {
+        case .policy(let r): return r.label
+        case .lateRequest: return "host-late"
+        case .policyFailed: return "host-policy-failed"
         }
     }
 }
@@ -118,9 +129,18 @@ public final class ModelQueue<Payload> {
     public func removeAllQueued() -> [QueueEntry<Payload>] { removeAll { _ in true } }
 
     /// Records a finished batch and tells the policy (`arrivals`: each request's arrival time).
-    public func batchFinished(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64) {
+    /// Returns the policy's failure to observe it, for the caller to count and log.
+    @discardableResult
+    public func batchFinished(items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64)
+        -> PolicyFailure?
+    {
         inflight -= 1
-        policy.observe(items: items, arrivals: arrivals, ok: ok, dispatched: dispatched, finished: finished)
+        do {
+            try policy.observe(items: items, arrivals: arrivals, ok: ok, dispatched: dispatched, finished: finished)
+            return nil
+        } catch {
+            return error
+        }
     }
 
     /// Asks the policy what to do now, as often as it keeps dispatching, and returns the effects.
@@ -170,16 +190,16 @@ public final class ModelQueue<Payload> {
             case .failure(let e):
                 // A failing policy must not strand requests: fall back to sending what is queued.
                 effects.append(.dispatch(take(items: limits.maxBatchItems), .policyFailed(e)))
-            case .success(.dispatch(let n)):
-                effects.append(.dispatch(take(items: min(max(n, 1), limits.maxBatchItems)), .policy))
-            case .success(.select(let indices, let n)):
+            case .success(.dispatch(let n, let reason)):
+                effects.append(.dispatch(take(items: min(max(n, 1), limits.maxBatchItems)), .policy(reason)))
+            case .success(.select(let indices, let n, let reason)):
                 if let problem = refusal(of: indices) {
                     effects.append(
                         .dispatch(
                             take(items: min(max(n, 1), limits.maxBatchItems)),
                             .policyFailed(PolicyFailure("its selection was refused: \(problem)"))))
                 } else {
-                    effects.append(.dispatch(take(selected: indices), .policy))
+                    effects.append(.dispatch(take(selected: indices), .policy(reason)))
                 }
             case .success(.shed(let indices, let reason)):
                 let set = Set(indices)

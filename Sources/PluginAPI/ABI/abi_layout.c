@@ -33,6 +33,20 @@ _Static_assert(offsetof(mlp_host_api, pass_tensor) == offsetof(mlp_host_api, set
 _Static_assert(offsetof(mlp_upstream_reply, headers) == offsetof(mlp_upstream_reply, reserved) + sizeof(uint32_t),
                "ABI 1.1 fields must follow the 1.0 ones");
 
+/* 1.2 only appended (the frozen 1.0 and 1.1 headers in Tests/Fixtures prove the old ends load). */
+_Static_assert(offsetof(mlp_policy_vtable, observe_call) == offsetof(mlp_policy_vtable, observe) + sizeof(void *),
+               "ABI 1.2 fields must follow the 1.1 ones");
+_Static_assert(offsetof(mlp_codec_vtable, destroy_call) == offsetof(mlp_codec_vtable, protocol) + sizeof(void *),
+               "ABI 1.2 fields must follow the 1.1 ones");
+_Static_assert(offsetof(mlp_stage_vtable, destroy_call) == offsetof(mlp_stage_vtable, apply) + sizeof(void *),
+               "ABI 1.2 fields must follow the 1.1 ones");
+_Static_assert(offsetof(mlp_backend_vtable, destroy_call) ==
+                   offsetof(mlp_backend_vtable, decode_response) + sizeof(void *),
+               "ABI 1.2 fields must follow the 1.1 ones");
+_Static_assert(offsetof(mlp_policy_decision, dispatch_reason) ==
+                   offsetof(mlp_policy_decision, select_count) + sizeof(uint32_t),
+               "ABI 1.2 fields must follow the 1.1 ones");
+
 /* Exposed so the host can log the header version it was compiled with. */
 unsigned mlp_abi_header_version(void) {
     return (MLP_ABI_MAJOR << 16) | MLP_ABI_MINOR;

@@ -43,6 +43,7 @@ public final class ModelMetrics: @unchecked Sendable {
     private var retries: UInt64 = 0
     private var failedByCause: [String: UInt64] = [:]
     private var policyFailures: [String: UInt64] = [:]
+    private var dispatchReasons: [String: UInt64] = [:]
     private var up = true
 
     public init() {}
@@ -56,6 +57,12 @@ public final class ModelMetrics: @unchecked Sendable {
                 + "signature, unavailable, shed, deadline)."
         ),
         ("mlproxy_batches_total", "counter", "Upstream requests (batches) sent."),
+        (
+            "mlproxy_batches_by_reason_total", "counter",
+            "Batches the queue released, by why they left then: the policy's reason (full, deadline, timer, "
+                + "no-gain, probe, priority, other, or policy when it gave none) or the host's (host-late, "
+                + "host-policy-failed)."
+        ),
         ("mlproxy_upstream_failures_total", "counter", "Batches whose upstream request failed."),
         (
             "mlproxy_split_batches_total", "counter",
@@ -105,6 +112,7 @@ public final class ModelMetrics: @unchecked Sendable {
     func failed(cause: FailureCause) { lock.withLock { failedByCause[cause.rawValue, default: 0] += 1 } }
     func upstreamUp(_ isUp: Bool) { lock.withLock { up = isUp } }
     func policyFailed(hook: String) { lock.withLock { policyFailures[hook, default: 0] += 1 } }
+    func dispatched(reason: String) { lock.withLock { dispatchReasons[reason, default: 0] += 1 } }
 
     func batch(items: Int, upstreamNanos: Int64, ok: Bool) {
         lock.withLock {
@@ -128,7 +136,12 @@ public final class ModelMetrics: @unchecked Sendable {
             out += "mlproxy_upstream_failures_total{\(m)} \(upstreamFailures)\n"
             out += "mlproxy_split_batches_total{\(m)} \(isolatedBatches)\nmlproxy_batch_splits_total{\(m)} \(splits)\n"
             out += "mlproxy_upstream_retries_total{\(m)} \(retries)\nmlproxy_upstream_up{\(m)} \(up ? 1 : 0)\n"
-            out += "mlproxy_policy_failures_total{\(m),hook=\"decide\"} \(policyFailures["decide", default: 0])\n"
+            for hook in ["decide", "observe"] {
+                out += "mlproxy_policy_failures_total{\(m),hook=\"\(hook)\"} \(policyFailures[hook, default: 0])\n"
+            }
+            for (reason, n) in dispatchReasons.sorted(by: { $0.key < $1.key }) {
+                out += "mlproxy_batches_by_reason_total{\(m),reason=\"\(reason)\"} \(n)\n"
+            }
             for (cause, n) in failedByCause.sorted(by: { $0.key < $1.key }) {
                 out += "mlproxy_failed_after_dispatch_total{\(m),cause=\"\(cause)\"} \(n)\n"
             }

@@ -9,7 +9,6 @@ extension ModelService {
     /// until only the culprits fail; the slot is held until every member is answered. A batch that
     /// succeeds (the usual case) never builds one.
     func dispatch(_ entries: [QueueEntry<PendingInfer>], on io: EventLoop, reason: DispatchReason) {
-        let bypassed: String? = if case .policyFailed(let f) = reason { f.message } else { nil }
         let dispatched = monotonicNanos()
         let pool = self.pool(for: io)
         let items = entries.reduce(0) { $0 + $1.items }
@@ -19,7 +18,7 @@ extension ModelService {
             case .success(let outputs):
                 let shape = BatchShape(items: items, requests: entries.count, attempts: 1)
                 for (entry, output) in zip(entries, outputs) {
-                    answer(entry, .answered(output, shape), dispatched: dispatched, bypassed: bypassed)
+                    answer(entry, .answered(output, shape), dispatched: dispatched, reason: reason)
                 }
                 batches.record(
                     items: items, queueNanos: entries.map { dispatched - $0.arrival },
@@ -41,7 +40,6 @@ extension ModelService {
         _ entries: [QueueEntry<PendingInfer>], _ failure: BatchFailure, items: Int, pool: any UpstreamTransport,
         dispatched: Int64, finished: Int64, reason: DispatchReason, on io: EventLoop
     ) {
-        let bypassed: String? = if case .policyFailed(let f) = reason { f.message } else { nil }
         let isolator = BatchIsolator<QueueEntry<PendingInfer>, InferResult>(
             // With late_requests: dispatch the model answers late rather than fail, so isolation goes on
             // past the SLO (bounded by its ceil(log2 n) rounds); with reject, it stops at the deadline.
@@ -49,7 +47,7 @@ extension ModelService {
             deadline: { [rejectLate = config.limits.rejectLate] in rejectLate ? $0.deadline : .max },
             items: { $0.items },
             attempt: { [self] part in attempt(part, pool: pool, on: io) },
-            finish: { [self] entry, outcome in answer(entry, outcome, dispatched: dispatched, bypassed: bypassed) })
+            finish: { [self] entry, outcome in answer(entry, outcome, dispatched: dispatched, reason: reason) })
         isolator.isolate(entries, after: failure, finished: finished, on: io).whenComplete { [self] _ in
             let c = isolator.counters
             let splitNote = c.splits > 0 ? "; split \(c.splits) times, \(c.culprits) failed alone" : ""
@@ -164,7 +162,7 @@ extension ModelService {
     /// Answers one member, as soon as its outcome is known.
     func answer(
         _ entry: QueueEntry<PendingInfer>, _ outcome: MemberOutcome<InferResult>, dispatched: Int64,
-        bypassed: String?
+        reason: DispatchReason
     ) {
         var reply: InferReply
         switch outcome {
@@ -186,7 +184,8 @@ extension ModelService {
         case .failed(let e, let shape):
             reply = InferReply(result: .failure(e), batch: shape)
         }
-        reply.policyBypassed = bypassed
+        if case .policyFailed(let f) = reason { reply.policyBypassed = f.message }
+        reply.dispatchReason = reason.name
         reply.queueNanos = dispatched - entry.arrival
         reply.upstreamNanos = monotonicNanos() - dispatched
         if case .failure(let e) = reply.result { metrics.failed(cause: e.cause) }
@@ -198,10 +197,12 @@ extension ModelService {
         items: Int, arrivals: [Int64], ok: Bool, dispatched: Int64, finished: Int64, on io: EventLoop
     ) {
         for a in arrivals { metrics.queued(nanos: dispatched - a) }
-        let effects = lock.withLock { () -> [QueueEffect<PendingInfer>] in
-            queue.batchFinished(items: items, arrivals: arrivals, ok: ok, dispatched: dispatched, finished: finished)
-            return pumpLocked()
+        let (failure, effects) = lock.withLock { () -> (PolicyFailure?, [QueueEffect<PendingInfer>]) in
+            let failure = queue.batchFinished(
+                items: items, arrivals: arrivals, ok: ok, dispatched: dispatched, finished: finished)
+            return (failure, pumpLocked())
         }
+        if let failure { policyFailed(failure, hook: "observe") }
         run(effects, on: io)
     }
 }

@@ -17,6 +17,8 @@ public struct InferReply: Sendable {
     public var upstreamNanos: Int64 = 0
     /// Why the policy was bypassed for this request's batch, when it was (the policy failed).
     public var policyBypassed: String?
+    /// Why the batch left when it did (`DispatchReason.name`): the mlproxy-batch-reason header.
+    public var dispatchReason: String?
 
     static func refused(_ e: RequestError) -> InferReply { InferReply(result: .failure(e), batch: nil) }
 }
@@ -220,7 +222,8 @@ public final class ModelService: @unchecked Sendable {
         for effect in effects {
             switch effect {
             case .dispatch(let entries, let reason):
-                if case .policyFailed(let failure) = reason { policyFailed(failure) }
+                if case .policyFailed(let failure) = reason { policyFailed(failure, hook: "decide") }
+                metrics.dispatched(reason: reason.name)
                 dispatch(entries, on: io, reason: reason)
             case .reject(let entries, let error):
                 metrics.rejected(reason: error.kind.metricLabel, count: entries.count)
@@ -230,10 +233,10 @@ public final class ModelService: @unchecked Sendable {
         }
     }
 
-    /// Counts a failed decide and logs it: the first at once, then at most one line a minute with
-    /// how many failed since (a policy that keeps failing must not flood the log).
-    func policyFailed(_ failure: PolicyFailure) {
-        metrics.policyFailed(hook: "decide")
+    /// Counts a failed policy hook (decide, observe) and logs it: the first at once, then at most
+    /// one line a minute with how many failed since (a policy that keeps failing must not flood the log).
+    func policyFailed(_ failure: PolicyFailure, hook: String) {
+        metrics.policyFailed(hook: hook)
         let now = monotonicNanos()
         let line = policyLog.withLockedValue { log -> String? in
             log.since += 1
@@ -241,9 +244,10 @@ public final class ModelService: @unchecked Sendable {
             let count = log.since
             log.lastLine = max(now, 1)
             log.since = 0
+            let what = hook == "decide" ? "failed, sending queued requests without it" : "failed in \(hook)"
             return count == 1
-                ? "policy '\(config.policy)' failed, sending queued requests without it: \(failure.message)"
-                : "policy '\(config.policy)' failed \(count) times since the last line; latest: \(failure.message)"
+                ? "policy '\(config.policy)' \(what): \(failure.message)"
+                : "policy '\(config.policy)' failed \(count) times since the last line; latest (\(hook)): \(failure.message)"
         }
         if let line { logger.error("\(line)") }
     }
