@@ -30,7 +30,7 @@ bench-deps: deps
 
 # Real model servers and clients from PyPI for the interop tests, in virtual environments,
 # (re)installed whenever their requirements change.
-interop-deps: .venv-interop/.installed .venv-kserve/.installed
+interop-deps: .venv-interop/.installed .venv-kserve/.installed .venv-seldon/.installed
 
 .venv-interop/.installed: Tests/interop/requirements.txt
 	@[ -x .venv-interop/bin/pip ] || python3 -m venv .venv-interop
@@ -42,9 +42,14 @@ interop-deps: .venv-interop/.installed .venv-kserve/.installed
 	.venv-kserve/bin/pip install -q -r Tests/interop/requirements-kserve.txt
 	@touch $@
 
+.venv-seldon/.installed: Tests/interop/requirements-seldon.txt
+	@[ -x .venv-seldon/bin/pip ] || python3 -m venv .venv-seldon
+	.venv-seldon/bin/pip install -q -r Tests/interop/requirements-seldon.txt
+	@touch $@
+
 # One formatter per language, line length 120: swift-format (.swift-format, from the toolchain) and
 # clang-format (.clang-format). The frozen ABI 1.0 header is left as it was frozen.
-SWIFT_SOURCES := Sources Tests benchmarks Package.swift
+SWIFT_SOURCES := Sources Tests benchmarks samples/swift-plugin Package.swift
 C_SOURCES = $(shell git ls-files '*.c' '*.cpp' '*.h' '*.hpp' | grep -v '^Tests/Fixtures/abi-1\.[01]/')
 
 lint: deps

@@ -26,6 +26,10 @@ let package = Package(
         .library(name: "mlp_policies", type: .dynamic, targets: ["MLPPolicies"]),
         .library(name: "mlp_tensor", type: .dynamic, targets: ["MLPTensorCodecs"]),
         .library(name: "mlp_image", type: .dynamic, targets: ["MLPImageStages"]),
+        // The SDK for plugins written in Swift (docs/plugin-abi.md, "Plugins in Swift").
+        .library(name: "MLProxyPlugin", targets: ["MLProxyPlugin"]),
+        // The Swift plugin sample: samples/swift-plugin.
+        .library(name: "mlp_swift_sample", type: .dynamic, targets: ["SwiftPluginSample"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -43,6 +47,11 @@ let package = Package(
             providers: [.apt(["libffi-dev"])]),
         // Swift helpers over the ABI: datatypes, status mapping.
         .target(name: "PluginAPI", dependencies: ["MLProxyABI"], path: "Sources/PluginAPI/Swift"),
+        // The plugin SDK: a policy, codec, stage or backend as a Swift type behind the C ABI. Plugins
+        // link it statically and the Swift runtime dynamically, sharing the host's. The host does not
+        // link it (two copies of one module's symbols in a process would interpose).
+        .target(name: "MLProxyPlugin", dependencies: ["MLProxyABI"], path: "Sources/PluginAPI/SDK"),
+        .target(name: "SwiftPluginSample", dependencies: ["MLProxyPlugin"], path: "samples/swift-plugin"),
         // The host, one module per concern (docs/ARCHITECTURE.md has the graph). ProxyCore: what every
         // layer shares (tensors, batch assembly, the request error, statistics, JSON text).
         .target(

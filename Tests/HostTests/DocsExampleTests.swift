@@ -124,3 +124,28 @@ struct ArchitectureMapTests {
         }
     }
 }
+
+/// docs/plugin-abi.md builds its plugins from excerpts of the samples; the excerpts must be the
+/// samples' own text, so the tutorial cannot drift from code that is built and tested.
+@Suite("Plugin tutorial excerpts")
+struct PluginTutorialTests {
+    @Test func everyCodeBlockOfThePluginTutorialIsInASample() throws {
+        let doc = try String(contentsOf: repoRoot.appendingPathComponent("docs/plugin-abi.md"), encoding: .utf8)
+        let sources: [String: [String]] = [
+            "c": ["samples/c-policy/edf_priority.c", "samples/c-backend/seldon_v1.c"],
+            "swift": ["samples/swift-plugin/EDFPriorityPolicy.swift", "samples/swift-plugin/Plugin.swift"],
+        ]
+        var checked = 0
+        for (language, files) in sources {
+            let texts = try files.map {
+                try String(contentsOf: repoRoot.appendingPathComponent($0), encoding: .utf8)
+            }
+            // A user's Package.swift is an illustration, not a sample of ours.
+            for block in DocsExampleTests.blocks(doc, language: language) where !block.hasPrefix("// Package.swift") {
+                #expect(texts.contains { $0.contains(block) }, "not in \(files): \(block.prefix(200))")
+                checked += 1
+            }
+        }
+        #expect(checked >= 8, "the tutorial lost its excerpts")
+    }
+}

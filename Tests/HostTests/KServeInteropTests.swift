@@ -9,10 +9,7 @@ import Testing
 @Suite("KServe ModelServer behind the proxy", .serialized)
 struct KServeInteropTests {
     @Test func answersThroughTheProxyEqualKServesOwnUnderConcurrentLoad() throws {
-        let python = repoRoot.appendingPathComponent(".venv-kserve/bin/python").path
-        guard FileManager.default.isExecutableFile(atPath: python) else {
-            throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does) to install kserve")
-        }
+        let python = try interopPython(".venv-kserve")
         let port = try freePort()
         let dir = try scratchDir("kserve")
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -254,25 +254,36 @@ struct ProcessTests {
         #expect(out.contains("policy\tpairs\t"), "components are listed too: \(out)")
     }
 
-    @Test func theDocsMinimalPolicyBuildsAndLoads() throws {
-        let doc = try String(contentsOf: repoRoot.appendingPathComponent("docs/plugin-abi.md"), encoding: .utf8)
-        let start = try #require(doc.range(of: "```c\n"))
-        let end = try #require(doc.range(of: "```", range: start.upperBound..<doc.endIndex))
+    /// The policy docs/plugin-abi.md builds (its excerpts are checked by `PluginTutorialTests`), built
+    /// as the page says and run with a manual clock: the highest priority first, then the earliest
+    /// deadline; a full batch leaves at once with the reason "full", a lone request at its deadline
+    /// less the margin.
+    @Test func theTutorialPolicyBuildsLoadsAndPicksByPriorityThenDeadline() throws {
         let dir = try scratchDir("doc")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let source = dir.appendingPathComponent("eight.c")
-        try String(doc[start.upperBound..<end.lowerBound]).write(to: source, atomically: true, encoding: .utf8)
-        let so = try compilePlugin(source: source, into: dir, name: "eight")
+        let so = try compilePlugin(
+            source: repoRoot.appendingPathComponent("samples/c-policy/edf_priority.c"), into: dir,
+            name: "edf_priority", libs: ["-ljansson"])
         let registry = PluginRegistry(configPaths: [])
         try registry.load(path: so)
-        let policy = try PluginPolicy(try registry.component(.policy, "eight-or-5ms"), configJSON: "{}")
-        let q = ModelQueue<Int>(
-            limits: QueueLimits(
-                maxBatchItems: 8, maxQueuedItems: 100, maxInflightBatches: 1, sloNanos: 1_000_000_000, rejectLate: false
-            ), policy: policy)
+        func queue() throws -> ModelQueue<Int> {
+            ModelQueue<Int>(
+                limits: QueueLimits(
+                    maxBatchItems: 8, maxQueuedItems: 100, maxInflightBatches: 1, sloNanos: 1_000_000_000,
+                    rejectLate: false),
+                policy: try PluginPolicy(
+                    try registry.component(.policy, "edf-priority"), configJSON: #"{"max_items":2,"margin_ms":5}"#))
+        }
+        let q = try queue()
         _ = q.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 0)
-        let effects = q.pump(now: 0)
-        #expect(effects.contains { if case .wake(let at) = $0 { return at == 5_000_000 } else { return false } })
+        _ = q.admit(items: 1, arrival: 1, timeoutMicros: 500_000, priority: 0, batchKey: "k", payload: 1)
+        _ = q.admit(items: 1, arrival: 2, timeoutMicros: nil, priority: 9, batchKey: "k", payload: 2)
+        let effects = q.pump(now: 3)
+        #expect(summarize(effects).batches == [[2, 1]])
+        #expect(effects.contains { if case .dispatch(_, .policy(.full)) = $0 { true } else { false } })
+        let lone = try queue()
+        _ = lone.admit(items: 1, arrival: 0, timeoutMicros: nil, priority: 0, batchKey: "k", payload: 0)
+        #expect(summarize(lone.pump(now: 0)).wake == 995_000_000)
     }
 
     @Test func simulateExplainsItsOptionsAndWritesItsTables() throws {

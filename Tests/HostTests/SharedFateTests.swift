@@ -217,20 +217,27 @@ struct SharedFateTests {
         #expect(r.output("sum") == [5])
     }
 
-    /// The Seldon fixture backend (plain cc, the header, -ljansson) and the stub, on loopback; `body`
-    /// gets the proxy's URL. `stubArgs`: more arguments for the stub.
+    /// The Seldon v1 backend sample (plain cc, the header, -ljansson) in front of a Seldon v1 server on
+    /// loopback: Seldon Core's own REST microservice (Tests/interop/seldon_serve.py), or with
+    /// `stubArgs` the stub (Tests/interop/seldon_stub.py, for an HTTP/1.0 server). `body` gets the
+    /// proxy's URL.
     func withSeldon(
-        stubArgs: [String] = [], policy: String = "static, policy_params: {max_delay_ms: 40}",
+        stubArgs: [String]? = nil, policy: String = "static, policy_params: {max_delay_ms: 40}",
         _ body: (String) throws -> Void
     ) throws {
         let dir = try scratchDir("seldon")
         defer { try? FileManager.default.removeItem(at: dir) }
         let plugin = try compilePlugin(
-            source: repoRoot.appendingPathComponent("Tests/Fixtures/plugins/seldon_backend.c"),
-            into: dir, name: "seldon_backend", libs: ["-ljansson", "-lm"])
+            source: repoRoot.appendingPathComponent("samples/c-backend/seldon_v1.c"),
+            into: dir, name: "seldon_v1", libs: ["-ljansson", "-lm"])
         let stub = Process()
-        stub.executableURL = URL(fileURLWithPath: try interopPython())
-        stub.arguments = [repoRoot.appendingPathComponent("Tests/interop/seldon_stub.py").path, "0"] + stubArgs
+        if let stubArgs {
+            stub.executableURL = URL(fileURLWithPath: try interopPython())
+            stub.arguments = [repoRoot.appendingPathComponent("Tests/interop/seldon_stub.py").path, "0"] + stubArgs
+        } else {
+            stub.executableURL = URL(fileURLWithPath: try interopPython(".venv-seldon"))
+            stub.arguments = [repoRoot.appendingPathComponent("Tests/interop/seldon_serve.py").path]
+        }
         let out = Pipe()
         stub.standardOutput = out
         try stub.run()
@@ -275,8 +282,9 @@ struct SharedFateTests {
     }
 
     /// A backend for another protocol (Seldon Core v1), built with plain cc from the header alone, in
-    /// front of a stub that rejects a whole request for one negative row and quotes it: batch-mates
-    /// are answered and never see the row; a value the backend cannot encode fails its request alone.
+    /// front of Seldon Core's own server, whose model rejects a whole request for one negative row
+    /// (500, naming the rows, and the connection closed): batch-mates are answered and never see the
+    /// row; a value the backend cannot encode fails its request alone.
     @Test func aThirdPartyBackendGetsTheSameIsolation() throws {
         try withSeldon { url in
             var requests: [(body: Data, contentType: String)] = []
@@ -308,11 +316,8 @@ struct SharedFateTests {
                     #expect(r.output("predictions") == [Double(i) + 0.5 + 11.5 + 3 + 33.25], "\(i): \(r.body)")
                     if (Int(r.headers["mlproxy-batch-attempts"] ?? "1") ?? 1) > 1 { shared += 1 }
                 case "negative":
-                    #expect(r.status == 400, "\(i): \(r.body)")
-                    #expect(
-                        error
-                            == "seldon answered 400: row 0 contains a negative value: [\(Double(i) + 0.5), 11.5, -3.0, 33.25]",
-                        "\(i): \(r.body)")
+                    #expect(r.status == 500, "\(i): \(r.body)")
+                    #expect(error == "seldon answered 500: negative values in rows [0]", "\(i): \(r.body)")
                     #expect(r.headers["mlproxy-failure"] == "own")
                 default:
                     #expect(r.status == 400, "\(i): \(r.body)")

@@ -41,10 +41,10 @@ func run(_ executable: String, _ args: [String], stdin: Data? = nil) throws -> S
     return text
 }
 
-/// The interop virtual environment's Python (MLServer, tritonclient, Pillow, NumPy); a test that needs
-/// it fails, not skips, when it is missing.
-func interopPython() throws -> String {
-    let python = repoRoot.appendingPathComponent(".venv-interop/bin/python").path
+/// The Python of an interop virtual environment: `.venv-interop` (MLServer, tritonclient, Pillow,
+/// NumPy), `.venv-kserve` or `.venv-seldon`; a test that needs it fails, not skips, when it is missing.
+func interopPython(_ venv: String = ".venv-interop") throws -> String {
+    let python = repoRoot.appendingPathComponent("\(venv)/bin/python").path
     guard FileManager.default.isExecutableFile(atPath: python) else {
         throw TestFailure.command(python, -1, "missing: run `make interop-deps` (make test does)")
     }

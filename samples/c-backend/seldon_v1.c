@@ -1,9 +1,18 @@
-/* A backend for a protocol the proxy does not ship, written the way a user writes one: Seldon Core
- * v1 REST. POST /api/v1.0/predictions with {"data": {"ndarray": [[...], ...]}} (one row per item,
- * the first input's values), reply {"data": {"ndarray": [[...], ...]}}, errors as
+/*
+ * A backend adapter for a protocol MLProxy does not ship, Seldon Core v1 REST, written from the
+ * header alone; docs/plugin-abi.md builds it step by step. Built with plain cc and jansson:
+ *
+ *     cc -shared -fPIC -O2 -Wall -Wextra -Werror -I include -o libseldon_v1.so \
+ *        samples/c-backend/seldon_v1.c -ljansson -lm
+ *
+ * and used by a model with `backend: seldon` (plugins: [./libseldon_v1.so]).
+ *
+ * The wire format: POST /api/v1.0/predictions with {"data": {"ndarray": [[...], ...]}}, one row per
+ * item (the first input's values), and the reply {"data": {"ndarray": [[...], ...]}}; errors are
  * {"status": {"code": N, "info": "..."}}. Non-finite values cannot be written in its JSON: the
- * request that holds one is refused with MLP_ERR_INVALID_INPUT, which the host must pin on that
- * request alone. Built with plain cc and -ljansson by the tests. */
+ * request that holds one is refused with MLP_ERR_INVALID_INPUT, and the host pins that on the request
+ * alone. Tested against Seldon Core's own server (Tests/interop/seldon_serve.py).
+ */
 #include <mlproxy/mlproxy.h>
 
 #include <jansson.h>
@@ -125,7 +134,7 @@ static const mlp_component comp = {
     .struct_size = sizeof comp,
     .kind = MLP_KIND_BACKEND,
     .name = "seldon",
-    .description = "Seldon Core v1 REST (test fixture)",
+    .description = "Seldon Core v1 REST: /api/v1.0/predictions, data.ndarray rows",
     .vtable = &vt,
 };
 static const mlp_component *const comps[] = {&comp};
@@ -136,5 +145,7 @@ MLP_EXPORT mlp_status mlp_plugin_init(const mlp_host_api *host, mlp_plugin_info 
     g_host = host;
     out->components = comps;
     out->component_count = 1;
+    out->version = "1.0.0";
+    out->description = "the docs/plugin-abi.md tutorial backend: Seldon Core v1 REST";
     return MLP_OK;
 }
