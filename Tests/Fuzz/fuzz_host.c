@@ -84,7 +84,7 @@ static void reset(mlp_call *c) {
     c->log_full = false;
 }
 
-static void host_log(mlp_call *c, int level, const char *msg, size_t len) {
+static void host_log(mlp_call *c, uint32_t level, const char *msg, size_t len) {
     (void)c;
     (void)level;
     if (len && !msg) abort();
@@ -158,7 +158,7 @@ static mlp_status host_parameters(mlp_call *c, mlp_bytes b) {
     note(c, 'P', b.ptr, b.len);
     return host_bytes(c, b);
 }
-static mlp_status host_int(mlp_call *c, int key, int64_t value) {
+static mlp_status host_int(mlp_call *c, uint32_t key, int64_t value) {
     int64_t kv[2] = {key, value};
     note(c, 'R', kv, sizeof kv);
     return MLP_OK;
